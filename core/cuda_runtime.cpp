@@ -1,0 +1,146 @@
+// CUDA runtime services for core: device queries, the per-thread stream, copies and the caching
+// allocator. Compiled only when the CUDA toolkit is found (cuda_runtime_stub.cpp otherwise).
+#include "core/cuda_runtime.h"
+
+#include <cuda_runtime.h>
+
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "core/error.h"
+
+#define S6_CUDA_CALL(expr)                                                                    \
+  do {                                                                                        \
+    cudaError_t err_ = (expr);                                                                \
+    S6_CHECK(err_ == cudaSuccess, "CUDA call {} failed: {}", #expr, cudaGetErrorString(err_)); \
+  } while (0)
+
+namespace s6::cuda {
+
+bool compiled_with_cuda() { return true; }
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+}
+
+bool available() { return device_count() > 0; }
+
+void set_device(int index) { S6_CUDA_CALL(cudaSetDevice(index)); }
+
+namespace {
+thread_local cudaStream_t g_stream = nullptr;
+}
+
+void* current_stream() { return g_stream; }
+void set_current_stream(void* stream) { g_stream = static_cast<cudaStream_t>(stream); }
+void synchronize() { S6_CUDA_CALL(cudaStreamSynchronize(g_stream)); }
+
+namespace {
+
+// Exact-size buckets suit training: every step asks for the same sizes, so after the first step
+// no request reaches cudaMalloc. Small sizes round to 512 B, large ones to 2 MiB.
+int64_t round_size(int64_t bytes) {
+  constexpr int64_t kSmall = 512, kLarge = 2 << 20;
+  if (bytes < (1 << 20)) return (bytes + kSmall - 1) / kSmall * kSmall;
+  return (bytes + kLarge - 1) / kLarge * kLarge;
+}
+
+struct CachingAllocator {
+  std::mutex mutex;
+  std::unordered_map<int64_t, std::vector<void*>> free_blocks;  // rounded size -> blocks
+  std::unordered_map<void*, int64_t> live;                      // block -> rounded size
+  AllocatorStats stats;
+
+  void* allocate(int64_t bytes) {
+    int64_t size = round_size(bytes);
+    std::lock_guard<std::mutex> lock(mutex);
+    void* ptr = nullptr;
+    auto it = free_blocks.find(size);
+    if (it != free_blocks.end() && !it->second.empty()) {
+      ptr = it->second.back();
+      it->second.pop_back();
+    } else {
+      if (cudaMalloc(&ptr, size) != cudaSuccess) {
+        cudaGetLastError();
+        release_cached_locked();
+        cudaError_t err = cudaMalloc(&ptr, size);
+        S6_CHECK(err == cudaSuccess,
+                 "CUDA out of memory allocating {} bytes ({} in use by tensors, peak {}): {}", size,
+                 stats.allocated_bytes, stats.peak_allocated_bytes, cudaGetErrorString(err));
+      }
+      stats.cached_bytes += size;
+      stats.device_allocations += 1;
+    }
+    live[ptr] = size;
+    stats.allocated_bytes += size;
+    if (stats.allocated_bytes > stats.peak_allocated_bytes)
+      stats.peak_allocated_bytes = stats.allocated_bytes;
+    return ptr;
+  }
+
+  void release(void* ptr) {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = live.find(ptr);
+    if (it == live.end()) return;  // not ours: never free memory we did not hand out
+    free_blocks[it->second].push_back(ptr);
+    stats.allocated_bytes -= it->second;
+    live.erase(it);
+  }
+
+  void release_cached_locked() {
+    cudaDeviceSynchronize();
+    for (auto& [size, blocks] : free_blocks) {
+      for (void* p : blocks) {
+        cudaFree(p);
+        stats.cached_bytes -= size;
+      }
+      blocks.clear();
+    }
+  }
+};
+
+CachingAllocator& allocator() {
+  static auto* instance = new CachingAllocator();  // leaked on purpose: outlives static tensors
+  return *instance;
+}
+
+}  // namespace
+
+void* allocate(int64_t bytes) { return allocator().allocate(bytes); }
+void release(void* ptr) { allocator().release(ptr); }
+
+AllocatorStats allocator_stats() {
+  std::lock_guard<std::mutex> lock(allocator().mutex);
+  return allocator().stats;
+}
+
+void reset_peak_stats() {
+  std::lock_guard<std::mutex> lock(allocator().mutex);
+  allocator().stats.peak_allocated_bytes = allocator().stats.allocated_bytes;
+}
+
+void empty_cache() {
+  std::lock_guard<std::mutex> lock(allocator().mutex);
+  allocator().release_cached_locked();
+}
+
+void copy_bytes(void* dst, const void* src, int64_t bytes, CopyKind kind) {
+  if (bytes == 0) return;
+  cudaMemcpyKind k = kind == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
+                     : kind == CopyKind::DeviceToHost ? cudaMemcpyDeviceToHost
+                                                      : cudaMemcpyDeviceToDevice;
+  S6_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, k, g_stream));
+  if (kind != CopyKind::DeviceToDevice) S6_CUDA_CALL(cudaStreamSynchronize(g_stream));
+}
+
+void memset_zero(void* dst, int64_t bytes) {
+  if (bytes) S6_CUDA_CALL(cudaMemsetAsync(dst, 0, bytes, g_stream));
+}
+
+}  // namespace s6::cuda

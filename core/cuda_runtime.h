@@ -1,0 +1,36 @@
+// The few CUDA runtime services core needs (device query, caching allocator, copies, the stream),
+// declared without CUDA headers so CPU-only builds compile; without CUDA they throw a clear error.
+#pragma once
+#include <cstdint>
+
+namespace s6::cuda {
+
+bool compiled_with_cuda();
+// True when built with CUDA and at least one device is visible.
+bool available();
+int device_count();
+void set_device(int index);
+
+// Stream that every s6 kernel and copy runs on (one per thread; the legacy default stream until set).
+void* current_stream();
+void set_current_stream(void* stream);
+void synchronize();
+
+// Caching allocator: freed blocks stay cached per size class and are reused in stream order.
+void* allocate(int64_t bytes);
+void release(void* ptr);
+struct AllocatorStats {
+  int64_t allocated_bytes = 0;  // handed out to tensors now
+  int64_t peak_allocated_bytes = 0;
+  int64_t cached_bytes = 0;     // held from the driver (in use + free)
+  int64_t device_allocations = 0;  // calls that reached cudaMalloc
+};
+AllocatorStats allocator_stats();
+void reset_peak_stats();
+void empty_cache();
+
+enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
+void copy_bytes(void* dst, const void* src, int64_t bytes, CopyKind kind);
+void memset_zero(void* dst, int64_t bytes);
+
+}  // namespace s6::cuda

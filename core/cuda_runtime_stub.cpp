@@ -1,0 +1,40 @@
+// CPU-only build: the CUDA services report that this build has no CUDA, naming the fix.
+#include "core/cuda_runtime.h"
+#include "core/error.h"
+
+namespace s6::cuda {
+
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  S6_FAIL("{}: this build of s6 has no CUDA support (nvcc was not found at configure time); "
+          "use device=cpu or rebuild on a machine with the CUDA toolkit",
+          what);
+}
+}  // namespace
+
+bool compiled_with_cuda() { return false; }
+bool available() { return false; }
+int device_count() { return 0; }
+void set_device(int) { no_cuda("set_device"); }
+void* current_stream() { return nullptr; }
+void set_current_stream(void*) {}
+void synchronize() {}
+void* allocate(int64_t) { no_cuda("allocate"); }
+void release(void*) {}
+AllocatorStats allocator_stats() { return {}; }
+void reset_peak_stats() {}
+void empty_cache() {}
+void copy_bytes(void*, const void*, int64_t, CopyKind) { no_cuda("copy"); }
+void memset_zero(void*, int64_t) { no_cuda("memset"); }
+
+}  // namespace s6::cuda
+
+#include "core/tensor_kernels.h"
+
+namespace s6::detail {
+void fill_cuda(const StridedShape&, const StridedView&, double) { S6_FAIL("fill: no CUDA in this build"); }
+void copy_cuda(const StridedShape&, const StridedView&, const StridedView&) {
+  S6_FAIL("copy: no CUDA in this build");
+}
+void add_cuda(void*, const void*, DType, int64_t, double) { S6_FAIL("add_: no CUDA in this build"); }
+}  // namespace s6::detail

@@ -1,0 +1,32 @@
+// CPU storage is 64-byte aligned host memory; CUDA storage comes from the caching allocator.
+#include "core/storage.h"
+
+#include <cstdlib>
+
+#include "core/cuda_runtime.h"
+#include "core/error.h"
+
+namespace s6 {
+
+Storage::Storage(int64_t nbytes, Device dev) : bytes(nbytes), device(dev) {
+  S6_CHECK(nbytes >= 0, "storage: negative size {}", nbytes);
+  if (nbytes == 0) return;
+  if (device == Device::CPU) {
+    int64_t rounded = (nbytes + 63) / 64 * 64;
+    data = std::aligned_alloc(64, static_cast<size_t>(rounded));
+    S6_CHECK(data != nullptr, "storage: out of host memory allocating {} bytes", nbytes);
+  } else {
+    data = cuda::allocate(nbytes);
+  }
+}
+
+Storage::~Storage() {
+  if (!data) return;
+  if (device == Device::CPU) {
+    std::free(data);
+  } else {
+    cuda::release(data);
+  }
+}
+
+}  // namespace s6

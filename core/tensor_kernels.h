@@ -1,0 +1,32 @@
+// The element loops core itself needs (fill, strided copy with dtype conversion, accumulate), on
+// the CPU and on CUDA. Higher-level math lives in kernels/.
+#pragma once
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace s6::detail {
+
+constexpr int kMaxDims = 8;
+
+// A strided operand: element (i0..in) lives at data + sum(ik * strides[k]) elements.
+struct StridedView {
+  void* data;
+  DType dtype;
+  int64_t strides[kMaxDims];
+};
+struct StridedShape {
+  int ndim;
+  int64_t sizes[kMaxDims];
+  int64_t numel;
+};
+
+void fill_cpu(const StridedShape& shape, const StridedView& dst, double value);
+void copy_cpu(const StridedShape& shape, const StridedView& dst, const StridedView& src);
+void add_cpu(void* dst, const void* src, DType dtype, int64_t n, double alpha);
+
+void fill_cuda(const StridedShape& shape, const StridedView& dst, double value);
+void copy_cuda(const StridedShape& shape, const StridedView& dst, const StridedView& src);
+void add_cuda(void* dst, const void* src, DType dtype, int64_t n, double alpha);
+
+}  // namespace s6::detail

@@ -1,0 +1,86 @@
+// CPU element loops for core: strided fill/copy (with conversion) and contiguous accumulate.
+#include <cstring>
+
+#include "core/error.h"
+#include "core/tensor_kernels.h"
+
+namespace s6::detail {
+
+namespace {
+
+template <typename T>
+inline T from_double(double v) { return static_cast<T>(v); }
+template <>
+inline BFloat16 from_double<BFloat16>(double v) { return BFloat16(static_cast<float>(v)); }
+template <typename T>
+inline double to_double(T v) { return static_cast<double>(v); }
+template <>
+inline double to_double<BFloat16>(BFloat16 v) { return static_cast<float>(v); }
+
+template <typename Fn>
+void dispatch_all(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::Float32: fn(float{}); break;
+    case DType::Float64: fn(double{}); break;
+    case DType::BFloat16: fn(BFloat16{}); break;
+    case DType::Int32: fn(int32_t{}); break;
+    case DType::Int64: fn(int64_t{}); break;
+  }
+}
+
+inline int64_t offset_of(int64_t linear, const StridedShape& s, const int64_t* strides) {
+  int64_t off = 0;
+  for (int d = s.ndim - 1; d >= 0; --d) {
+    int64_t i = linear % s.sizes[d];
+    linear /= s.sizes[d];
+    off += i * strides[d];
+  }
+  return off;
+}
+
+}  // namespace
+
+void fill_cpu(const StridedShape& shape, const StridedView& dst, double value) {
+  dispatch_all(dst.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T v = from_double<T>(value);
+    T* p = static_cast<T*>(dst.data);
+#pragma omp parallel for if (shape.numel > 65536)
+    for (int64_t i = 0; i < shape.numel; ++i) p[offset_of(i, shape, dst.strides)] = v;
+  });
+}
+
+void copy_cpu(const StridedShape& shape, const StridedView& dst, const StridedView& src) {
+  dispatch_all(dst.dtype, [&](auto dtag) {
+    using D = decltype(dtag);
+    dispatch_all(src.dtype, [&](auto stag) {
+      using S = decltype(stag);
+      D* d = static_cast<D*>(dst.data);
+      const S* s = static_cast<const S*>(src.data);
+#pragma omp parallel for if (shape.numel > 65536)
+      for (int64_t i = 0; i < shape.numel; ++i) {
+        S v = s[offset_of(i, shape, src.strides)];
+        D out;
+        if constexpr (std::is_same_v<D, S>) {
+          out = v;
+        } else {
+          out = from_double<D>(to_double<S>(v));
+        }
+        d[offset_of(i, shape, dst.strides)] = out;
+      }
+    });
+  });
+}
+
+void add_cpu(void* dst, const void* src, DType dtype, int64_t n, double alpha) {
+  dispatch_all(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* d = static_cast<T*>(dst);
+    const T* s = static_cast<const T*>(src);
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i)
+      d[i] = from_double<T>(to_double<T>(d[i]) + alpha * to_double<T>(s[i]));
+  });
+}
+
+}  // namespace s6::detail

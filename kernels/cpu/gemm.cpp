@@ -1,0 +1,58 @@
+// BLAS gemm via the Fortran interface (any BLAS provides it): row-major C = op(A) op(B) is
+// column-major C^T = op(B)^T op(A)^T, so the operands swap places.
+#include "kernels/cpu/gemm.h"
+
+#include <climits>
+
+#include "core/error.h"
+
+extern "C" {
+void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc);
+void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc);
+}
+
+namespace s6::kernels::cpu {
+
+namespace {
+void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+               const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+               const float* beta, float* c, const int* ldc) {
+  sgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+               const double* alpha, const double* a, const int* lda, const double* b,
+               const int* ldb, const double* beta, double* c, const int* ldc) {
+  dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+}  // namespace
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* A,
+          const T* B, T beta, T* C) {
+  S6_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX,
+           "gemm: dims {}x{}x{} exceed the 32-bit BLAS interface", m, n, k);
+  if (m == 0 || n == 0) return;
+  int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
+  if (k == 0) {
+    for (int64_t i = 0; i < m * n; ++i) C[i] = beta == T(0) ? T(0) : beta * C[i];
+    return;
+  }
+  // Column-major view: C^T (n x m) = op(B)^T (n x k) * op(A)^T (k x m).
+  const char tb = trans_b ? 'T' : 'N';
+  const char ta = trans_a ? 'T' : 'N';
+  int ldb = trans_b ? ki : ni;
+  int lda = trans_a ? mi : ki;
+  int ldc = ni;
+  blas_gemm(&tb, &ta, &ni, &mi, &ki, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, const float*,
+                          float, float*);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
+                           const double*, double, double*);
+
+}  // namespace s6::kernels::cpu

@@ -1,0 +1,56 @@
+// cross_entropy(logits, targets) as one fused node: backward recomputes the softmax.
+#include "autograd/tape.h"
+#include "kernels/cpu/cross_entropy.h"
+#include "layers/op_checks.h"
+#include "layers/ops.h"
+
+namespace s6 {
+
+Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t ignore_index) {
+  detail::check_rank("cross_entropy", "logits", logits_in, 2);
+  detail::check_same_float("cross_entropy", {&logits_in});
+  detail::check_rank("cross_entropy", "targets", targets_in, 1);
+  S6_CHECK(targets_in.size(0) == logits_in.size(0),
+           "cross_entropy: {} targets for {} rows of logits {}", targets_in.size(0),
+           logits_in.size(0), logits_in.describe());
+  detail::check_cpu("cross_entropy", logits_in);
+  Tensor logits = logits_in.contiguous(), targets = targets_in.contiguous();
+  int64_t rows = logits.size(0), vocab = logits.size(1), counted = 0;
+  double total = 0;
+  detail::dispatch_index("cross_entropy", targets, [&](auto itag) {
+    using I = decltype(itag);
+    const I* t = targets.data<I>();
+    for (int64_t r = 0; r < rows; ++r)
+      S6_CHECK(t[r] == ignore_index || (t[r] >= 0 && t[r] < vocab),
+               "cross_entropy: target {} at row {} is outside [0, {}) and is not the ignore index {}",
+               static_cast<int64_t>(t[r]), r, vocab, ignore_index);
+    detail::dispatch_float("cross_entropy", logits.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      total = kernels::cpu::cross_entropy_fwd<T, I>(logits.data<T>(), t, rows, vocab, ignore_index,
+                                                    &counted);
+    });
+  });
+  double loss_value = counted > 0 ? total / static_cast<double>(counted) : 0.0;
+  Tensor loss = Tensor::full({}, loss_value, logits.dtype(), logits.device());
+  if (autograd::should_record({&logits_in})) {
+    autograd::record("cross_entropy", {logits_in, targets_in}, {&loss},
+                     [logits, targets, ignore_index, counted](const autograd::BackwardContext& ctx) {
+                       double g = ctx.grad_outputs[0].item();
+                       double scale = counted > 0 ? g / static_cast<double>(counted) : 0.0;
+                       Tensor dlogits = Tensor::empty_like(logits);
+                       detail::dispatch_index("cross_entropy backward", targets, [&](auto itag) {
+                         using I = decltype(itag);
+                         detail::dispatch_float("cross_entropy backward", logits.dtype(), [&](auto tag) {
+                           using T = decltype(tag);
+                           kernels::cpu::cross_entropy_bwd<T, I>(
+                               dlogits.data<T>(), logits.data<T>(), targets.data<I>(), logits.size(0),
+                               logits.size(1), ignore_index, scale);
+                         });
+                       });
+                       return autograd::TensorList{dlogits, Tensor()};
+                     });
+  }
+  return loss;
+}
+
+}  // namespace s6

@@ -1,0 +1,75 @@
+// linear(x, W, b) = x W^T + b as one tape node; backward: dx = dy W, dW = dy^T x, db = sum dy.
+#include "autograd/tape.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/reduce.h"
+#include "layers/op_checks.h"
+#include "layers/ops.h"
+
+namespace s6 {
+
+namespace {
+
+// Flattens (..., features) to rows; returns the row count.
+int64_t rows_of(const Tensor& x) { return x.numel() / x.size(-1); }
+
+Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
+  int64_t rows = rows_of(x), in = w.size(1), out_features = w.size(0);
+  Shape out_shape = x.shape();
+  out_shape.back() = out_features;
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
+  detail::dispatch_float("linear", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* yp = y.data<T>();
+    if (b.defined()) {
+      const T* bp = b.data<T>();
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < out_features; ++j) yp[r * out_features + j] = bp[j];
+    }
+    kernels::cpu::gemm<T>(false, true, rows, out_features, in, T(1), x.data<T>(), w.data<T>(),
+                          b.defined() ? T(1) : T(0), yp);
+  });
+  return y;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
+  detail::check_same_float("linear", {&x_in, &w_in, &b_in});
+  detail::check_rank("linear", "weight", w_in, 2);
+  S6_CHECK(x_in.dim() >= 1 && x_in.size(-1) == w_in.size(1),
+           "linear: input {} has {} features but weight {} expects {}", x_in.describe(),
+           x_in.dim() ? x_in.size(-1) : 0, w_in.describe(), w_in.size(1));
+  if (b_in.defined()) detail::check_shape("linear", "bias", b_in, {w_in.size(0)});
+  detail::check_cpu("linear", x_in);
+  Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = b_in.defined() ? b_in.contiguous() : b_in;
+  Tensor y = linear_forward(x, w, b);
+  if (autograd::should_record({&x_in, &w_in, &b_in})) {
+    autograd::record("linear", {x_in, w_in, b_in}, {&y}, [x, w, has_bias = b.defined()](
+                                                          const autograd::BackwardContext& ctx) {
+      Tensor dy = ctx.grad_outputs[0].contiguous();
+      int64_t rows = rows_of(x), in = w.size(1), out_features = w.size(0);
+      Tensor dx, dw, db;
+      detail::dispatch_float("linear backward", x.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        if (ctx.needs_input_grad[0]) {
+          dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+          kernels::cpu::gemm<T>(false, false, rows, in, out_features, T(1), dy.data<T>(),
+                                w.data<T>(), T(0), dx.data<T>());
+        }
+        if (ctx.needs_input_grad[1]) {
+          dw = Tensor::empty(w.shape(), w.dtype(), w.device());
+          kernels::cpu::gemm<T>(true, false, out_features, in, rows, T(1), dy.data<T>(),
+                                x.data<T>(), T(0), dw.data<T>());
+        }
+        if (has_bias && ctx.needs_input_grad[2]) {
+          db = Tensor::empty({out_features}, x.dtype(), x.device());
+          kernels::cpu::sum_rows<T>(db.data<T>(), dy.data<T>(), rows, out_features);
+        }
+      });
+      return autograd::TensorList{dx, dw, db};
+    });
+  }
+  return y;
+}
+
+}  // namespace s6

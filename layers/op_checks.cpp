@@ -1,0 +1,35 @@
+// Implementation of the shared argument checks: every message names the op and the tensors.
+#include "layers/op_checks.h"
+
+namespace s6::detail {
+
+void check_same_float(const char* op, std::initializer_list<const Tensor*> tensors) {
+  const Tensor* first = nullptr;
+  for (const Tensor* t : tensors) {
+    if (!t || !t->defined()) continue;
+    S6_CHECK(is_floating(t->dtype()), "{}: expected a floating tensor, got {}", op, t->describe());
+    if (!first) {
+      first = t;
+      continue;
+    }
+    S6_CHECK(t->dtype() == first->dtype() && t->device() == first->device(),
+             "{}: inputs disagree: {} vs {}", op, first->describe(), t->describe());
+  }
+}
+
+void check_shape(const char* op, const char* arg, const Tensor& t, const Shape& expected) {
+  S6_CHECK(t.shape() == expected, "{}: {} should be {} but is {}", op, arg, shape_str(expected),
+           t.describe());
+}
+
+void check_rank(const char* op, const char* arg, const Tensor& t, int64_t rank) {
+  S6_CHECK(t.defined(), "{}: {} is undefined", op, arg);
+  S6_CHECK(t.dim() == rank, "{}: {} should have rank {} but is {}", op, arg, rank, t.describe());
+}
+
+void check_cpu(const char* op, const Tensor& t) {
+  S6_CHECK(t.device() == Device::CPU, "{}: no CUDA kernel for {} yet (CPU only)", op,
+           t.describe());
+}
+
+}  // namespace s6::detail

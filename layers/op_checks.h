@@ -1,0 +1,45 @@
+// Argument checks and dtype dispatch shared by the op implementations in layers/.
+#pragma once
+#include <initializer_list>
+
+#include "core/tensor.h"
+
+namespace s6::detail {
+
+// All defined tensors on one device, with one floating dtype (float32 or float64 on the CPU).
+void check_same_float(const char* op, std::initializer_list<const Tensor*> tensors);
+void check_shape(const char* op, const char* arg, const Tensor& t, const Shape& expected);
+void check_rank(const char* op, const char* arg, const Tensor& t, int64_t rank);
+// Ops whose CUDA kernels have not landed yet say so by name.
+void check_cpu(const char* op, const Tensor& t);
+
+// Calls fn(float{}) or fn(double{}) for a float32/float64 tensor; anything else is an error.
+template <typename Fn>
+void dispatch_float(const char* op, DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::Float32: fn(float{}); return;
+    case DType::Float64: fn(double{}); return;
+    default: S6_FAIL("{}: the CPU kernel supports float32 and float64, not {}", op, dtype_name(dtype));
+  }
+}
+
+template <typename T>
+const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+}  // namespace s6::detail
+
+namespace s6::detail {
+
+// Calls fn(int32_t{}) or fn(int64_t{}) for an index tensor; anything else is an error.
+template <typename Fn>
+void dispatch_index(const char* op, const Tensor& ids, Fn&& fn) {
+  switch (ids.dtype()) {
+    case DType::Int32: fn(int32_t{}); return;
+    case DType::Int64: fn(int64_t{}); return;
+    default: S6_FAIL("{}: indices must be int32 or int64, got {}", op, ids.describe());
+  }
+}
+
+}  // namespace s6::detail

@@ -1,0 +1,107 @@
+// Tensor core: shapes, views, copies across dtypes, bfloat16 rounding, the Philox RNG.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <set>
+
+#include "core/cuda_runtime.h"
+#include "core/philox.h"
+#include "core/random.h"
+#include "core/tensor.h"
+
+using namespace s6;
+
+TEST_CASE("tensor: contiguous strides, views share storage, copies do not") {
+  Tensor t = Tensor::from_vector<float>({0, 1, 2, 3, 4, 5}, {2, 3});
+  CHECK(t.strides() == Shape{3, 1});
+  Tensor tt = t.transpose(0, 1);
+  CHECK(tt.shape() == Shape{3, 2});
+  CHECK_FALSE(tt.is_contiguous());
+  CHECK(tt.contiguous().to_vector<float>() == std::vector<float>{0, 3, 1, 4, 2, 5});
+  Tensor col = t.narrow(1, 1, 2);
+  CHECK(col.to_vector<float>() == std::vector<float>{1, 2, 4, 5});
+  col.fill_(9);  // writes through the view
+  CHECK(t.to_vector<float>() == std::vector<float>{0, 9, 9, 3, 9, 9});
+  Tensor c = t.clone();
+  c.fill_(0);
+  CHECK(t.to_vector<float>()[1] == 9);
+  CHECK(t.view({3, -1}).shape() == Shape{3, 2});
+  CHECK(t.permute({1, 0}).to_vector<float>() == tt.to_vector<float>());
+  Tensor e = Tensor::from_vector<float>({1, 2}, {2, 1}).expand({2, 3});
+  CHECK(e.to_vector<float>() == std::vector<float>{1, 1, 1, 2, 2, 2});
+}
+
+TEST_CASE("tensor: dtype conversions, including bfloat16 round-to-nearest-even") {
+  Tensor d = Tensor::from_vector<double>({1.5, -2.25, 1e-3}, {3});
+  CHECK(d.to(DType::Float32).to_vector<float>() == std::vector<float>{1.5f, -2.25f, 1e-3f});
+  CHECK(d.to(DType::Int64).to_vector<int64_t>() == std::vector<int64_t>{1, -2, 0});
+  CHECK(static_cast<float>(BFloat16(1.0f + 1.0f / 256)) == 1.0f);         // tie rounds to even
+  CHECK(static_cast<float>(BFloat16(1.0f + 3.0f / 256)) == 1.0f + 1.0f / 64);  // tie rounds up to even
+  CHECK(std::isnan(static_cast<float>(BFloat16(NAN))));
+  Tensor b = d.to(DType::BFloat16).to(DType::Float64);
+  std::vector<double> back = b.to_vector<double>();
+  CHECK(back[0] == 1.5);
+  CHECK(std::fabs(back[2] - 1e-3) < 1e-5);
+}
+
+TEST_CASE("tensor: errors name the op, the shapes and the dtypes") {
+  Tensor t = Tensor::zeros({2, 3});
+  CHECK_THROWS_WITH_AS(t.view({4, 2}), doctest::Contains("view[4, 2] has 8 elements but float32[2, 3] cpu"),
+                       Error);
+  CHECK_THROWS_WITH_AS(t.data<double>(), doctest::Contains("data<float64>() on a float32[2, 3] cpu"), Error);
+  CHECK_THROWS_WITH_AS(t.narrow(1, 2, 2), doctest::Contains("narrow(dim 1, start 2, length 2)"), Error);
+  CHECK_THROWS_AS(Tensor::from_vector<int32_t>({1}, {2}), Error);
+}
+
+TEST_CASE("philox: two-integer state is reproducible and seekable") {
+  Philox a(42), b(42);
+  std::vector<uint32_t> first;
+  for (int i = 0; i < 10; ++i) first.push_back(a.next_u32());
+  for (int i = 0; i < 10; ++i) CHECK(b.next_u32() == first[i]);
+  Philox c(42);
+  c.seek(7);
+  CHECK(c.next_u32() == first[7]);
+  Philox other_stream(42, 1);
+  CHECK(other_stream.next_u32() != first[0]);
+  Philox d(43);
+  CHECK(d.next_u32() != first[0]);
+  // Uniform and below() stay in range and spread out.
+  std::set<uint64_t> seen;
+  for (int i = 0; i < 2000; ++i) {
+    double u = a.uniform();
+    CHECK((u >= 0.0 && u < 1.0));
+    seen.insert(a.below(10));
+  }
+  CHECK(seen.size() == 10);
+  double acc = 0, acc2 = 0;
+  for (int i = 0; i < 20000; ++i) {
+    double n = a.normal();
+    acc += n;
+    acc2 += n * n;
+  }
+  CHECK(std::fabs(acc / 20000) < 0.03);
+  CHECK(std::fabs(acc2 / 20000 - 1.0) < 0.05);
+}
+
+TEST_CASE("cuda: device copies round-trip (skips without a GPU)") {
+  if (!cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+  Philox rng(5);
+  Tensor h = uniform({3, 5, 7}, -1, 1, rng);
+  Tensor d = h.to(Device::CUDA);
+  CHECK(d.is_cuda());
+  CHECK(d.to(Device::CPU).to_vector<float>() == h.to_vector<float>());
+  Tensor dt = d.transpose(0, 2).contiguous();  // CUDA strided copy
+  CHECK(dt.to(Device::CPU).to_vector<float>() == h.transpose(0, 2).contiguous().to_vector<float>());
+  Tensor bf = d.to(DType::BFloat16).to(DType::Float32).to(Device::CPU);
+  CHECK(bf.to_vector<float>() == h.to(DType::BFloat16).to(DType::Float32).to_vector<float>());
+  Tensor acc = Tensor::zeros({3, 5, 7}, DType::Float32, Device::CUDA);
+  acc.add_(d).add_(d, 0.5);
+  std::vector<float> got = acc.to_vector<float>(), want = h.to_vector<float>();
+  for (size_t i = 0; i < want.size(); ++i) CHECK(got[i] == doctest::Approx(1.5 * want[i]));
+  auto before = cuda::allocator_stats().device_allocations;
+  for (int i = 0; i < 10; ++i) Tensor::empty({3, 5, 7}, DType::Float32, Device::CUDA);
+  CHECK(cuda::allocator_stats().device_allocations == before);  // served from the cache
+}
