@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 
+#ifdef S6_HAVE_BLAS
 extern "C" {
 void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
             const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
@@ -15,9 +16,12 @@ void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const in
             const double* beta, double* c, const int* ldc);
 }
 
+#endif
+
 namespace s6::kernels::cpu {
 
 namespace {
+#ifdef S6_HAVE_BLAS
 void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
                const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
                const float* beta, float* c, const int* ldc) {
@@ -28,6 +32,29 @@ void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const
                const int* ldb, const double* beta, double* c, const int* ldc) {
   dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
+#else
+// Fallback for machines without a BLAS (the GPU image): column-major, OpenMP over columns of C.
+// Correct and deterministic, not fast; the CPU build always links a real BLAS.
+template <typename T>
+void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+               const T* alpha, const T* a, const int* lda, const T* b, const int* ldb,
+               const T* beta, T* c, const int* ldc) {
+  const bool tra = *ta == 'T', trb = *tb == 'T';
+#pragma omp parallel for if (static_cast<int64_t>(*m) * *n * *k > 65536)
+  for (int j = 0; j < *n; ++j) {
+    for (int i = 0; i < *m; ++i) {
+      T acc = 0;
+      for (int p = 0; p < *k; ++p) {
+        T av = tra ? a[p + static_cast<int64_t>(i) * *lda] : a[i + static_cast<int64_t>(p) * *lda];
+        T bv = trb ? b[j + static_cast<int64_t>(p) * *ldb] : b[p + static_cast<int64_t>(j) * *ldb];
+        acc += av * bv;
+      }
+      T& out = c[i + static_cast<int64_t>(j) * *ldc];
+      out = *alpha * acc + (*beta == T(0) ? T(0) : *beta * out);
+    }
+  }
+}
+#endif
 }  // namespace
 
 template <typename T>
