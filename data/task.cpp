@@ -1,0 +1,133 @@
+// Task base (batch allocation, seeded parallel sampling, validation sets), make_task and accuracy.
+#include "data/task.h"
+
+#include <algorithm>
+
+#include "data/copying.h"
+#include "data/induction.h"
+
+namespace s6::data {
+
+LossPositions parse_loss_positions(const std::string& s) {
+  if (s == "last") return LossPositions::Last;
+  if (s == "all") return LossPositions::All;
+  S6_FAIL("loss_positions = '{}' must be 'last' (score the answer positions only) or 'all' "
+          "(every next-token target; induction_heads only)", s);
+}
+
+const char* loss_positions_name(LossPositions p) { return p == LossPositions::Last ? "last" : "all"; }
+
+Batch Task::make_batch(int64_t batch_size) const {
+  S6_CHECK(batch_size >= 1, "{}: batch_size = {} must be >= 1", name_, batch_size);
+  Batch b;
+  b.inputs = Tensor::empty({batch_size, params_.seq_len}, DType::Int32);
+  b.targets = Tensor::empty({batch_size, params_.seq_len}, DType::Int32);
+  b.eval_targets = separate_eval_targets()
+                       ? Tensor::empty({batch_size, params_.seq_len}, DType::Int32)
+                       : b.targets;
+  return b;
+}
+
+void Task::sample_into(Batch& out, uint64_t seed, uint64_t k, uint32_t rank, Split split) const {
+  const int64_t L = params_.seq_len;
+  auto ok = [&](const Tensor& t) {
+    return t.defined() && !t.is_cuda() && t.dtype() == DType::Int32 && t.dim() == 2 &&
+           t.size(1) == L && t.is_contiguous() && t.size(0) == out.inputs.size(0);
+  };
+  S6_CHECK(out.inputs.defined() && ok(out.inputs) && ok(out.targets) && ok(out.eval_targets),
+           "{}.sample_into: the batch must hold contiguous CPU int32 (batch, {}) tensors (use "
+           "make_batch); got inputs {}", name_, L,
+           out.inputs.defined() ? out.inputs.describe() : std::string("undefined"));
+  const int64_t B = out.inputs.size(0);
+  S6_CHECK((static_cast<uint64_t>(rank) + 1) * static_cast<uint64_t>(B) <= (uint64_t{1} << 32),
+           "{}.sample_into: rank {} * batch {} exceeds 2^32 examples per global batch", name_,
+           rank, B);
+  const bool aliased = out.eval_targets.data_ptr() == out.targets.data_ptr();
+  const bool separate = separate_eval_targets();
+  S6_CHECK(!(separate && aliased),
+           "{}.sample_into: eval_targets must be its own tensor with loss_positions = all "
+           "(use make_batch)", name_);
+  const uint64_t key = derive_key(seed, split, task_id(), static_cast<uint64_t>(params_.vocab),
+                                  static_cast<uint64_t>(params_.seq_len),
+                                  static_cast<uint64_t>(params_.num_tokens));
+  int32_t* in = out.inputs.data<int32_t>();
+  int32_t* tgt = out.targets.data<int32_t>();
+  int32_t* ev = out.eval_targets.data<int32_t>();
+  const uint64_t first = static_cast<uint64_t>(rank) * static_cast<uint64_t>(B);
+#pragma omp parallel for schedule(static) if (B * L >= 16384)
+  for (int64_t e = 0; e < B; ++e) {
+    ExampleRng rng(key, k, first + static_cast<uint64_t>(e));
+    generate(rng, in + e * L, tgt + e * L, separate ? ev + e * L : nullptr);
+    if (!separate && !aliased) std::copy(tgt + e * L, tgt + (e + 1) * L, ev + e * L);
+  }
+}
+
+Batch Task::sample(int64_t batch_size, uint64_t seed, uint64_t k, uint32_t rank, Split split) const {
+  Batch b = make_batch(batch_size);
+  sample_into(b, seed, k, rank, split);
+  return b;
+}
+
+std::vector<Batch> Task::validation_set(uint64_t seed, int64_t num_batches, int64_t batch_size) const {
+  S6_CHECK(num_batches >= 0, "{}: validation num_batches = {} must be >= 0", name_, num_batches);
+  std::vector<Batch> v;
+  v.reserve(static_cast<size_t>(num_batches));
+  for (int64_t j = 0; j < num_batches; ++j)
+    v.push_back(sample(batch_size, seed, static_cast<uint64_t>(j), 0, Split::Validation));
+  return v;
+}
+
+std::unique_ptr<Task> make_task(const std::string& name, const TaskParams& params) {
+  if (name == "copying") return std::make_unique<CopyingTask>(params, false);
+  if (name == "selective_copying") return std::make_unique<CopyingTask>(params, true);
+  if (name == "induction_heads") return std::make_unique<InductionHeadsTask>(params);
+  S6_FAIL("task name = '{}' must be one of: copying, selective_copying, induction_heads", name);
+}
+
+namespace {
+template <typename T>
+Accuracy count_correct(const T* logits, const int32_t* tgt, int64_t rows, int64_t vocab) {
+  int64_t correct = 0, total = 0, bad = -1;
+#pragma omp parallel for schedule(static) reduction(+ : correct, total) reduction(max : bad) \
+    if (rows * vocab >= 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t t = tgt[r];
+    if (t == kIgnoreIndex) continue;
+    if (t < 0 || t >= vocab) {
+      bad = std::max(bad, r);
+      continue;
+    }
+    const T* row = logits + r * vocab;
+    int64_t best = 0;
+    for (int64_t v = 1; v < vocab; ++v)
+      if (row[v] > row[best]) best = v;
+    correct += best == t;
+    ++total;
+  }
+  S6_CHECK(bad < 0, "accuracy: target {} at row {} is outside [0, {}) and is not the ignore index {}",
+           tgt[bad], bad, vocab, kIgnoreIndex);
+  return {correct, total};
+}
+}  // namespace
+
+Accuracy accuracy(const Tensor& logits_in, const Tensor& targets_in) {
+  S6_CHECK(logits_in.defined() && targets_in.defined() && !logits_in.is_cuda() &&
+               !targets_in.is_cuda(),
+           "accuracy: logits and targets must be CPU tensors");
+  S6_CHECK(logits_in.dim() == 2 || logits_in.dim() == 3,
+           "accuracy: logits must be (rows, vocab) or (B, L, vocab); got {}", logits_in.describe());
+  S6_CHECK(targets_in.dtype() == DType::Int32,
+           "accuracy: targets must be int32; got {}", targets_in.describe());
+  const int64_t vocab = logits_in.size(-1), rows = logits_in.numel() / std::max<int64_t>(vocab, 1);
+  S6_CHECK(rows == targets_in.numel() && vocab >= 1,
+           "accuracy: logits {} have {} rows but targets {} have {} elements", logits_in.describe(),
+           rows, targets_in.describe(), targets_in.numel());
+  Tensor logits = logits_in.contiguous(), targets = targets_in.contiguous();
+  if (logits.dtype() == DType::Float64)
+    return count_correct(logits.data<double>(), targets.data<int32_t>(), rows, vocab);
+  S6_CHECK(logits.dtype() == DType::Float32,
+           "accuracy: logits must be float32 or float64; got {}", logits.describe());
+  return count_correct(logits.data<float>(), targets.data<int32_t>(), rows, vocab);
+}
+
+}  // namespace s6::data

@@ -1,0 +1,96 @@
+// Synthetic tasks (SPEC 5): the Batch format, task parameters, the Task interface, make_task, accuracy.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "data/rng.h"
+
+namespace s6::data {
+
+constexpr int32_t kIgnoreIndex = -100;  // target value of positions that carry no loss
+
+// One batch, all CPU int32 tensors of shape (batch, length):
+//   inputs       — the token ids the model reads;
+//   targets      — the next-token target at each position scored by the LOSS, kIgnoreIndex elsewhere;
+//   eval_targets — the positions scored by ACCURACY (argmax == target), kIgnoreIndex elsewhere.
+// Which positions are scored is documented per task (data/copying.h, data/induction.h). When loss
+// and accuracy use the same positions (copying tasks; induction heads with loss_positions=last),
+// eval_targets is the same tensor as targets (shared storage).
+struct Batch {
+  Tensor inputs;
+  Tensor targets;
+  Tensor eval_targets;
+  int64_t batch_size() const { return inputs.defined() ? inputs.size(0) : 0; }
+  int64_t length() const { return inputs.defined() ? inputs.size(1) : 0; }
+};
+
+// Which positions the LOSS covers (accuracy always uses the task's answer positions).
+enum class LossPositions { Last, All };
+LossPositions parse_loss_positions(const std::string& s);  // "last" | "all"
+const char* loss_positions_name(LossPositions p);
+
+struct TaskParams {
+  int64_t vocab = 16;         // total vocabulary, special tokens included
+  int64_t seq_len = 4096;     // model input length (copying: TOTAL length L_noise + 2M)
+  int64_t num_tokens = 16;    // copying tasks: M, the tokens to memorize (ignored by induction heads)
+  LossPositions loss_positions = LossPositions::Last;  // induction heads only; copying needs Last
+};
+
+// A generator. Batch k of rank r is a pure function of (seed, split, k, r, batch size B): it holds
+// examples r*B .. r*B+B-1 of global batch k, each drawn from its own Philox counter range. So ranks
+// get disjoint examples, the concatenation over ranks does not depend on the number of ranks, and
+// results do not depend on the OpenMP thread count. Split::Validation uses an independent key.
+class Task {
+ public:
+  virtual ~Task() = default;
+  const std::string& name() const { return name_; }
+  const TaskParams& params() const { return params_; }
+  int64_t vocab() const { return params_.vocab; }
+  int64_t seq_len() const { return params_.seq_len; }
+
+  // Allocates a batch (eval_targets aliased to targets where the task scores the same positions).
+  Batch make_batch(int64_t batch_size) const;
+  // Fills a batch from make_batch (or of the same shapes) in place: no allocation.
+  void sample_into(Batch& out, uint64_t seed, uint64_t k, uint32_t rank = 0,
+                   Split split = Split::Train) const;
+  Batch sample(int64_t batch_size, uint64_t seed, uint64_t k, uint32_t rank = 0,
+               Split split = Split::Train) const;
+  // Fixed validation set: batch j = sample(batch_size, seed, j, 0, Split::Validation).
+  std::vector<Batch> validation_set(uint64_t seed, int64_t num_batches, int64_t batch_size) const;
+
+ protected:
+  Task(std::string name, const TaskParams& params) : name_(std::move(name)), params_(params) {}
+  // True when accuracy uses other positions than the loss (eval_targets is then its own tensor).
+  virtual bool separate_eval_targets() const { return false; }
+  virtual uint64_t task_id() const = 0;
+  // Writes one example: inputs and targets rows of length seq_len; eval is null unless
+  // separate_eval_targets().
+  virtual void generate(ExampleRng& rng, int32_t* inputs, int32_t* targets, int32_t* eval) const = 0;
+
+  std::string name_;
+  TaskParams params_;
+};
+
+// name: "copying" | "selective_copying" | "induction_heads". Throws s6::Error naming the parameter
+// and its valid range when params are invalid.
+std::unique_ptr<Task> make_task(const std::string& name, const TaskParams& params);
+
+// Accuracy counts over the non-ignored positions of targets: logits (rows, vocab) or (B, L, vocab),
+// float32 or float64 on the CPU, with rows == targets.numel(); targets int32 (B, L). A row is correct
+// when its first maximal logit is at the target.
+struct Accuracy {
+  int64_t correct = 0;
+  int64_t total = 0;
+  double fraction() const { return total ? static_cast<double>(correct) / total : 0.0; }
+  Accuracy& operator+=(const Accuracy& o) {
+    correct += o.correct;
+    total += o.total;
+    return *this;
+  }
+};
+Accuracy accuracy(const Tensor& logits, const Tensor& targets);
+
+}  // namespace s6::data
