@@ -4,6 +4,10 @@
 #include "kernels/cpu/reduce.h"
 #include "layers/op_checks.h"
 #include "layers/ops.h"
+#ifdef S6_WITH_CUDA
+#include "core/cuda_runtime.h"
+#include "kernels/cuda/elementwise.h"
+#endif
 
 namespace s6 {
 
@@ -27,6 +31,16 @@ Shape broadcast_shape(const char* op, const Tensor& a, const Tensor& b) {
 
 Tensor binary_forward(Binary op, const Tensor& a, const Tensor& b) {
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
+#ifdef S6_WITH_CUDA
+  if (a.is_cuda()) {
+    detail::dispatch_cuda_elementwise("binary op", a.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::binary_fwd<T>(op, out.data<T>(), a.data<T>(), b.data<T>(), out.numel(),
+                                   cuda::current_stream());
+    });
+    return out;
+  }
+#endif
   detail::dispatch_float("binary op", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     kernels::cpu::binary_fwd<T>(op, out.data<T>(), a.data<T>(), b.data<T>(), out.numel());
@@ -36,7 +50,6 @@ Tensor binary_forward(Binary op, const Tensor& a, const Tensor& b) {
 
 Tensor binary(const char* name, Binary op, const Tensor& a_in, const Tensor& b_in) {
   detail::check_same_float(name, {&a_in, &b_in});
-  detail::check_cpu(name, a_in);
   Shape shape = broadcast_shape(name, a_in, b_in);
   Tensor a = a_in.expand(shape).contiguous(), b = b_in.expand(shape).contiguous();
   Tensor out = binary_forward(op, a, b);
@@ -65,6 +78,15 @@ Tensor binary(const char* name, Binary op, const Tensor& a_in, const Tensor& b_i
 
 Tensor unary_forward(Unary op, const Tensor& x) {
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+#ifdef S6_WITH_CUDA
+  if (x.is_cuda()) {
+    detail::dispatch_cuda_elementwise("unary op", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::unary_fwd<T>(op, out.data<T>(), x.data<T>(), x.numel(), cuda::current_stream());
+    });
+    return out;
+  }
+#endif
   detail::dispatch_float("unary op", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     kernels::cpu::unary_fwd<T>(op, out.data<T>(), x.data<T>(), x.numel());
@@ -74,13 +96,22 @@ Tensor unary_forward(Unary op, const Tensor& x) {
 
 Tensor unary(const char* name, Unary op, const Tensor& x_in) {
   detail::check_same_float(name, {&x_in});
-  detail::check_cpu(name, x_in);
   Tensor x = x_in.contiguous();
   Tensor out = unary_forward(op, x);
   if (autograd::should_record({&x_in})) {
     autograd::record(name, {x_in}, {&out}, [op, x](const autograd::BackwardContext& ctx) {
       Tensor g = ctx.grad_outputs[0].contiguous();
       Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+#ifdef S6_WITH_CUDA
+      if (x.is_cuda()) {
+        detail::dispatch_cuda_elementwise("unary backward", x.dtype(), [&](auto tag) {
+          using T = decltype(tag);
+          kernels::cuda::unary_bwd<T>(op, dx.data<T>(), g.data<T>(), x.data<T>(), x.numel(),
+                                      cuda::current_stream());
+        });
+        return autograd::TensorList{dx};
+      }
+#endif
       detail::dispatch_float("unary backward", x.dtype(), [&](auto tag) {
         using T = decltype(tag);
         kernels::cpu::unary_bwd<T>(op, dx.data<T>(), g.data<T>(), x.data<T>(), x.numel());
@@ -95,7 +126,6 @@ Tensor unary(const char* name, Unary op, const Tensor& x_in) {
 
 Tensor sum_to_shape(const Tensor& g_in, const Shape& shape) {
   if (g_in.shape() == shape) return g_in;
-  detail::check_cpu("sum_to_shape", g_in);
   S6_CHECK(shape.size() <= g_in.shape().size(), "sum_to_shape: {} cannot be reduced to {}",
            g_in.describe(), shape_str(shape));
   Tensor g = g_in.contiguous();
@@ -105,6 +135,17 @@ Tensor sum_to_shape(const Tensor& g_in, const Shape& shape) {
     S6_CHECK(padded[d] == 1 || padded[d] == g.shape()[d], "sum_to_shape: {} cannot be reduced to {}",
              g.describe(), shape_str(shape));
   Tensor out = Tensor::empty(shape, g.dtype(), g.device());
+#ifdef S6_WITH_CUDA
+  if (g.is_cuda()) {
+    detail::dispatch_cuda_elementwise("sum_to_shape", g.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::sum_to<T>(out.data<T>(), padded.data(), g.data<T>(), g.shape().data(), g.dim(),
+                               cuda::current_stream());
+    });
+    return out;
+  }
+#endif
+  detail::check_cpu("sum_to_shape", g);
   detail::dispatch_float("sum_to_shape", g.dtype(), [&](auto tag) {
     using T = decltype(tag);
     kernels::cpu::sum_to<T>(out.data<T>(), padded.data(), g.data<T>(), g.shape().data(), g.dim());
@@ -123,13 +164,23 @@ Tensor softplus(const Tensor& x) { return unary("softplus", Unary::Softplus, x);
 
 Tensor scale(const Tensor& x_in, double factor) {
   detail::check_same_float("scale", {&x_in});
-  detail::check_cpu("scale", x_in);
   Tensor x = x_in.contiguous();
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  detail::dispatch_float("scale", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::cpu::scale<T>(out.data<T>(), x.data<T>(), static_cast<T>(factor), x.numel());
-  });
+#ifdef S6_WITH_CUDA
+  if (x.is_cuda()) {
+    detail::dispatch_cuda_elementwise("scale", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::scale<T>(out.data<T>(), x.data<T>(), factor, x.numel(), cuda::current_stream());
+    });
+  } else
+#endif
+  {
+    detail::check_cpu("scale", x);
+    detail::dispatch_float("scale", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cpu::scale<T>(out.data<T>(), x.data<T>(), static_cast<T>(factor), x.numel());
+    });
+  }
   if (autograd::should_record({&x_in})) {
     autograd::record("scale", {x_in}, {&out}, [factor](const autograd::BackwardContext& ctx) {
       return autograd::TensorList{scale(ctx.grad_outputs[0].detach(), factor)};
@@ -140,13 +191,23 @@ Tensor scale(const Tensor& x_in, double factor) {
 
 Tensor sum(const Tensor& x_in) {
   detail::check_same_float("sum", {&x_in});
-  detail::check_cpu("sum", x_in);
   Tensor x = x_in.contiguous();
   Tensor out = Tensor::empty({}, x.dtype(), x.device());
-  detail::dispatch_float("sum", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    *out.data<T>() = kernels::cpu::sum_all<T>(x.data<T>(), x.numel());
-  });
+#ifdef S6_WITH_CUDA
+  if (x.is_cuda()) {
+    detail::dispatch_cuda_elementwise("sum", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::sum_all<T>(out.data<T>(), x.data<T>(), x.numel(), cuda::current_stream());
+    });
+  } else
+#endif
+  {
+    detail::check_cpu("sum", x);
+    detail::dispatch_float("sum", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      *out.data<T>() = kernels::cpu::sum_all<T>(x.data<T>(), x.numel());
+    });
+  }
   if (autograd::should_record({&x_in})) {
     autograd::record("sum", {x_in}, {&out}, [shape = x.shape()](const autograd::BackwardContext& ctx) {
       return autograd::TensorList{ctx.grad_outputs[0].detach().expand(shape).contiguous()};

@@ -4,6 +4,11 @@
 #include "kernels/cpu/reduce.h"
 #include "layers/op_checks.h"
 #include "layers/ops.h"
+#ifdef S6_WITH_CUDA
+#include "core/cuda_runtime.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/linear.h"
+#endif
 
 namespace s6 {
 
@@ -31,6 +36,50 @@ Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
   return y;
 }
 
+#ifdef S6_WITH_CUDA
+// CUDA path: cuBLASLt with the bias as an epilogue; fp32 or bf16 (fp32 accumulation).
+Tensor linear_cuda(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
+  Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = b_in.defined() ? b_in.contiguous() : b_in;
+  int64_t rows = rows_of(x), in = w.size(1), out_features = w.size(0);
+  Shape out_shape = x.shape();
+  out_shape.back() = out_features;
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
+  detail::dispatch_cuda("linear", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    kernels::cuda::linear_fwd<T>(y.data<T>(), x.data<T>(), w.data<T>(), detail::ptr_or_null<T>(b),
+                                 rows, in, out_features, cuda::current_stream());
+  });
+  if (autograd::should_record({&x_in, &w_in, &b_in})) {
+    autograd::record("linear", {x_in, w_in, b_in}, {&y}, [x, w, has_bias = b.defined()](
+                                                          const autograd::BackwardContext& ctx) {
+      Tensor dy = ctx.grad_outputs[0].contiguous();
+      int64_t rows = rows_of(x), in = w.size(1), out_features = w.size(0);
+      Tensor dx, dw, db;
+      void* stream = cuda::current_stream();
+      detail::dispatch_cuda("linear backward", x.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        if (ctx.needs_input_grad[0]) {
+          dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+          kernels::cuda::linear_bwd_input<T>(dx.data<T>(), dy.data<T>(), w.data<T>(), rows, in,
+                                             out_features, stream);
+        }
+        if (ctx.needs_input_grad[1]) {
+          dw = Tensor::empty(w.shape(), w.dtype(), w.device());
+          kernels::cuda::linear_bwd_weight<T>(dw.data<T>(), dy.data<T>(), x.data<T>(), rows, in,
+                                              out_features, stream);
+        }
+        if (has_bias && ctx.needs_input_grad[2]) {
+          db = Tensor::empty({out_features}, x.dtype(), x.device());
+          kernels::cuda::sum_rows<T>(db.data<T>(), dy.data<T>(), rows, out_features, stream);
+        }
+      });
+      return autograd::TensorList{dx, dw, db};
+    });
+  }
+  return y;
+}
+#endif
+
 }  // namespace
 
 Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
@@ -40,6 +89,9 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
            "linear: input {} has {} features but weight {} expects {}", x_in.describe(),
            x_in.dim() ? x_in.size(-1) : 0, w_in.describe(), w_in.size(1));
   if (b_in.defined()) detail::check_shape("linear", "bias", b_in, {w_in.size(0)});
+#ifdef S6_WITH_CUDA
+  if (x_in.is_cuda()) return linear_cuda(x_in, w_in, b_in);
+#endif
   detail::check_cpu("linear", x_in);
   Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = b_in.defined() ? b_in.contiguous() : b_in;
   Tensor y = linear_forward(x, w, b);

@@ -1,6 +1,8 @@
 // Implementation of the shared argument checks: every message names the op and the tensors.
 #include "layers/op_checks.h"
 
+#include "core/cuda_runtime.h"
+
 namespace s6::detail {
 
 void check_same_float(const char* op, std::initializer_list<const Tensor*> tensors) {
@@ -25,6 +27,23 @@ void check_shape(const char* op, const char* arg, const Tensor& t, const Shape& 
 void check_rank(const char* op, const char* arg, const Tensor& t, int64_t rank) {
   S6_CHECK(t.defined(), "{}: {} is undefined", op, arg);
   S6_CHECK(t.dim() == rank, "{}: {} should have rank {} but is {}", op, arg, rank, t.describe());
+}
+
+int64_t* cuda_index_error_buffer() {
+  thread_local Tensor buffer;
+  if (!buffer.defined()) buffer = Tensor::zeros({4}, DType::Int64, Device::CUDA);
+  return buffer.data<int64_t>();
+}
+
+void check_cuda_index_errors() {
+  int64_t* dev = cuda_index_error_buffer();
+  int64_t host[4] = {0, 0, 0, 0};
+  cuda::copy_bytes(host, dev, sizeof(host), cuda::CopyKind::DeviceToHost);
+  if (host[0] == 0) return;
+  cuda::memset_zero(dev, sizeof(host));
+  S6_FAIL("embedding/cross_entropy (CUDA): id {} at position {} is outside [0, {}) (and is not the "
+          "ignore index)",
+          host[2], host[1], host[3]);
 }
 
 void check_cpu(const char* op, const Tensor& t) {

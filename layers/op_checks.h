@@ -28,6 +28,42 @@ const T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
+// For outputs that may be absent (a gradient nobody asked for).
+template <typename T>
+T* mut_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+// CUDA kernels: fn(float{}) or fn(BFloat16{}); float64 and others are an error naming the op.
+template <typename Fn>
+void dispatch_cuda(const char* op, DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::Float32: fn(float{}); return;
+    case DType::BFloat16: fn(BFloat16{}); return;
+    default:
+      S6_FAIL("{}: the CUDA kernel supports float32 and bfloat16, not {}", op, dtype_name(dtype));
+  }
+}
+
+// Elementwise CUDA kernels also take float64.
+template <typename Fn>
+void dispatch_cuda_elementwise(const char* op, DType dtype, Fn&& fn) {
+  if (dtype == DType::Float64) {
+    fn(double{});
+    return;
+  }
+  dispatch_cuda(op, dtype, fn);
+}
+
+// Ids on a CUDA device are validated by the kernels themselves (no copy to the host per call):
+// a bad id or target is recorded in this thread's device buffer (int64[4] = {1, position, value,
+// bound}) and poisons its output with NaN. check_cuda_index_errors() reads that buffer (it
+// synchronises the stream), resets it and throws a message naming the id, position and bound; call it
+// where the host waits anyway (e.g. when the loss is read). One buffer per thread: a thread
+// drives one device.
+int64_t* cuda_index_error_buffer();
+void check_cuda_index_errors();
+
 }  // namespace s6::detail
 
 namespace s6::detail {

@@ -1,16 +1,135 @@
-// selective_scan as one tape node. It saves only its inputs: the backward kernel recomputes the
-// states, so no (batch, length, channels, state) tensor is kept.
+// selective_scan as one tape node. It saves only its inputs (plus, on CUDA, the fp32 states entering
+// every chunk of L): the backward recomputes the states, so no (batch, length, channels, state)
+// tensor is kept.
+#include <algorithm>
+
 #include "autograd/tape.h"
 #include "kernels/cpu/selective_scan.h"
 #include "layers/op_checks.h"
 #include "layers/ops.h"
+#ifdef S6_WITH_CUDA
+#include "core/cuda_runtime.h"
+#include "kernels/cuda/selective_scan.h"
+#endif
 
 namespace s6 {
+
+#ifdef S6_WITH_CUDA
+namespace {
+
+// CUDA path: u, delta, B, C, z float32 or bfloat16 (one dtype); A, D, delta_bias and
+// initial_state float32; everything on the device. Saves its inputs and the chunk-boundary states
+// (batch, n_chunks, dim, dstate); the backward recomputes the states inside each chunk.
+ScanResult selective_scan_cuda(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in,
+                               const Tensor& B_in, const Tensor& C_in, const Tensor& D_in,
+                               const Tensor& z_in, const Tensor& bias_in,
+                               const ScanOptions& options) {
+  const char* op = "selective_scan";
+  namespace kc = kernels::cuda;
+  const DType io = u_in.dtype();
+  S6_CHECK(io == DType::Float32 || io == DType::BFloat16,
+           "{}: the CUDA kernel takes float32 or bfloat16 u, not {}", op, u_in.describe());
+  auto check_io = [&](const char* name, const Tensor& t) {
+    if (!t.defined()) return;
+    S6_CHECK(t.is_cuda() && t.dtype() == io, "{}: {} must be a CUDA {} tensor like u ({}), got {}",
+             op, name, dtype_name(io), u_in.describe(), t.describe());
+  };
+  auto check_f32 = [&](const char* name, const Tensor& t) {
+    if (!t.defined()) return;
+    S6_CHECK(t.is_cuda() && t.dtype() == DType::Float32,
+             "{}: {} must be a float32 CUDA tensor (CUDA kernel), got {}", op, name, t.describe());
+  };
+  check_io("delta", delta_in);
+  check_io("B", B_in);
+  check_io("C", C_in);
+  check_io("z", z_in);
+  check_f32("A", A_in);
+  check_f32("D", D_in);
+  check_f32("delta_bias", bias_in);
+  check_f32("initial_state", options.initial_state);
+  const int64_t batch = u_in.size(0), length = u_in.size(1), dim = u_in.size(2),
+                dstate = A_in.size(1);
+  S6_CHECK(dstate >= 1 && dstate <= kc::kScanMaxDState,
+           "{}: the CUDA kernel supports dstate 1..{}, got {}", op, kc::kScanMaxDState, dstate);
+
+  auto c = [](const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); };
+  Tensor u = c(u_in), delta = c(delta_in), A = c(A_in), B = c(B_in), C = c(C_in), D = c(D_in),
+         z = c(z_in), bias = c(bias_in), init = c(options.initial_state);
+  const bool softplus = options.delta_softplus;
+  const kc::ScanDType kd = io == DType::Float32 ? kc::ScanDType::Float32 : kc::ScanDType::BFloat16;
+  auto fptr = [](const Tensor& t) -> const float* { return t.defined() ? t.data<float>() : nullptr; };
+  auto vptr = [](const Tensor& t) -> const void* { return t.defined() ? t.data_ptr() : nullptr; };
+  auto f32 = [](int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DType::Float32, Device::CUDA); };
+
+  ScanResult result;
+  result.out = Tensor::empty(u.shape(), io, Device::CUDA);
+  if (options.return_final_state)
+    result.final_state = Tensor::empty({batch, dim, dstate}, DType::Float32, Device::CUDA);
+  Tensor states = Tensor::empty({batch, kc::scan_num_chunks(length), dim, dstate}, DType::Float32,
+                                Device::CUDA);
+  {
+    Tensor ws = f32(kc::scan_fwd_workspace_floats(batch, length, dim, dstate));
+    kc::selective_scan_fwd(result.out.data_ptr(),
+                           result.final_state.defined() ? result.final_state.data<float>() : nullptr,
+                           states.data<float>(), ws.data<float>(), u.data_ptr(), delta.data_ptr(),
+                           A.data<float>(), B.data_ptr(), C.data_ptr(), fptr(D), vptr(z), fptr(bias),
+                           fptr(init), softplus, batch, length, dim, dstate, kd,
+                           cuda::current_stream());
+  }
+  if (autograd::should_record({&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in})) {
+    autograd::record(
+        op, {u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in}, {&result.out},
+        [u, delta, A, B, C, D, z, bias, states, softplus, kd, batch, length, dim, dstate, fptr, vptr,
+         f32](const autograd::BackwardContext& ctx) {
+          Tensor dout = ctx.grad_outputs[0].to(Device::CUDA).to(u.dtype()).contiguous();
+          const auto& need = ctx.needs_input_grad;
+          auto grad_for = [&](size_t i, const Tensor& like) {
+            return need[i] && like.defined() ? Tensor::empty_like(like) : Tensor();
+          };
+          Tensor du = grad_for(0, u), ddelta = grad_for(1, delta), dA = grad_for(2, A),
+                 dB = grad_for(3, B), dC = grad_for(4, C), dD = grad_for(5, D), dz = grad_for(6, z),
+                 dbias = grad_for(7, bias);
+          auto mf = [](const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; };
+          auto mv = [](const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; };
+          Tensor ws = f32(kc::scan_bwd_workspace_floats(batch, length, dim, dstate));
+          kc::selective_scan_bwd(mv(du), mv(ddelta), mf(dA), mv(dB), mv(dC), mf(dD), mv(dz),
+                                 mf(dbias), ws.data<float>(), dout.data_ptr(), u.data_ptr(),
+                                 delta.data_ptr(), A.data<float>(), B.data_ptr(), C.data_ptr(),
+                                 fptr(D), vptr(z), fptr(bias), states.data<float>(), softplus,
+                                 batch, length, dim, dstate, kd, cuda::current_stream());
+          return autograd::TensorList{du, ddelta, dA, dB, dC, dD, dz, dbias};
+        });
+  }
+  return result;
+}
+
+}  // namespace
+#endif
 
 ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in,
                              const Tensor& B_in, const Tensor& C_in, const Tensor& D_in,
                              const Tensor& z_in, const Tensor& bias_in, const ScanOptions& options) {
   const char* op = "selective_scan";
+  if (u_in.defined() && u_in.is_cuda()) {
+    detail::check_rank(op, "u (batch, length, channels)", u_in, 3);
+    detail::check_rank(op, "A (channels, state)", A_in, 2);
+    const int64_t batch = u_in.size(0), length = u_in.size(1), dim = u_in.size(2),
+                  dstate = A_in.size(1);
+    detail::check_shape(op, "delta", delta_in, u_in.shape());
+    detail::check_shape(op, "A", A_in, {dim, dstate});
+    detail::check_shape(op, "B", B_in, {batch, length, dstate});
+    detail::check_shape(op, "C", C_in, {batch, length, dstate});
+    if (D_in.defined()) detail::check_shape(op, "D", D_in, {dim});
+    if (z_in.defined()) detail::check_shape(op, "z", z_in, u_in.shape());
+    if (bias_in.defined()) detail::check_shape(op, "delta_bias", bias_in, {dim});
+    if (options.initial_state.defined())
+      detail::check_shape(op, "initial_state", options.initial_state, {batch, dim, dstate});
+#ifdef S6_WITH_CUDA
+    return selective_scan_cuda(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, options);
+#else
+    S6_FAIL("{}: {} is on CUDA but s6 was built without CUDA", op, u_in.describe());
+#endif
+  }
   detail::check_same_float(op, {&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in,
                                 &options.initial_state});
   detail::check_rank(op, "u (batch, length, channels)", u_in, 3);

@@ -1,14 +1,94 @@
-// Entry point of `train`. The trainer itself lands with the trainer issue; until then this binary
-// proves the build and says plainly that training is not available yet.
+// `train`: parses the command line, loads the config and runs training; every way out is one of
+// the exit codes in trainer/exit_codes.h.
 #include <fmt/format.h>
 
-#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "trainer/checkpoint.h"
+#include "trainer/config.h"
+#include "trainer/exit_codes.h"
+#include "trainer/trainer.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: train --config FILE [key=value ...] [--print-config] [--resume auto|never|PATH]\n"
+    "  key=value     override a config key, e.g. optim.lr=1e-3 train.steps=2000 device=cpu\n"
+    "  --print-config  print the resolved config (YAML) and exit\n"
+    "  --resume      auto (default): newest valid checkpoint in run.dir, else a fresh start;\n"
+    "                never: always start fresh; PATH: that checkpoint or fail\n";
+
+struct Cli {
+  std::string config;
+  std::vector<std::string> overrides;
+  bool print_config = false;
+  std::string resume = "auto";
+};
+
+// Returns an error message, or "" when the arguments parse.
+std::string parse(int argc, char** argv, Cli& cli) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const char* flag) -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error(fmt::format("{} needs a value", flag));
+      return argv[++i];
+    };
+    if (a == "--config") cli.config = value("--config");
+    else if (a.rfind("--config=", 0) == 0) cli.config = a.substr(9);
+    else if (a == "--print-config") cli.print_config = true;
+    else if (a == "--resume") cli.resume = value("--resume");
+    else if (a.rfind("--resume=", 0) == 0) cli.resume = a.substr(9);
+    else if (a.rfind("--", 0) == 0) return fmt::format("unknown option '{}'", a);
+    else if (a.find('=') != std::string::npos) cli.overrides.push_back(a);
+    else return fmt::format("unexpected argument '{}' (overrides look like key=value)", a);
+  }
+  if (cli.config.empty()) return "--config FILE is required";
+  return "";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  (void)argv;
-  fmt::print(stderr,
-             "s6 train: the build works, but the trainer (train --config) is not implemented yet; "
-             "{} argument(s) ignored.\n",
-             argc - 1);
-  return 3;
+  using namespace s6::trainer;
+  if (argc == 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
+    fmt::print("{}", kUsage);
+    return kExitOk;
+  }
+  Cli cli;
+  try {
+    std::string err = parse(argc, argv, cli);
+    if (!err.empty()) {
+      fmt::print(stderr, "train: {}\n{}", err, kUsage);
+      return kExitConfigError;
+    }
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "train: {}\n{}", e.what(), kUsage);
+    return kExitConfigError;
+  }
+  try {
+    TrainConfig config = load_config(cli.config, cli.overrides);
+    if (cli.print_config) {
+      fmt::print("{}", to_yaml(config));
+      return kExitOk;
+    }
+    RunOptions options;
+    options.config_path = cli.config;
+    options.resume = cli.resume;
+    return run_training(config, options);
+  } catch (const ConfigError& e) {
+    fmt::print(stderr, "train: configuration errors:\n{}\n", e.what());
+    return kExitConfigError;
+  } catch (const CheckpointError& e) {
+    fmt::print(stderr, "train: checkpoint error: {}\n", e.what());
+    return kExitCheckpointError;
+  } catch (const s6::Error& e) {
+    fmt::print(stderr, "train: error: {}\n", e.what());
+    return kExitInternalError;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "train: unexpected error: {}\n", e.what());
+    return kExitInternalError;
+  }
 }

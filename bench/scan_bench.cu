@@ -1,0 +1,187 @@
+// `bench`: GPU benchmarks printed as one table per mode.
+//   bench [--scan]   selective scan alone at the TARGETS.md section-2 shapes (default)
+//   bench --all      every mode (today only --scan; a training-step mode slots in next to it)
+// Times are CUDA-event medians after warm-up; the floor is the forward's bytes (read u, delta, z,
+// B, C; write out) over the device-to-device copy bandwidth (read + write) measured in this run.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cuda/selective_scan.h"
+
+namespace {
+
+namespace kc = s6::kernels::cuda;
+
+#define BENCH_CUDA(expr)                                                               \
+  do {                                                                                 \
+    cudaError_t e_ = (expr);                                                           \
+    if (e_ != cudaSuccess) {                                                           \
+      std::fprintf(stderr, "bench: %s failed: %s\n", #expr, cudaGetErrorString(e_));   \
+      std::exit(1);                                                                    \
+    }                                                                                  \
+  } while (0)
+
+__device__ __forceinline__ float hash_uniform(uint64_t i, uint32_t seed) {
+  uint64_t x = i * 0x9E3779B97F4A7C15ull + seed * 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 31;
+  x *= 0x94D049BB133111EBull;
+  x ^= x >> 29;
+  return static_cast<float>(x >> 40) * (1.0f / 16777216.0f);
+}
+
+template <typename T>
+__global__ void fill_uniform(T* p, int64_t n, float lo, float hi, uint32_t seed) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const float v = lo + (hi - lo) * hash_uniform(static_cast<uint64_t>(i), seed);
+    if constexpr (std::is_same_v<T, float>) p[i] = v;
+    else p[i] = __float2bfloat16(v);
+  }
+}
+
+struct DeviceBuffer {
+  void* p = nullptr;
+  explicit DeviceBuffer(size_t bytes) { BENCH_CUDA(cudaMalloc(&p, std::max<size_t>(bytes, 16))); }
+  ~DeviceBuffer() { cudaFree(p); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  float* f() const { return static_cast<float*>(p); }
+};
+
+void fill(void* p, int64_t n, float lo, float hi, uint32_t seed, bool bf16) {
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535 * 4));
+  if (bf16) fill_uniform<__nv_bfloat16><<<blocks, 256>>>(static_cast<__nv_bfloat16*>(p), n, lo, hi, seed);
+  else fill_uniform<float><<<blocks, 256>>>(static_cast<float*>(p), n, lo, hi, seed);
+  BENCH_CUDA(cudaGetLastError());
+}
+
+// Median of `iters` timings (ms) of fn after `warmup` untimed calls.
+double time_median(const std::function<void()>& fn, int warmup = 3, int iters = 21) {
+  cudaEvent_t a, b;
+  BENCH_CUDA(cudaEventCreate(&a));
+  BENCH_CUDA(cudaEventCreate(&b));
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    BENCH_CUDA(cudaEventRecord(a));
+    fn();
+    BENCH_CUDA(cudaEventRecord(b));
+    BENCH_CUDA(cudaEventSynchronize(b));
+    float t = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Device-to-device copy bandwidth, counting read + write, in bytes/s.
+double copy_bandwidth() {
+  const size_t bytes = size_t(1) << 30;
+  DeviceBuffer src(bytes), dst(bytes);
+  BENCH_CUDA(cudaMemset(src.p, 1, bytes));
+  const double ms = time_median([&] { BENCH_CUDA(cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice)); }, 3, 11);
+  return 2.0 * double(bytes) / (ms * 1e-3);
+}
+
+struct ScanShape {
+  int64_t batch, dim, dstate, length;
+  bool bf16;
+  double ref_fwd_ms, ref_fwdbwd_ms;  // TARGETS.md section 2 (PyTorch + mamba_ssm, H100)
+};
+
+void run_scan(double bandwidth) {
+  const std::vector<ScanShape> shapes = {
+      {8, 1536, 16, 2048, false, 0.983, 3.406},  {8, 1536, 16, 2048, true, 0.517, 2.589},
+      {64, 128, 16, 4096, false, 1.383, 5.019},  {8, 128, 16, 256, false, 0.102, 0.559},
+      {1, 1024, 16, 65536, false, 3.082, 10.485}, {1, 128, 16, 1048576, false, 12.462, 39.722},
+  };
+  std::printf("\nselective scan (z gate, D, delta bias, softplus); copy bandwidth %.2f TB/s (read+write)\n",
+              bandwidth * 1e-12);
+  std::printf("| batch, d_inner, d_state, L | dtype | fwd ms | fwd+bwd ms | fwd GB/s | fwd floor ms | fwd/floor "
+              "| ref fwd ms | ref fwd+bwd ms | ref/ours fwd | ref/ours fwd+bwd |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const ScanShape& s : shapes) {
+    const int64_t BLD = s.batch * s.length * s.dim, BLN = s.batch * s.length * s.dstate;
+    const size_t es = s.bf16 ? 2 : 4;
+    const kc::ScanDType kd = s.bf16 ? kc::ScanDType::BFloat16 : kc::ScanDType::Float32;
+    DeviceBuffer u(BLD * es), delta(BLD * es), z(BLD * es), dout(BLD * es), B(BLN * es),
+        C(BLN * es), out(BLD * es), du(BLD * es), ddelta(BLD * es), dz(BLD * es), dB(BLN * es),
+        dC(BLN * es), A(s.dim * s.dstate * 4), D(s.dim * 4), bias(s.dim * 4),
+        dA(s.dim * s.dstate * 4), dD(s.dim * 4), dbias(s.dim * 4);
+    DeviceBuffer states(kc::scan_chunk_states_floats(s.batch, s.length, s.dim, s.dstate) * 4);
+    DeviceBuffer fws(kc::scan_fwd_workspace_floats(s.batch, s.length, s.dim, s.dstate) * 4);
+    DeviceBuffer bws(kc::scan_bwd_workspace_floats(s.batch, s.length, s.dim, s.dstate) * 4);
+    fill(u.p, BLD, -1, 1, 1, s.bf16);
+    fill(delta.p, BLD, -4, -1, 2, s.bf16);  // dt ~ softplus(-4..-1 + bias): a typical Mamba range
+    fill(z.p, BLD, -2, 2, 3, s.bf16);
+    fill(dout.p, BLD, -1, 1, 4, s.bf16);
+    fill(B.p, BLN, -1, 1, 5, s.bf16);
+    fill(C.p, BLN, -1, 1, 6, s.bf16);
+    fill(A.p, s.dim * s.dstate, -16, -1, 7, false);
+    fill(D.p, s.dim, -1, 1, 8, false);
+    fill(bias.p, s.dim, -1, 1, 9, false);
+    BENCH_CUDA(cudaDeviceSynchronize());
+    auto fwd = [&] {
+      kc::selective_scan_fwd(out.p, nullptr, states.f(), fws.f(), u.p, delta.p, A.f(), B.p, C.p,
+                             D.f(), z.p, bias.f(), nullptr, true, s.batch, s.length, s.dim,
+                             s.dstate, kd, nullptr);
+    };
+    auto bwd = [&] {
+      kc::selective_scan_bwd(du.p, ddelta.p, dA.f(), dB.p, dC.p, dD.f(), dz.p, dbias.f(), bws.f(),
+                             dout.p, u.p, delta.p, A.f(), B.p, C.p, D.f(), z.p, bias.f(),
+                             states.f(), true, s.batch, s.length, s.dim, s.dstate, kd, nullptr);
+    };
+    const double fwd_ms = time_median(fwd);
+    const double fb_ms = time_median([&] { fwd(); bwd(); });
+    BENCH_CUDA(cudaDeviceSynchronize());
+    const double bytes = double(4 * BLD + 2 * BLN) * double(es);
+    const double floor_ms = bytes / bandwidth * 1e3;
+    char shape[64];
+    std::snprintf(shape, sizeof shape, "%lld, %lld, %lld, %lld", (long long)s.batch,
+                  (long long)s.dim, (long long)s.dstate, (long long)s.length);
+    std::printf("| %s | %s | %.3f | %.3f | %.0f | %.4f | %.2f | %.3f | %.3f | %.2fx | %.2fx |\n",
+                shape, s.bf16 ? "bf16" : "fp32", fwd_ms, fb_ms, bytes / (fwd_ms * 1e-3) * 1e-9,
+                floor_ms, fwd_ms / floor_ms, s.ref_fwd_ms, s.ref_fwdbwd_ms, s.ref_fwd_ms / fwd_ms,
+                s.ref_fwdbwd_ms / fb_ms);
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool scan = false, all = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--scan")) scan = true;
+    else if (!std::strcmp(argv[i], "--all")) all = true;
+    else {
+      std::fprintf(stderr, "usage: bench [--scan | --all]\n");
+      return 2;
+    }
+  }
+  if (!scan && !all) scan = true;
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::fprintf(stderr, "bench: no CUDA device\n");
+    return 1;
+  }
+  cudaDeviceProp prop{};
+  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s\n", prop.name);
+  const double bw = copy_bandwidth();
+  if (scan || all) run_scan(bw);
+  return 0;
+}

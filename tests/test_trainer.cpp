@@ -1,0 +1,267 @@
+// The trainer end to end on the CPU: a short run learns; checkpoints round-trip, detect
+// corruption, refuse a different model shape; resume continues bit for bit, also after SIGTERM,
+// SIGKILL and a kill in the middle of a checkpoint write.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "trainer/checkpoint.h"
+#include "trainer/config.h"
+#include "trainer/exit_codes.h"
+#include "trainer/resume.h"
+#include "trainer/trainer.h"
+
+using namespace s6;
+using namespace s6::trainer;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fresh_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("s6_test_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+// A tiny copying task that a 2-layer model learns within a few hundred CPU steps.
+TrainConfig tiny_config(const fs::path& dir, int64_t steps) {
+  TrainConfig c;
+  c.seed = 3;
+  c.device = "cpu";
+  c.model.d_model = 32;
+  c.model.n_layer = 2;
+  c.model.vocab_size = 8;
+  c.task.name = "copying";
+  c.task.vocab_size = 8;
+  c.task.seq_len = 16;
+  c.task.num_tokens = 4;
+  c.optim.lr = 3e-3;
+  c.optim.weight_decay = 0.0;
+  c.train.steps = steps;
+  c.train.batch_size = 16;
+  c.train.log_every = 1;
+  c.eval.every = 0;
+  c.eval.num_examples = 32;
+  c.eval.batch_size = 32;
+  c.checkpoint.every = 5;
+  c.checkpoint.keep_last = 100;
+  c.run_dir = dir.string();
+  return c;
+}
+
+std::vector<std::string> train_losses(const fs::path& run_dir) {
+  std::ifstream in(run_dir / "metrics.jsonl");
+  std::vector<std::string> out;
+  std::string line;
+  static const std::regex re(R"re(^\{"step": (\d+), "loss": ([^,]+),)re");
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (std::regex_search(line, m, re)) out.push_back(m[1].str() + ":" + m[2].str());
+  }
+  return out;
+}
+
+// Bitwise comparison of every model and optimizer dataset of two checkpoints.
+void check_identical(const std::string& a, const std::string& b) {
+  CheckpointContents x = read_checkpoint(a), y = read_checkpoint(b);
+  CHECK(x.meta.step == y.meta.step);
+  CHECK(x.meta.optimizer_step == y.meta.optimizer_step);
+  using Group = std::map<std::string, Tensor> CheckpointContents::*;
+  for (Group group : {&CheckpointContents::model, &CheckpointContents::exp_avg, &CheckpointContents::exp_avg_sq}) {
+    REQUIRE((x.*group).size() == (y.*group).size());
+    for (const auto& [name, t] : x.*group) {
+      CAPTURE(name);
+      CHECK(t.to_vector<float>() == (y.*group).at(name).template to_vector<float>());
+    }
+  }
+}
+
+std::string final_checkpoint(const fs::path& run_dir) {
+  auto all = list_checkpoints((run_dir / "checkpoints").string());
+  REQUIRE(!all.empty());
+  return all.back().second;
+}
+
+void write_yaml(const fs::path& file, const TrainConfig& c) {
+  std::ofstream(file) << to_yaml(c);
+}
+
+// Runs build/train on a config file; returns the child pid (not waited for).
+pid_t spawn_train(const fs::path& config, const std::vector<std::string>& extra) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<std::string> args = {S6_TRAIN_BINARY, "--config", config.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int devnull = ::open("/dev/null", O_WRONLY);
+    dup2(devnull, STDOUT_FILENO);
+    dup2(devnull, STDERR_FILENO);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return WEXITSTATUS(status);
+}
+
+}  // namespace
+
+TEST_CASE("trainer: a short CPU run learns copying far below chance") {
+  fs::path dir = fresh_dir("learn");
+  TrainConfig c = tiny_config(dir, 300);
+  c.checkpoint.every = 0;
+  REQUIRE(run_training(c, RunOptions{}) == kExitOk);
+  auto losses = train_losses(dir);
+  REQUIRE(losses.size() == 300);
+  double chance = std::log(6.0);  // data tokens are uniform over vocab - 2 = 6 ids
+  double last = std::stod(losses.back().substr(losses.back().find(':') + 1));
+  MESSAGE("copying loss after 300 steps: ", last, " (chance ", chance, ")");
+  CHECK(last < 0.25 * chance);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("trainer: stop at N/2 and resume gives bit-identical losses, weights and optimizer state") {
+  fs::path straight = fresh_dir("straight"), split = fresh_dir("split");
+  REQUIRE(run_training(tiny_config(straight, 20), RunOptions{}) == kExitOk);
+  REQUIRE(run_training(tiny_config(split, 10), RunOptions{}) == kExitOk);
+  REQUIRE(run_training(tiny_config(split, 20), RunOptions{}) == kExitOk);  // resume auto
+  CHECK(train_losses(straight) == train_losses(split));
+  check_identical(final_checkpoint(straight), final_checkpoint(split));
+  fs::remove_all(straight);
+  fs::remove_all(split);
+}
+
+TEST_CASE("checkpoint: truncated files and flipped bytes are detected by name") {
+  fs::path dir = fresh_dir("corrupt");
+  REQUIRE(run_training(tiny_config(dir, 5), RunOptions{}) == kExitOk);
+  std::string good = final_checkpoint(dir);
+  CHECK_NOTHROW(read_checkpoint(good));
+  std::string truncated = (dir / "truncated.h5").string();
+  fs::copy_file(good, truncated);
+  fs::resize_file(truncated, fs::file_size(truncated) / 2);
+  CHECK_THROWS_WITH_AS(read_checkpoint(truncated), doctest::Contains("truncated.h5"), CheckpointError);
+
+  // Flip one byte inside the raw data of a dataset: its checksum must name it.
+  CheckpointContents c = read_checkpoint(good);
+  std::vector<float> emb = c.model.at("backbone.embedding.weight").to_vector<float>();
+  std::string bytes;
+  {
+    std::ifstream in(good, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::string needle(reinterpret_cast<const char*>(emb.data()), 64);
+  size_t at = bytes.find(needle);
+  REQUIRE(at != std::string::npos);
+  bytes[at + 17] ^= 0x10;
+  std::string flipped = (dir / "flipped.h5").string();
+  std::ofstream(flipped, std::ios::binary) << bytes;
+  CHECK_THROWS_WITH_AS(read_checkpoint(flipped), doctest::Contains("/model/backbone.embedding.weight fails its checksum"),
+                       CheckpointError);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("checkpoint: resuming into a different model shape is refused naming the key") {
+  fs::path dir = fresh_dir("shape");
+  REQUIRE(run_training(tiny_config(dir, 5), RunOptions{}) == kExitOk);
+  TrainConfig wider = tiny_config(dir, 10);
+  wider.model.d_model = 48;
+  CHECK_THROWS_WITH_AS(run_training(wider, RunOptions{}), doctest::Contains("model.d_model"), ConfigError);
+  RunOptions explicit_path;
+  explicit_path.resume = (dir / "checkpoints" / "missing.h5").string();
+  CHECK_THROWS_AS(run_training(tiny_config(dir, 10), explicit_path), CheckpointError);
+  fs::remove_all(dir);
+}
+
+namespace {
+
+// The uninterrupted reference run the process tests compare against.
+TrainConfig process_config(const fs::path& dir) {
+  TrainConfig c = tiny_config(dir, 30);
+  c.task.seq_len = 32;
+  return c;
+}
+
+struct Reference {
+  fs::path dir;
+  std::vector<std::string> losses;
+  Reference() : dir(fresh_dir("p_straight")) {
+    REQUIRE(run_training(process_config(dir), RunOptions{}) == kExitOk);
+    losses = train_losses(dir);
+    REQUIRE(losses.size() == 30);
+  }
+  ~Reference() { fs::remove_all(dir); }
+};
+
+// Runs train in a child process with S6_FAULT_INJECT set (or unset when fault is empty).
+int run_child(const fs::path& cfg, const std::string& fault, const std::vector<std::string>& extra = {}) {
+  if (fault.empty()) unsetenv("S6_FAULT_INJECT");
+  else setenv("S6_FAULT_INJECT", fault.c_str(), 1);
+  int code = wait_exit(spawn_train(cfg, extra));
+  unsetenv("S6_FAULT_INJECT");
+  return code;
+}
+
+fs::path prepared_run(const std::string& name) {
+  fs::path dir = fresh_dir(name);
+  write_yaml(dir / "cfg.yaml", process_config(dir));
+  return dir;
+}
+
+}  // namespace
+
+TEST_CASE("trainer: SIGTERM saves a checkpoint at the step boundary, exits 5, and resume is bit-exact") {
+  Reference ref;
+  fs::path dir = prepared_run("p_term");
+  CHECK(run_child(dir / "cfg.yaml", "sigterm_at_step=12") == kExitInterrupted);
+  auto saved = list_checkpoints((dir / "checkpoints").string());
+  REQUIRE(!saved.empty());
+  CHECK(saved.back().first == 12);  // saved at the boundary, between the every-5 checkpoints
+  CHECK(run_child(dir / "cfg.yaml", "") == kExitOk);
+  CHECK(train_losses(dir) == ref.losses);
+  check_identical(final_checkpoint(ref.dir), final_checkpoint(dir));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("trainer: SIGKILL between checkpoints, then resume, is bit-exact with no duplicate metrics") {
+  Reference ref;
+  fs::path dir = prepared_run("p_kill");
+  CHECK(run_child(dir / "cfg.yaml", "sigkill_at_step=13") == 128 + SIGKILL);
+  CHECK(list_checkpoints((dir / "checkpoints").string()).back().first == 10);
+  CHECK(run_child(dir / "cfg.yaml", "") == kExitOk);
+  CHECK(train_losses(dir) == ref.losses);  // lines 11..13 were dropped on resume, then rewritten
+  check_identical(final_checkpoint(ref.dir), final_checkpoint(dir));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("trainer: a kill in the middle of a checkpoint write leaves the previous one, which resume picks") {
+  Reference ref;
+  fs::path dir = prepared_run("p_fault");
+  CHECK(run_child(dir / "cfg.yaml", "", {"train.steps=5"}) == kExitOk);
+  CHECK(run_child(dir / "cfg.yaml", "kill_during_checkpoint", {"train.steps=10"}) == 128 + SIGKILL);
+  auto left = list_checkpoints((dir / "checkpoints").string());
+  REQUIRE(left.size() == 1);
+  CHECK(left.back().first == 5);
+  bool temp_left = false;
+  for (const auto& e : fs::directory_iterator(dir / "checkpoints")) temp_left |= e.path().extension() == ".tmp";
+  CHECK(temp_left);  // the half-written file is there until the next start removes it
+  CHECK(run_child(dir / "cfg.yaml", "") == kExitOk);
+  CHECK(train_losses(dir) == ref.losses);
+  check_identical(final_checkpoint(ref.dir), final_checkpoint(dir));
+  fs::remove_all(dir);
+}

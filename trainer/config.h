@@ -1,0 +1,95 @@
+// The training configuration: one schema for model, task, optimizer, schedule, training,
+// evaluation, checkpointing and run settings, loaded from YAML plus dotted key=value overrides.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "layers/mamba_config.h"
+
+namespace s6::trainer {
+
+// Raised for every user-facing configuration problem; `what()` lists every problem found, one per
+// line, each naming the YAML path (e.g. "optim.lr: expected a number > 0, got -1").
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct TaskConfig {
+  std::string name = "selective_copying";  // copying | selective_copying | induction_heads
+  int64_t vocab_size = 16;
+  int64_t seq_len = 4096;
+  int64_t num_tokens = 16;
+  std::string loss_positions = "last";     // last | all (induction heads)
+};
+
+struct OptimConfig {
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double weight_decay = 0.0;
+  double grad_clip = 1.0;  // 0 = no clipping
+};
+
+struct ScheduleConfig {
+  std::string kind = "constant";  // constant | cosine (linear warmup, cosine decay to min_lr)
+  int64_t warmup_steps = 0;
+  double min_lr = 1e-5;
+};
+
+struct TrainSection {
+  int64_t steps = 1000;
+  int64_t batch_size = 64;          // global batch (split across ranks)
+  int64_t log_every = 10;
+  std::string on_nonfinite = "skip";  // skip | halt
+  int64_t max_consecutive_skips = 10;
+  double max_minutes = 0;            // 0 = no limit
+  std::string precision = "fp32";    // fp32 | bf16
+};
+
+struct EvalConfig {
+  int64_t every = 500;               // 0 = only at the end
+  std::vector<int64_t> lengths;      // empty = the training seq_len
+  int64_t num_examples = 256;        // per length
+  int64_t batch_size = 64;           // examples per forward (split further if memory needs)
+};
+
+struct CheckpointConfig {
+  int64_t every = 0;                 // 0 = only at the end
+  int64_t keep_last = 3;
+  int64_t keep_every = 0;            // also keep every M-th step's checkpoint (0 = none)
+};
+
+struct TrainConfig {
+  uint64_t seed = 1;
+  std::string device = "auto";       // auto | cpu | cuda
+  MambaConfig model;
+  TaskConfig task;
+  OptimConfig optim;
+  ScheduleConfig schedule;
+  TrainSection train;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+  std::string run_dir;               // run.dir; default runs/<config file stem>
+  std::string init_from;             // init.from: checkpoint whose /model initializes a new run
+};
+
+// Reads `path`, applies overrides ("a.b=value", value parsed as YAML), validates everything and
+// returns the resolved config. Throws ConfigError listing every problem (unknown keys with a
+// "did you mean", duplicate keys, wrong types, out-of-range values, cross-field checks).
+// world_size is used for cross-field checks (batch divisible by ranks).
+TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides,
+                        int64_t world_size = 1);
+
+// load_config on YAML text already in memory; `source` names it in messages (and gives the
+// default run.dir, runs/<stem of source>).
+TrainConfig load_config_text(const std::string& text, const std::string& source,
+                             const std::vector<std::string>& overrides, int64_t world_size = 1);
+
+// The resolved config as YAML (every key, defaults filled in), loadable again by load_config.
+std::string to_yaml(const TrainConfig& config);
+
+// Keys whose change alters the model's shape (checkpoint compatibility), as "model.d_model" etc.
+std::vector<std::string> model_shape_keys();
+
+}  // namespace s6::trainer

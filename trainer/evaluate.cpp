@@ -1,0 +1,51 @@
+// Validation: task batches from the Validation split, no tape, token budget per forward.
+#include "trainer/evaluate.h"
+
+#include <algorithm>
+
+#include "autograd/tape.h"
+#include "data/task.h"
+#include "layers/ops.h"
+
+namespace s6::trainer {
+
+namespace {
+// Tokens per forward pass; long evaluations shrink their batch to stay under it.
+int64_t token_budget(Device device) { return device == Device::CUDA ? (int64_t{1} << 22) : (int64_t{1} << 16); }
+}  // namespace
+
+EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t length) {
+  data::TaskParams params;
+  params.vocab = config.task.vocab_size;
+  params.seq_len = length;
+  params.num_tokens = config.task.num_tokens;
+  params.loss_positions = data::parse_loss_positions(config.task.loss_positions);
+  std::unique_ptr<data::Task> task = data::make_task(config.task.name, params);
+
+  autograd::NoGradGuard no_grad;
+  const int64_t per_forward = std::clamp<int64_t>(token_budget(model.device()) / length, 1,
+                                                  config.eval.batch_size);
+  EvalResult result;
+  double loss_sum = 0;
+  int64_t loss_count = 0;
+  data::Accuracy acc;
+  for (int64_t start = 0, j = 0; start < config.eval.num_examples; start += per_forward, ++j) {
+    int64_t b = std::min(per_forward, config.eval.num_examples - start);
+    data::Batch batch = task->sample(b, config.seed, static_cast<uint64_t>(j), 0, data::Split::Validation);
+    Tensor logits = model.forward(batch.inputs.to(model.device()));
+    const int64_t vocab = logits.size(2);
+    Tensor flat = logits.view({b * length, vocab});
+    Tensor targets = batch.targets.view({b * length});
+    int64_t counted = 0;
+    for (int32_t t : targets.to_vector<int32_t>()) counted += t != data::kIgnoreIndex;
+    loss_sum += cross_entropy(flat, targets.to(model.device())).item() * static_cast<double>(counted);
+    loss_count += counted;
+    acc += data::accuracy(flat.to(Device::CPU), batch.eval_targets);
+    result.examples += b;
+  }
+  result.loss = loss_count ? loss_sum / static_cast<double>(loss_count) : 0.0;
+  result.accuracy = acc.fraction();
+  return result;
+}
+
+}  // namespace s6::trainer

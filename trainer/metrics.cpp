@@ -1,0 +1,74 @@
+// metrics.jsonl writer and the progress display.
+#include "trainer/metrics.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace s6::trainer {
+
+std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{}", v) : "null"; }
+
+MetricsWriter::MetricsWriter(const std::string& path) {
+  file_ = std::fopen(path.c_str(), "a");
+  S6_CHECK(file_ != nullptr, "cannot open {} for appending", path);
+}
+
+MetricsWriter::~MetricsWriter() {
+  if (file_) std::fclose(file_);
+}
+
+void MetricsWriter::line(const std::string& json) {
+  if (!file_) return;
+  std::fputs(json.c_str(), file_);
+  std::fputc('\n', file_);
+  std::fflush(file_);
+}
+
+void MetricsWriter::write(const TrainRecord& r) {
+  line(fmt::format(R"({{"step": {}, "loss": {}, "accuracy": {}, "lr": {}, "grad_norm": {}, "ms": {}, "tokens_per_s": {}}})",
+                   r.step, json_number(r.loss), json_number(r.accuracy), json_number(r.lr),
+                   json_number(r.grad_norm), json_number(r.ms), json_number(r.tokens_per_s)));
+}
+
+void MetricsWriter::write(const EvalRecord& r) {
+  line(fmt::format(R"({{"step": {}, "split": "eval", "length": {}, "loss": {}, "accuracy": {}}})", r.step,
+                   r.length, json_number(r.loss), json_number(r.accuracy)));
+}
+
+void MetricsWriter::write_event(int64_t step, const std::string& event, const std::string& detail) {
+  std::string escaped;
+  for (char c : detail) {
+    if (c == '"' || c == '\\') escaped += '\\';
+    escaped += (c == '\n') ? ' ' : c;
+  }
+  line(fmt::format(R"({{"step": {}, "event": "{}", "detail": "{}"}})", step, event, escaped));
+}
+
+Progress::Progress(int64_t total_steps) : total_(total_steps), tty_(isatty(STDOUT_FILENO) != 0) {}
+
+void Progress::update(const TrainRecord& r) {
+  std::string stats = fmt::format("loss {:.4f} | acc {:5.1f}% | lr {:.2e} | gnorm {:.3f} | {:.2f} ms/step | {:.3g} tok/s",
+                                  r.loss, 100.0 * r.accuracy, r.lr, r.grad_norm, r.ms, r.tokens_per_s);
+  if (tty_) {
+    constexpr int kWidth = 24;
+    int filled = total_ > 0 ? static_cast<int>(kWidth * r.step / total_) : kWidth;
+    fmt::print("\r[{}{}] {}/{} | {}\x1b[K", std::string(filled, '#'), std::string(kWidth - filled, '.'),
+               r.step, total_, stats);
+    open_line_ = true;
+  } else {
+    fmt::print("step {}/{} | {}\n", r.step, total_, stats);
+  }
+  std::fflush(stdout);
+}
+
+void Progress::finish() {
+  if (open_line_) fmt::print("\n");
+  open_line_ = false;
+  std::fflush(stdout);
+}
+
+}  // namespace s6::trainer

@@ -1,0 +1,51 @@
+// Training output: metrics.jsonl records and the human progress line (bar on a TTY).
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace s6::trainer {
+
+struct TrainRecord {
+  int64_t step;
+  double loss, accuracy, lr, grad_norm, ms, tokens_per_s;
+};
+struct EvalRecord {
+  int64_t step, length;
+  double loss, accuracy;
+};
+
+// Appends one JSON object per line; flushed after each line so a crash loses nothing written.
+class MetricsWriter {
+ public:
+  MetricsWriter() = default;
+  explicit MetricsWriter(const std::string& path);
+  ~MetricsWriter();
+  MetricsWriter(const MetricsWriter&) = delete;
+  MetricsWriter& operator=(const MetricsWriter&) = delete;
+  void write(const TrainRecord& r);
+  void write(const EvalRecord& r);
+  void write_event(int64_t step, const std::string& event, const std::string& detail);
+
+ private:
+  void line(const std::string& json);
+  std::FILE* file_ = nullptr;
+};
+
+// One progress line per log step: a redrawn bar on a terminal, plain lines otherwise.
+class Progress {
+ public:
+  explicit Progress(int64_t total_steps);
+  void update(const TrainRecord& r);
+  void finish();
+
+ private:
+  int64_t total_;
+  bool tty_;
+  bool open_line_ = false;
+};
+
+// JSON number: finite values as shortest round-trip text, non-finite as null.
+std::string json_number(double v);
+
+}  // namespace s6::trainer

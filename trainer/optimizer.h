@@ -1,0 +1,48 @@
+// AdamW with PyTorch's formula, parameter groups from each parameter's weight-decay flag, global
+// gradient-norm clipping, and the learning-rate schedules (constant, warmup + cosine).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "layers/mamba.h"
+#include "trainer/config.h"
+
+namespace s6::trainer {
+
+// Learning rate for step index `step` (0-based) under the schedule.
+double learning_rate(const OptimConfig& optim, const ScheduleConfig& schedule, int64_t total_steps,
+                     int64_t step);
+
+struct GradientNorm {
+  double norm = 0;               // sqrt of the sum over every gradient of its squared entries
+  std::string first_nonfinite;   // name of the first parameter whose gradient is not finite
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<NamedParameter>& params, const OptimConfig& config);
+
+  // Global L2 norm of all gradients (missing gradients count as zero).
+  GradientNorm gradient_norm() const;
+  // One update with learning rate lr; gradients are first scaled by grad_scale (clipping).
+  void step(double lr, double grad_scale);
+  void zero_grad();
+
+  int64_t step_count() const { return step_count_; }
+  void set_step_count(int64_t n) { step_count_ = n; }
+  // First and second moments, one per parameter, in parameter order (for checkpoints).
+  std::vector<Tensor>& exp_avg() { return exp_avg_; }
+  std::vector<Tensor>& exp_avg_sq() { return exp_avg_sq_; }
+  const std::vector<NamedParameter>& params() const { return params_; }
+
+ private:
+  std::vector<NamedParameter>& params_;
+  OptimConfig config_;
+  std::vector<Tensor> exp_avg_, exp_avg_sq_;
+  int64_t step_count_ = 0;
+};
+
+// Scale factor that brings the global norm down to max_norm (1 when clipping is off or not needed).
+double clip_scale(double norm, double max_norm);
+
+}  // namespace s6::trainer

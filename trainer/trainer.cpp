@@ -1,0 +1,229 @@
+// The training loop: batch -> forward -> loss -> backward -> norm/clip -> AdamW -> metrics, with
+// evaluation every eval.every steps and at the end.
+#include "trainer/trainer.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "autograd/tape.h"
+#include "core/cuda_runtime.h"
+#include "core/log.h"
+#include "data/task.h"
+#include "layers/mamba.h"
+#include "layers/ops.h"
+#include "trainer/evaluate.h"
+#include "trainer/exit_codes.h"
+#include "trainer/metrics.h"
+#include "trainer/optimizer.h"
+#include "trainer/resume.h"
+#include "trainer/signals.h"
+
+namespace s6::trainer {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+Device resolve_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  if (name == "cuda") {
+    if (!cuda::available())
+      throw ConfigError(cuda::compiled_with_cuda()
+                            ? "device: cuda was requested but no CUDA device is visible"
+                            : "device: cuda was requested but this build has no CUDA support");
+    return Device::CUDA;
+  }
+  return cuda::available() ? Device::CUDA : Device::CPU;
+}
+
+// Test hook: S6_FAULT_INJECT=sigterm_at_step=N or sigkill_at_step=N makes the process signal
+// itself after step N, so the kill tests are deterministic (the signal path is the real one).
+void maybe_inject_signal(int64_t done) {
+  static const std::pair<int, int64_t> plan = [] {
+    const char* env = std::getenv("S6_FAULT_INJECT");
+    std::string v = env ? env : "";
+    for (auto [prefix, sig] : {std::pair{"sigterm_at_step=", SIGTERM}, std::pair{"sigkill_at_step=", SIGKILL}})
+      if (v.rfind(prefix, 0) == 0) return std::pair<int, int64_t>{sig, std::stoll(v.substr(std::strlen(prefix)))};
+    return std::pair<int, int64_t>{0, -1};
+  }();
+  if (plan.first && done == plan.second) std::raise(plan.first);
+}
+
+std::string megabytes(int64_t bytes) { return fmt::format("{:.2f} MB", static_cast<double>(bytes) / 1e6); }
+
+void print_startup(const TrainConfig& c, const RunOptions& o, const MambaLM& model, Device device,
+                   const data::Task& task) {
+  int64_t param_bytes = 0;
+  for (const NamedParameter& p : model.parameters()) param_bytes += p.tensor.nbytes();
+  const MambaConfig& m = c.model;
+  fmt::print("s6 train | {} -> {}\n", o.config_path, c.run_dir);
+  fmt::print("  {:<12} {}\n", "device", device == Device::CUDA ? "cuda" : "cpu");
+  fmt::print("  {:<12} {} layers, d_model {}, d_inner {}, d_state {}, dt_rank {}, vocab {} (padded {}), {} / {}\n",
+             "model", m.n_layer, m.d_model, m.d_inner(), m.d_state, m.resolved_dt_rank(), m.vocab_size,
+             m.padded_vocab(), m.layer == LayerKind::S6 ? "S6" : "S4 (LTI)",
+             m.block == BlockKind::Mamba ? "Mamba block" : "no-gate block");
+  fmt::print("  {:<12} {}\n", "parameters", model.num_parameters());
+  fmt::print("  {:<12} {}: seq_len {}, vocab {}, tokens {}, loss positions {}\n", "task", task.name(),
+             task.seq_len(), task.vocab(), c.task.num_tokens, c.task.loss_positions);
+  fmt::print("  {:<12} AdamW lr {:g} ({}, warmup {}), betas ({:g}, {:g}), eps {:g}, weight decay {:g}, clip {:g}\n",
+             "optimizer", c.optim.lr, c.schedule.kind, c.schedule.warmup_steps, c.optim.beta1, c.optim.beta2,
+             c.optim.eps, c.optim.weight_decay, c.optim.grad_clip);
+  fmt::print("  {:<12} {} steps x batch {} x length {} = {} tokens/step, seed {}\n", "training", c.train.steps,
+             c.train.batch_size, task.seq_len(), c.train.batch_size * task.seq_len(), c.seed);
+  fmt::print("  {:<12} parameters {} | gradients {} | AdamW moments {}\n", "memory", megabytes(param_bytes),
+             megabytes(param_bytes), megabytes(2 * param_bytes));
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int run_training(const TrainConfig& config, const RunOptions& options) {
+  const Device device = resolve_device(config.device);
+  fs::create_directories(fs::path(config.run_dir) / "checkpoints");
+  {
+    std::ofstream out(fs::path(config.run_dir) / "config.yaml");
+    out << to_yaml(config);
+  }
+
+  data::TaskParams task_params;
+  task_params.vocab = config.task.vocab_size;
+  task_params.seq_len = config.task.seq_len;
+  task_params.num_tokens = config.task.num_tokens;
+  task_params.loss_positions = data::parse_loss_positions(config.task.loss_positions);
+  std::unique_ptr<data::Task> task = data::make_task(config.task.name, task_params);
+
+  MambaLM model(config.model, config.seed, DType::Float32, device);
+  AdamW optimizer(model.parameters(), config.optim);
+  if (options.rank == 0) print_startup(config, options, model, device, *task);
+
+  const std::string checkpoint_dir = (fs::path(config.run_dir) / "checkpoints").string();
+  const std::string metrics_path = (fs::path(config.run_dir) / "metrics.jsonl").string();
+  if (int n = remove_stale_temp_files(checkpoint_dir)) log::warn("removed {} stale checkpoint temp file(s)", n);
+  int64_t start_step = 0, consecutive_skips = 0;
+  if (std::optional<CheckpointContents> resumed = find_resume_checkpoint(config, options.resume)) {
+    restore(*resumed, model, &optimizer);
+    start_step = resumed->meta.step;
+    consecutive_skips = resumed->meta.consecutive_skips;
+  } else if (!config.init_from.empty()) {
+    CheckpointContents init = read_checkpoint(config.init_from, /*model_only=*/true);
+    check_model_shape(init.meta.model_shape, config, config.init_from);
+    restore(init, model, nullptr);
+    log::info("init.from: weights from {} (step {}), fresh optimizer", config.init_from, init.meta.step);
+  }
+  truncate_metrics(metrics_path, start_step);  // a fresh start (step 0) begins a new curve
+  int64_t last_saved = start_step;
+  auto save = [&](int64_t step) {
+    if (options.rank != 0) return;
+    std::string path = (fs::path(checkpoint_dir) / checkpoint_name(step)).string();
+    write_checkpoint(path, capture(model, optimizer, config, step, options.world_size, consecutive_skips));
+    prune_checkpoints(checkpoint_dir, config.checkpoint.keep_last, config.checkpoint.keep_every);
+    last_saved = step;
+  };
+  install_stop_handlers();
+  const auto run_start = Clock::now();
+
+  MetricsWriter metrics(metrics_path);
+  Progress progress(config.train.steps);
+  const int64_t batch = config.train.batch_size / options.world_size, length = task->seq_len();
+  const int64_t vocab = model.config().padded_vocab();
+  std::vector<int64_t> eval_lengths = config.eval.lengths;
+  if (eval_lengths.empty()) eval_lengths.push_back(length);
+
+  auto run_eval = [&](int64_t step) {
+    for (int64_t len : eval_lengths) {
+      auto t0 = Clock::now();
+      EvalResult r = evaluate(model, config, len);
+      metrics.write(EvalRecord{step, len, r.loss, r.accuracy});
+      progress.finish();
+      log::info("eval step {} length {}: loss {:.4f}, accuracy {:.2f}% ({} examples, {:.1f} s)", step, len,
+                r.loss, 100.0 * r.accuracy, r.examples,
+                std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+  };
+
+  data::Batch host_batch = task->make_batch(batch);
+  auto window_start = Clock::now();
+  int64_t window_steps = 0;
+  for (int64_t step = start_step; step < config.train.steps; ++step) {
+    task->sample_into(host_batch, config.seed, static_cast<uint64_t>(step), static_cast<uint32_t>(options.rank));
+    Tensor inputs = host_batch.inputs.to(device);
+    Tensor targets = host_batch.targets.view({batch * length}).to(device);
+    Tensor logits = model.forward(inputs);
+    Tensor loss = cross_entropy(reshape(logits, {batch * length, vocab}), targets);
+    autograd::backward(loss);
+    const double loss_value = loss.item();
+    GradientNorm gn = optimizer.gradient_norm();
+    const double lr = learning_rate(config.optim, config.schedule, config.train.steps, step);
+    const int64_t done = step + 1;
+
+    if (!std::isfinite(loss_value) || !std::isfinite(gn.norm)) {
+      std::string culprit = !std::isfinite(loss_value) ? "the loss" : "the gradient of " + gn.first_nonfinite;
+      optimizer.zero_grad();
+      if (config.train.on_nonfinite == "halt") {
+        progress.finish();
+        log::error("step {}: {} is not finite (loss {}, grad norm {}); halting as train.on_nonfinite=halt",
+                   done, culprit, loss_value, gn.norm);
+        metrics.write_event(done, "halt_nonfinite", culprit);
+        return kExitNonFinite;
+      }
+      ++consecutive_skips;
+      metrics.write_event(done, "skip_nonfinite", culprit);
+      log::warn("step {}: {} is not finite; update skipped ({} in a row)", done, culprit, consecutive_skips);
+      if (consecutive_skips > config.train.max_consecutive_skips) {
+        log::error("halting: {} consecutive non-finite steps exceed train.max_consecutive_skips={}",
+                   consecutive_skips, config.train.max_consecutive_skips);
+        return kExitNonFinite;
+      }
+      continue;  // a skipped step is not checkpointed: its update never happened
+    }
+    consecutive_skips = 0;
+    optimizer.step(lr, clip_scale(gn.norm, config.optim.grad_clip));
+    optimizer.zero_grad();
+    ++window_steps;
+
+    if (done % config.train.log_every == 0 || done == config.train.steps) {
+      if (device == Device::CUDA) cuda::synchronize();
+      double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
+      double ms = 1e3 * seconds / std::max<int64_t>(window_steps, 1);
+      data::Accuracy acc = data::accuracy(logits.detach().view({batch * length, vocab}).to(Device::CPU),
+                                          host_batch.eval_targets);
+      TrainRecord rec{done, loss_value, acc.fraction(), lr, gn.norm, ms,
+                      static_cast<double>(config.train.batch_size * length) / (ms / 1e3)};
+      metrics.write(rec);
+      if (options.rank == 0) progress.update(rec);
+      window_start = Clock::now();
+      window_steps = 0;
+    }
+    if (config.eval.every > 0 && done % config.eval.every == 0 && done != config.train.steps) {
+      run_eval(done);
+      window_start = Clock::now();
+    }
+    if (config.checkpoint.every > 0 && done % config.checkpoint.every == 0) save(done);
+    maybe_inject_signal(done);
+    const bool out_of_time = config.train.max_minutes > 0 &&
+        std::chrono::duration<double>(Clock::now() - run_start).count() > 60.0 * config.train.max_minutes;
+    if ((stop_requested() || out_of_time) && done < config.train.steps) {
+      progress.finish();
+      if (last_saved != done) save(done);
+      log::info("stopping at step {} ({}); checkpoint saved, resume with the same command", done,
+                out_of_time ? "train.max_minutes reached" : fmt::format("signal {}", stop_signal()));
+      return kExitInterrupted;
+    }
+  }
+  progress.finish();
+  if (last_saved != config.train.steps) save(config.train.steps);
+  run_eval(config.train.steps);
+  return kExitOk;
+}
+
+}  // namespace s6::trainer

@@ -1,0 +1,19 @@
+// One training run: builds the model, task and optimizer from a TrainConfig, trains with periodic
+// logging and evaluation, and reports how it ended as an exit code (trainer/exit_codes.h).
+#pragma once
+#include <string>
+
+#include "trainer/config.h"
+
+namespace s6::trainer {
+
+struct RunOptions {
+  std::string config_path;  // for the startup table
+  std::string resume = "auto";  // auto | never | <checkpoint path>
+  int rank = 0;
+  int world_size = 1;
+};
+
+int run_training(const TrainConfig& config, const RunOptions& options);
+
+}  // namespace s6::trainer
