@@ -57,6 +57,24 @@ void copy_cpu(const StridedShape& shape, const StridedView& dst, const StridedVi
       using S = decltype(stag);
       D* d = static_cast<D*>(dst.data);
       const S* s = static_cast<const S*>(src.data);
+      const int last = shape.ndim - 1;
+      if (last >= 0 && dst.strides[last] == 1 && src.strides[last] == 1 && shape.sizes[last] > 1) {
+        // Rows contiguous in both (narrowed projections, most copies): index math once per row.
+        const int64_t width = shape.sizes[last], rows = shape.numel / width;
+        StridedShape outer = shape;
+        outer.ndim = last;
+        outer.numel = rows;
+#pragma omp parallel for if (shape.numel > 65536)
+        for (int64_t r = 0; r < rows; ++r) {
+          D* drow = d + offset_of(r, outer, dst.strides);
+          const S* srow = s + offset_of(r, outer, src.strides);
+          for (int64_t j = 0; j < width; ++j) {
+            if constexpr (std::is_same_v<D, S>) drow[j] = srow[j];
+            else drow[j] = from_double<D>(to_double<S>(srow[j]));
+          }
+        }
+        return;
+      }
 #pragma omp parallel for if (shape.numel > 65536)
       for (int64_t i = 0; i < shape.numel; ++i) {
         S v = s[offset_of(i, shape, src.strides)];

@@ -7,6 +7,9 @@
 #include "core/error.h"
 
 #ifdef S6_HAVE_BLAS
+// OpenBLAS only: present when the linked BLAS is OpenBLAS, null otherwise.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+
 extern "C" {
 void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
             const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
@@ -63,6 +66,15 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   S6_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX,
            "gemm: dims {}x{}x{} exceed the 32-bit BLAS interface", m, n, k);
   if (m == 0 || n == 0) return;
+#ifdef S6_HAVE_BLAS
+  // The ops parallelize with OpenMP; OpenBLAS's own thread pool then fights OpenMP's spinning
+  // workers for the same cores (copying_cpu on 2 cores: 70 -> 30 ms/step with one BLAS thread).
+  static const bool single_threaded = [] {
+    if (openblas_set_num_threads) openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)single_threaded;
+#endif
   int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
   if (k == 0) {
     for (int64_t i = 0; i < m * n; ++i) C[i] = beta == T(0) ? T(0) : beta * C[i];

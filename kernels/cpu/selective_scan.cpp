@@ -86,6 +86,7 @@ void selective_scan_bwd(T* du, T* ddelta, T* dA, T* dB, T* dC, T* dD, T* dz, T* 
 #pragma omp parallel if (Bn * L * Dm * N > 32768)
   {
     std::vector<T> hs(static_cast<size_t>(LN));  // states of one (b, d) row, recomputed
+    std::vector<T> abars(static_cast<size_t>(LN));  // exp(dt A) of that row, reused by the reverse pass
     std::vector<T> h0(static_cast<size_t>(N)), dh(static_cast<size_t>(N));
     for (int64_t b = 0; b < Bn; ++b) {
 #pragma omp for schedule(static)
@@ -113,7 +114,11 @@ void selective_scan_bwd(T* du, T* ddelta, T* dA, T* dB, T* dC, T* dD, T* dz, T* 
             const T dtu = dt * u[i];
             const T* hp = t > 0 ? &hs[(t - 1) * N] : h0.data();
             T* ht = &hs[t * N];
-            for (int64_t n = 0; n < N; ++n) ht[n] = std::exp(dt * Ad[n]) * hp[n] + dtu * Bt[n];
+            T* at = &abars[t * N];
+            for (int64_t n = 0; n < N; ++n) {
+              at[n] = std::exp(dt * Ad[n]);
+              ht[n] = at[n] * hp[n] + dtu * Bt[n];
+            }
           }
           // Reverse pass. dh holds Abar_{t+1} * dh_{t+1} on entry to step t.
           std::fill(dh.begin(), dh.end(), T(0));
@@ -141,7 +146,7 @@ void selective_scan_bwd(T* du, T* ddelta, T* dA, T* dB, T* dC, T* dD, T* dz, T* 
             T du_acc = Dd * gy, ddt = T(0);
             for (int64_t n = 0; n < N; ++n) {
               const T dhn = dh[n] + Ct[n] * gy;
-              const T abar = std::exp(dt * Ad[n]);
+              const T abar = abars[t * N + n];
               const T a = abar * hp[n];
               du_acc += dhn * Bt[n] * dt;
               ddt += dhn * (Bt[n] * ut + Ad[n] * a);

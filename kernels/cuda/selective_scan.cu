@@ -61,6 +61,11 @@ __device__ __forceinline__ float fast_exp2(float x) {
 
 __host__ __device__ constexpr int log2c(int v) { return v <= 1 ? 0 : 1 + log2c(v / 2); }
 
+
+}  // namespace
+
+namespace scan_detail {  // named: unused members of some configurations draw no warnings
+
 // NS states per thread, LPD lanes per channel (a power of two dividing 32).
 template <int NS_, int LPD_, int NT_ = (32 * LPD_ < 128 ? 32 * LPD_ : 128)>
 struct Cfg {
@@ -82,6 +87,12 @@ struct Cfg {
   static constexpr int kBwdSmemFloats = 8 * TD + 2 * kTS * NPAD + NW * TSB * 2 * NPAD;
   static_assert(kTS % TSB == 0, "flush group must divide the sub-chunk");
 };
+
+}  // namespace scan_detail
+
+namespace {
+
+using scan_detail::Cfg;
 
 template <int NS>
 __device__ __forceinline__ void load_vec(float (&dst)[NS], const float* src) {
@@ -723,13 +734,6 @@ void dispatch_cfg(int64_t N, Fn&& fn) {
   else fn(Cfg<8, 32>{});
 }
 
-// F1, F3 and B1 keep no history, so at dstate <= 16 one thread holds all states (no shuffles).
-template <typename Fn>
-void dispatch_cfg_nohist(int64_t N, Fn&& fn) {
-  if (N > 8 && N <= 16) fn(Cfg<16, 1, 128>{});
-  else dispatch_cfg(N, fn);
-}
-
 template <typename Fn>
 void dispatch_dtype(ScanDType dtype, Fn&& fn) {
   if (dtype == ScanDType::Float32) fn(float{});
@@ -862,7 +866,7 @@ void selective_scan_fwd(void* out, float* final_state, float* chunk_states, floa
   float* dts = workspace;
   dispatch_dtype(dtype, [&](auto ttag) {
     using T = decltype(ttag);
-    dispatch_cfg_nohist(dstate, [&](auto cf) {
+    dispatch_cfg(dstate, [&](auto cf) {
       using CF = decltype(cf);
       const unsigned dblocks = static_cast<unsigned>((dim + CF::DPB - 1) / CF::DPB);
       const T* ut = static_cast<const T*>(u);
@@ -949,17 +953,12 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
       const T* zt = static_cast<const T*>(z);
       const T* dot = static_cast<const T*>(dout);
       if (nc > 1) {
-        dispatch_cfg_nohist(dstate, [&](auto cf1) {
-          using CF1 = decltype(cf1);
-          const unsigned dblocks1 = static_cast<unsigned>((dim + CF1::DPB - 1) / CF1::DPB);
-          const size_t smem = (2 * CF1::TD + kTS * CF1::NPAD) * sizeof(float);
-          auto k1 = scan_bwd_chunk_adj_kernel<CF1, T>;
-          set_smem(k1, smem);
-          k1<<<dim3(static_cast<unsigned>(nc - 1), dblocks1, static_cast<unsigned>(batch)),
-               CF1::NT, smem, stream>>>(adj, dts, dot, dt, A, Ct, zt, delta_bias, delta_softplus,
-                                        length, static_cast<int>(dim), static_cast<int>(dstate),
-                                        static_cast<int>(nc));
-        });
+        const size_t smem = (2 * CF::TD + kTS * CF::NPAD) * sizeof(float);
+        auto k1 = scan_bwd_chunk_adj_kernel<CF, T>;
+        set_smem(k1, smem);
+        k1<<<dim3(static_cast<unsigned>(nc - 1), dblocks, static_cast<unsigned>(batch)), CF::NT,
+             smem, stream>>>(adj, dts, dot, dt, A, Ct, zt, delta_bias, delta_softplus, length,
+                             static_cast<int>(dim), static_cast<int>(dstate), static_cast<int>(nc));
         check_launch("selective_scan_bwd chunk adjoints");
       }
       launch_combine<true>(adj, dts, A, nullptr, nc, batch, dim, dstate, stream);
