@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "data/task.h"
 #include "layers/mamba.h"
+#include "layers/op_checks.h"
 #include "layers/ops.h"
 #include "trainer/evaluate.h"
 #include "trainer/exit_codes.h"
@@ -162,6 +163,9 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     Tensor loss = cross_entropy(reshape(logits, {batch * length, vocab}), targets);
     autograd::backward(loss);
     const double loss_value = loss.item();
+#ifdef S6_WITH_CUDA
+    if (device == Device::CUDA) detail::check_cuda_index_errors();  // a bad token id names itself
+#endif
     GradientNorm gn = optimizer.gradient_norm();
     const double lr = learning_rate(config.optim, config.schedule, config.train.steps, step);
     const int64_t done = step + 1;
@@ -217,6 +221,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       if (last_saved != done) save(done);
       log::info("stopping at step {} ({}); checkpoint saved, resume with the same command", done,
                 out_of_time ? "train.max_minutes reached" : fmt::format("signal {}", stop_signal()));
+      if (out_of_time && !stop_requested()) run_eval(done);  // a time box still reports its result
       return kExitInterrupted;
     }
   }
