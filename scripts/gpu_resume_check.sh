@@ -4,11 +4,11 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/s6-out}
 cfg=${1:-configs/selective_copying_cpu.yaml}; n=${2:-40}
-common=(device=cuda checkpoint.every=10 train.log_every=1 eval.every=0 --resume auto)
+common=(device=cuda checkpoint.every=10 train.log_every=1 eval.every=0 schedule.warmup_steps=5 --resume auto)
 rm -rf runs/resume_a runs/resume_b
-build-gpu/trainer/train --config "$cfg" "${common[@]}" run.dir=runs/resume_a train.steps=$n >"$OUT/resume_a.log" 2>&1 || exit 1
-build-gpu/trainer/train --config "$cfg" "${common[@]}" run.dir=runs/resume_b train.steps=$((n / 2)) >"$OUT/resume_b1.log" 2>&1 || exit 1
-build-gpu/trainer/train --config "$cfg" "${common[@]}" run.dir=runs/resume_b train.steps=$n >"$OUT/resume_b2.log" 2>&1 || exit 1
+build-gpu/train --config "$cfg" "${common[@]}" run.dir=runs/resume_a train.steps=$n >"$OUT/resume_a.log" 2>&1 || exit 1
+build-gpu/train --config "$cfg" "${common[@]}" run.dir=runs/resume_b train.steps=$((n / 2)) >"$OUT/resume_b1.log" 2>&1 || exit 1
+build-gpu/train --config "$cfg" "${common[@]}" run.dir=runs/resume_b train.steps=$n >"$OUT/resume_b2.log" 2>&1 || exit 1
 python3 - "$n" <<'PY'
 import json, sys, h5py, numpy as np
 n = int(sys.argv[1])
