@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
-s6_setup
+s6_setup "${S6_TRAIN_PACKAGES[@]}"
 exec build/train "$@"

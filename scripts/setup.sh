@@ -4,9 +4,12 @@
 S6_PACKAGES=(cmake ninja-build g++ pkg-config libhdf5-dev libyaml-cpp-dev libfmt-dev doctest-dev
              libopenblas-dev)
 
+# train.sh also wants the plotting dependency (scripts/plot_metrics.py).
+S6_TRAIN_PACKAGES=(python3-matplotlib)
+
 s6_missing_packages() {
   local missing=()
-  for p in "${S6_PACKAGES[@]}"; do
+  for p in "${S6_PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   echo "${missing[@]:-}"
@@ -14,7 +17,7 @@ s6_missing_packages() {
 
 s6_install_packages() {
   local missing
-  missing=$(s6_missing_packages)
+  missing=$(s6_missing_packages "$@")
   [ -z "$missing" ] && return 0
   echo "s6: installing missing packages: $missing"
   local sudo=""
@@ -48,6 +51,7 @@ s6_build() {
   cmake --build build -j "$(nproc)"
 }
 
+# s6_setup [extra packages...]
 s6_setup() {
-  s6_install_packages && s6_build
+  s6_install_packages "$@" && s6_build
 }

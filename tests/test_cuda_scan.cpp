@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -240,6 +241,31 @@ TEST_CASE("cuda scan: forward, final state and gradients match the CPU reference
 #ifdef S6_WITH_CUDA
   uint32_t seed = 500;
   for (const ScanCase& c : awkward_cases()) compare(c, true, seed++);
+#endif
+}
+
+TEST_CASE("cuda scan: super-chunks (blocks walking several chunks) match the CPU reference") {
+  if (!s6::cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+#ifdef S6_WITH_CUDA
+  // The launchers group chunks into super-chunks walked by one block; the env variables set the
+  // target grid size, forcing one super-chunk (1) or a few with a partial last one (3, 5).
+  uint32_t seed = 900;
+  for (const char* target : {"1", "3", "5"}) {
+    setenv("S6_SCAN_FWD_BLOCKS", target, 1);
+    setenv("S6_SCAN_BWD_BLOCKS", target, 1);
+    INFO("target blocks " << target);
+    for (bool bf16 : {false, true}) {
+      compare({1, 1027, 37, 16, true, true, true, true, true}, bf16, seed++);
+      compare({2, 700, 37, 1, false, false, true, true, false}, bf16, seed++);
+      compare({1, 333, 9, 64, true, true, true, true, true}, bf16, seed++);
+      compare({1, 4099, 8, 5, true, true, false, true, true}, bf16, seed++);
+    }
+  }
+  unsetenv("S6_SCAN_FWD_BLOCKS");
+  unsetenv("S6_SCAN_BWD_BLOCKS");
 #endif
 }
 

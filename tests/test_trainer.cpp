@@ -176,6 +176,29 @@ TEST_CASE("checkpoint: truncated files and flipped bytes are detected by name") 
   fs::remove_all(dir);
 }
 
+TEST_CASE("trainer: init.from starts a new run from a checkpoint's weights with a fresh optimizer") {
+  fs::path source = fresh_dir("init_src"), target = fresh_dir("init_dst"), fresh = fresh_dir("init_fresh");
+  TrainConfig c = tiny_config(source, 300);  // learns copying (see the first test)
+  c.checkpoint.every = 0;
+  REQUIRE(run_training(c, RunOptions{}) == kExitOk);
+  TrainConfig fine = tiny_config(target, 1);
+  fine.init_from = final_checkpoint(source);
+  REQUIRE(run_training(fine, RunOptions{}) == kExitOk);
+  REQUIRE(run_training(tiny_config(fresh, 1), RunOptions{}) == kExitOk);
+  auto loss_of = [](const fs::path& d) {
+    std::string l = train_losses(d).front();
+    return std::stod(l.substr(l.find(':') + 1));
+  };
+  CHECK(loss_of(target) < 0.5 * loss_of(fresh));  // it starts from the trained weights
+  CHECK(read_checkpoint(final_checkpoint(target)).meta.optimizer_step == 1);  // fresh AdamW
+  TrainConfig other = tiny_config(fresh_dir("init_bad"), 1);
+  other.model.n_layer = 3;
+  other.init_from = final_checkpoint(source);
+  CHECK_THROWS_WITH_AS(run_training(other, RunOptions{}), doctest::Contains("model.n_layer"), ConfigError);
+  for (const auto& d : {source, target, fresh}) fs::remove_all(d);
+  fs::remove_all(other.run_dir);
+}
+
 TEST_CASE("checkpoint: resuming into a different model shape is refused naming the key") {
   fs::path dir = fresh_dir("shape");
   REQUIRE(run_training(tiny_config(dir, 5), RunOptions{}) == kExitOk);

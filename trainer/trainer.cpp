@@ -153,10 +153,13 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   };
 
   data::Batch host_batch = task->make_batch(batch);
+  double data_seconds = 0;  // generation time, reported against the step time at the end
   auto window_start = Clock::now();
   int64_t window_steps = 0;
   for (int64_t step = start_step; step < config.train.steps; ++step) {
+    const auto data_start = Clock::now();
     task->sample_into(host_batch, config.seed, static_cast<uint64_t>(step), static_cast<uint32_t>(options.rank));
+    data_seconds += std::chrono::duration<double>(Clock::now() - data_start).count();
     Tensor inputs = host_batch.inputs.to(device);
     Tensor targets = host_batch.targets.view({batch * length}).to(device);
     Tensor logits = model.forward(inputs);
@@ -226,6 +229,10 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     }
   }
   progress.finish();
+  if (device == Device::CUDA) cuda::synchronize();
+  const double train_seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
+  log::info("trained steps {}..{} in {:.1f} s; data generation took {:.3f} s ({:.2f}% of it)", start_step + 1,
+            config.train.steps, train_seconds, data_seconds, 100.0 * data_seconds / std::max(train_seconds, 1e-9));
   if (last_saved != config.train.steps) save(config.train.steps);
   run_eval(config.train.steps);
   return kExitOk;

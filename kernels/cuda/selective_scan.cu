@@ -25,6 +25,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <initializer_list>
 #include <utility>
@@ -181,34 +182,130 @@ __device__ __forceinline__ void load_A(float (&A2)[CF::NS], const float* A, int 
   }
 }
 
-// ---- F1: per chunk (all but the last), end state from zero and sum of dt -------------------
-// The end state of chunk c goes to slot c + 1 of `states`, which F2 turns into start states.
+// ---- register prefetch of one staged sub-chunk ----------------------------------------------------
+// A thread's items of the kTS x DPB tile are i = tid + k * NT (k < IT); NT is a multiple of DPB, so
+// they all belong to channel d0 + tid % DPB, at steps tid / DPB + k * LPD. Loads for the next
+// sub-chunk are issued before the current one is computed (latency hidden by the compute), and
+// written to shared memory after it.
+template <class CF>
+struct Tile {
+  static constexpr int IT = (CF::TD + CF::NT - 1) / CF::NT;       // per-channel items per thread
+  static constexpr int ITB = (kTS * CF::NPAD + CF::NT - 1) / CF::NT;  // B/C items per thread
+};
+
+template <class CF, typename T>
+__device__ __forceinline__ void prefetch_seq(float (&r)[Tile<CF>::IT], const T* src, int b,
+                                             int64_t t0, int64_t tend, int dS, int64_t L,
+                                             int dim) {
+  const int tt0 = threadIdx.x / CF::DPB;
+#pragma unroll
+  for (int k = 0; k < Tile<CF>::IT; ++k) {
+    const int tt = tt0 + k * CF::LPD;
+    const int64_t t = t0 + tt;
+    r[k] = (src && tt < kTS && t < tend && dS < dim) ? to_f(src[((int64_t)b * L + t) * dim + dS])
+                                                      : 0.f;
+  }
+}
+
+template <class CF>
+__device__ __forceinline__ void store_seq(float* s, const float (&r)[Tile<CF>::IT]) {
+#pragma unroll
+  for (int k = 0; k < Tile<CF>::IT; ++k) {
+    const int i = threadIdx.x + k * CF::NT;
+    if (i < CF::TD) s[i] = r[k];
+  }
+}
+
+// dt = softplus(delta + bias) (or delta + bias), 0 for steps past tend / channels past dim;
+// s_dsp (optional) gets the softplus derivative.
+template <class CF>
+__device__ __forceinline__ void store_dt(float* s_dt, float* s_dsp,
+                                         const float (&r)[Tile<CF>::IT], float bias_d,
+                                         bool softplus, int64_t t0, int64_t tend, bool dok) {
+  const int tt0 = threadIdx.x / CF::DPB;
+#pragma unroll
+  for (int k = 0; k < Tile<CF>::IT; ++k) {
+    const int tt = tt0 + k * CF::LPD;
+    const int i = threadIdx.x + k * CF::NT;
+    if (i < CF::TD) {
+      float dtv = 0.f, sp = 1.f;
+      if (dok && t0 + tt < tend) {
+        const float v = r[k] + bias_d;
+        dtv = v;
+        if (softplus && v <= 20.f) {
+          const float e = expf(v);
+          dtv = log1pf(e);
+          sp = e / (1.f + e);
+        }
+      }
+      s_dt[i] = dtv;
+      if (s_dsp) s_dsp[i] = sp;
+    }
+  }
+}
+
+template <class CF, typename T>
+__device__ __forceinline__ void prefetch_bc(float (&r)[Tile<CF>::ITB], const T* src, int b,
+                                            int64_t t0, int64_t tend, int64_t L, int N) {
+#pragma unroll
+  for (int k = 0; k < Tile<CF>::ITB; ++k) {
+    const int i = threadIdx.x + k * CF::NT;
+    const int tt = i / CF::NPAD, n = i - tt * CF::NPAD;
+    const int64_t t = t0 + tt;
+    r[k] = (tt < kTS && t < tend && n < N) ? to_f(src[((int64_t)b * L + t) * N + n]) : 0.f;
+  }
+}
+
+template <class CF>
+__device__ __forceinline__ void store_bc(float* s, const float (&r)[Tile<CF>::ITB]) {
+#pragma unroll
+  for (int k = 0; k < Tile<CF>::ITB; ++k) {
+    const int i = threadIdx.x + k * CF::NT;
+    if (i < kTS * CF::NPAD) s[i] = r[k];
+  }
+}
+
+// ---- F1: per super-chunk (K chunks; all but the last), end state from zero and sum of dt -------
+// The end state of super-chunk s goes to chunk slot (s + 1) K of `states`, which F2 turns into
+// start states.
 template <class CF, typename T>
 __global__ void __launch_bounds__(CF::NT)
     scan_fwd_chunk_end_kernel(float* states, float* dts, const T* u, const T* delta,
                               const float* A, const T* Bm, const float* bias, bool softplus,
-                              int64_t L, int dim, int N, int nc) {
-  constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD;
+                              int64_t L, int dim, int N, int nc, int K, int ns) {
+  constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD, IT = Tile<CF>::IT,
+                ITB = Tile<CF>::ITB;
   extern __shared__ float4 smem_f4[];
   float* s_dt = reinterpret_cast<float*>(smem_f4);
   float* s_u = s_dt + CF::TD;
   float* s_B = s_u + CF::TD;
-  const int c = blockIdx.x, b = blockIdx.z, d0 = blockIdx.y * DPB;
+  const int s = blockIdx.x, b = blockIdx.z, d0 = blockIdx.y * DPB;
   const int g = threadIdx.x % CF::LPD, dl = threadIdx.x / CF::LPD, d = d0 + dl;
+  const int dS = d0 + threadIdx.x % DPB;
+  const float bias_s = (bias && dS < dim) ? bias[dS] : 0.f;
   float A2[NS], h[NS];
   load_A<CF>(A2, A, d, g, dim, N);
 #pragma unroll
   for (int i = 0; i < NS; ++i) h[i] = 0.f;
-  const int64_t c0 = (int64_t)c * kChunk, cend = min(L, c0 + kChunk);
+  const int64_t c0 = (int64_t)s * K * kChunk, cend = min(L, c0 + (int64_t)K * kChunk);
+  const int nsub = static_cast<int>((cend - c0 + kTS - 1) / kTS);
+  float rd[IT], ru[IT], rB[ITB];
+  prefetch_seq<CF, T>(rd, delta, b, c0, cend, dS, L, dim);
+  prefetch_seq<CF, T>(ru, u, b, c0, cend, dS, L, dim);
+  prefetch_bc<CF, T>(rB, Bm, b, c0, cend, L, N);
   float dsum = 0.f;
-  for (int s = 0; s < kNSub; ++s) {
-    const int64_t t0 = c0 + (int64_t)s * kTS;
-    if (t0 >= cend) break;
+  for (int j = 0; j < nsub; ++j) {
+    const int64_t t0 = c0 + (int64_t)j * kTS;
     __syncthreads();
-    stage_seq<CF, T>(s_dt, nullptr, s_u, nullptr, nullptr, nullptr, u, delta, nullptr, nullptr,
-                     bias, softplus, b, t0, cend, d0, L, dim);
-    stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N);
+    store_dt<CF>(s_dt, nullptr, rd, bias_s, softplus, t0, cend, dS < dim);
+    store_seq<CF>(s_u, ru);
+    store_bc<CF>(s_B, rB);
     __syncthreads();
+    if (j + 1 < nsub) {
+      prefetch_seq<CF, T>(rd, delta, b, t0 + kTS, cend, dS, L, dim);
+      prefetch_seq<CF, T>(ru, u, b, t0 + kTS, cend, dS, L, dim);
+      prefetch_bc<CF, T>(rB, Bm, b, t0 + kTS, cend, L, N);
+    }
 #pragma unroll 4
     for (int tt = 0; tt < kTS; ++tt) {
       const float dtv = s_dt[tt * DPB + dl];
@@ -221,25 +318,27 @@ __global__ void __launch_bounds__(CF::NT)
     }
   }
   if (d < dim) {
-    float* dst = states + (((int64_t)b * nc + c + 1) * dim + d) * N;
+    float* dst = states + (((int64_t)b * nc + (int64_t)(s + 1) * K) * dim + d) * N;
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
       const int n = g * NS + i;
       if (n < N) dst[n] = h[i];
     }
-    if (g == 0) dts[((int64_t)b * nc + c) * dim + d] = dsum;
+    if (g == 0) dts[((int64_t)b * ns + s) * dim + d] = dsum;
   }
 }
 
-// ---- F2 / B2: in-place scan over chunks, per (b, m = d * N + n) ----------------------------
-// Position p = 0..nc-1 is chunk p (forward) or nc-1-p (reverse). Position 0 becomes the seed
-// (init or zero); position p >= 1 becomes x_p + exp(A * dts[chunk at p-1]) * (value at p-1).
+// ---- F2 / B2: in-place scan over super-chunks, per (b, m = d * N + n) ----------------------------
+// Position p = 0..ns-1 is super-chunk k = p (forward) or ns-1-p (reverse); its slot is chunk k K
+// (forward: the state entering it) or its last chunk (reverse: the adjoint entering it from later
+// time). Position 0 becomes the seed (init or zero); position p >= 1 becomes
+// x_p + exp(A * dts[super-chunk at p-1]) * (value at p-1).
 // blockDim = (32, SEG): each of the SEG rows scans a contiguous run of positions; the runs are
 // combined in order by row 0, so the result does not depend on timing.
 template <bool REVERSE>
 __global__ void __launch_bounds__(1024)
     scan_chunk_combine_kernel(float* x, const float* dts, const float* A, const float* init,
-                              int nc, int dim, int N) {
+                              int nc, int ns, int K, int dim, int N) {
   __shared__ float s_P[32 * 32], s_H[32 * 32];
   const int64_t M = (int64_t)dim * N;
   const int64_t m = (int64_t)blockIdx.x * 32 + threadIdx.x;
@@ -248,16 +347,17 @@ __global__ void __launch_bounds__(1024)
   const int d = ok ? static_cast<int>(m / N) : 0;
   const float A2 = ok ? A[m] * kLog2e : 0.f;
   auto slot = [&](int p) -> float* {
-    const int k = REVERSE ? nc - 1 - p : p;
-    return x + ((int64_t)b * nc + k) * M + m;
+    const int k = REVERSE ? ns - 1 - p : p;
+    const int chunk = REVERSE ? min(nc, (k + 1) * K) - 1 : k * K;
+    return x + ((int64_t)b * nc + chunk) * M + m;
   };
   auto dt_at = [&](int p) -> float {
-    const int k = REVERSE ? nc - 1 - p : p;
-    return dts[((int64_t)b * nc + k) * dim + d];
+    const int k = REVERSE ? ns - 1 - p : p;
+    return dts[((int64_t)b * ns + k) * dim + d];
   };
-  const int cnt = nc - 1;
+  const int cnt = ns - 1;
   const int per = (cnt + SEG - 1) / SEG;
-  const int p0 = 1 + seg * per, p1 = min(nc, p0 + per);
+  const int p0 = 1 + seg * per, p1 = min(ns, p0 + per);
   constexpr int U = 8;
   // Phase 1: each run's aggregate (decay, value) from zero.
   float hh = 0.f, S = 0.f;
@@ -310,37 +410,68 @@ __global__ void __launch_bounds__(1024)
   }
 }
 
-// ---- F3: outputs of every chunk from its start state -----------------------------------------
+// ---- F3: outputs of every super-chunk from its start state ---------------------------------------
+// Walks the K chunks of the super-chunk, writing the state entering each (but the first, which F2
+// wrote) to chunk_states for the backward.
 template <class CF, typename T>
 __global__ void __launch_bounds__(CF::NT)
-    scan_fwd_out_kernel(T* out, float* final_state, const float* states, const T* u,
+    scan_fwd_out_kernel(T* out, float* final_state, float* states, const T* u,
                         const T* delta, const float* A, const T* Bm, const T* Cm, const float* Dv,
                         const T* z, const float* bias, bool softplus, int64_t L, int dim, int N,
-                        int nc) {
-  constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD;
+                        int nc, int K, int ns) {
+  constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD, IT = Tile<CF>::IT,
+                ITB = Tile<CF>::ITB;
   extern __shared__ float4 smem_f4[];
   float* s_dt = reinterpret_cast<float*>(smem_f4);
   float* s_u = s_dt + CF::TD;
   float* s_y = s_u + CF::TD;
   float* s_B = s_y + CF::TD;
   float* s_C = s_B + kTS * NPAD;
-  const int c = blockIdx.x, b = blockIdx.z, d0 = blockIdx.y * DPB;
+  const int s = blockIdx.x, b = blockIdx.z, d0 = blockIdx.y * DPB;
   const int g = threadIdx.x % CF::LPD, dl = threadIdx.x / CF::LPD, d = d0 + dl;
+  const int dS = d0 + threadIdx.x % DPB, tt0 = threadIdx.x / DPB;
+  const float bias_s = (bias && dS < dim) ? bias[dS] : 0.f;
+  const float D_s = (Dv && dS < dim) ? Dv[dS] : 0.f;
   float A2[NS], h[NS];
   load_A<CF>(A2, A, d, g, dim, N);
-  const float* st = states + (((int64_t)b * nc + c) * dim + d) * N + g * NS;
+  const int64_t cfirst = (int64_t)s * K;
+  {
+    const float* st = states + (((int64_t)b * nc + cfirst) * dim + d) * N + g * NS;
 #pragma unroll
-  for (int i = 0; i < NS; ++i) h[i] = (d < dim && g * NS + i < N) ? st[i] : 0.f;
-  const int64_t c0 = (int64_t)c * kChunk, cend = min(L, c0 + kChunk);
-  for (int s = 0; s < kNSub; ++s) {
-    const int64_t t0 = c0 + (int64_t)s * kTS;
-    if (t0 >= cend) break;
+    for (int i = 0; i < NS; ++i) h[i] = (d < dim && g * NS + i < N) ? st[i] : 0.f;
+  }
+  const int64_t c0 = cfirst * kChunk, cend = min(L, c0 + (int64_t)K * kChunk);
+  const int nsub = static_cast<int>((cend - c0 + kTS - 1) / kTS);
+  float rd[IT], ru[IT], rz[IT], rB[ITB], rC[ITB];
+  prefetch_seq<CF, T>(rd, delta, b, c0, cend, dS, L, dim);
+  prefetch_seq<CF, T>(ru, u, b, c0, cend, dS, L, dim);
+  prefetch_seq<CF, T>(rz, z, b, c0, cend, dS, L, dim);
+  prefetch_bc<CF, T>(rB, Bm, b, c0, cend, L, N);
+  prefetch_bc<CF, T>(rC, Cm, b, c0, cend, L, N);
+  for (int j = 0; j < nsub; ++j) {
+    const int64_t t0 = c0 + (int64_t)j * kTS;
+    if (j > 0 && j % kNSub == 0 && d < dim) {
+      float* dst = states + (((int64_t)b * nc + cfirst + j / kNSub) * dim + d) * N + g * NS;
+#pragma unroll
+      for (int i = 0; i < NS; ++i)
+        if (g * NS + i < N) dst[i] = h[i];
+    }
     __syncthreads();
-    stage_seq<CF, T>(s_dt, nullptr, s_u, nullptr, nullptr, nullptr, u, delta, nullptr, nullptr,
-                     bias, softplus, b, t0, cend, d0, L, dim);
-    stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N);
-    stage_bc<CF, T>(s_C, Cm, b, t0, cend, L, N);
+    store_dt<CF>(s_dt, nullptr, rd, bias_s, softplus, t0, cend, dS < dim);
+    store_bc<CF>(s_B, rB);
+    store_bc<CF>(s_C, rC);
+    float uc[IT], zc[IT];
+#pragma unroll
+    for (int k = 0; k < IT; ++k) uc[k] = ru[k], zc[k] = rz[k];
+    store_seq<CF>(s_u, ru);
     __syncthreads();
+    if (j + 1 < nsub) {
+      prefetch_seq<CF, T>(rd, delta, b, t0 + kTS, cend, dS, L, dim);
+      prefetch_seq<CF, T>(ru, u, b, t0 + kTS, cend, dS, L, dim);
+      prefetch_seq<CF, T>(rz, z, b, t0 + kTS, cend, dS, L, dim);
+      prefetch_bc<CF, T>(rB, Bm, b, t0 + kTS, cend, L, N);
+      prefetch_bc<CF, T>(rC, Cm, b, t0 + kTS, cend, L, N);
+    }
 #pragma unroll 4
     for (int tt = 0; tt < kTS; ++tt) {
       const float dtv = s_dt[tt * DPB + dl];
@@ -358,22 +489,19 @@ __global__ void __launch_bounds__(CF::NT)
       if (g == 0) s_y[tt * DPB + dl] = y;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < CF::TD; i += CF::NT) {
-      const int tt = i / DPB, dd = i - tt * DPB;
+#pragma unroll
+    for (int k = 0; k < IT; ++k) {
+      const int tt = tt0 + k * CF::LPD;
       const int64_t t = t0 + tt;
-      const int dch = d0 + dd;
-      if (t < cend && dch < dim) {
-        const int64_t idx = ((int64_t)b * L + t) * dim + dch;
-        float y = s_y[i] + (Dv ? Dv[dch] * s_u[i] : 0.f);
-        if (z) {
-          const float zz = to_f(z[idx]);
-          y *= zz * sigmoid_f(zz);
-        }
+      if (tt < kTS && t < cend && dS < dim) {
+        const int64_t idx = ((int64_t)b * L + t) * dim + dS;
+        float y = s_y[threadIdx.x + k * CF::NT] + D_s * uc[k];
+        if (z) y *= zc[k] * sigmoid_f(zc[k]);
         out[idx] = from_f<T>(y);
       }
     }
   }
-  if (final_state && c == nc - 1 && d < dim) {
+  if (final_state && s == ns - 1 && d < dim) {
     float* dst = final_state + ((int64_t)b * dim + d) * N + g * NS;
 #pragma unroll
     for (int i = 0; i < NS; ++i)
@@ -381,33 +509,55 @@ __global__ void __launch_bounds__(CF::NT)
   }
 }
 
-// ---- B1: per chunk c >= 1, the adjoint it passes to chunk c - 1 (from zero), and sum of dt ----
+// ---- B1: per super-chunk s >= 1, the adjoint it passes to super-chunk s - 1 (from zero), and its
+// sum of dt; written to the slot of the last chunk of super-chunk s - 1 -----------------------------
 template <class CF, typename T>
 __global__ void __launch_bounds__(CF::NT)
     scan_bwd_chunk_adj_kernel(float* adj, float* dts, const T* dout, const T* delta,
                               const float* A, const T* Cm, const T* z, const float* bias,
-                              bool softplus, int64_t L, int dim, int N, int nc) {
-  constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD;
+                              bool softplus, int64_t L, int dim, int N, int nc, int K, int ns) {
+  constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD, IT = Tile<CF>::IT,
+                ITB = Tile<CF>::ITB;
   extern __shared__ float4 smem_f4[];
   float* s_dt = reinterpret_cast<float*>(smem_f4);
   float* s_gy = s_dt + CF::TD;
   float* s_C = s_gy + CF::TD;
-  const int c = blockIdx.x + 1, b = blockIdx.z, d0 = blockIdx.y * DPB;
+  const int s = blockIdx.x + 1, b = blockIdx.z, d0 = blockIdx.y * DPB;
   const int g = threadIdx.x % CF::LPD, dl = threadIdx.x / CF::LPD, d = d0 + dl;
+  const int dS = d0 + threadIdx.x % DPB;
+  const float bias_s = (bias && dS < dim) ? bias[dS] : 0.f;
   float A2[NS], dh[NS];
   load_A<CF>(A2, A, d, g, dim, N);
 #pragma unroll
   for (int i = 0; i < NS; ++i) dh[i] = 0.f;
-  const int64_t c0 = (int64_t)c * kChunk, cend = min(L, c0 + kChunk);
+  const int64_t c0 = (int64_t)s * K * kChunk, cend = min(L, c0 + (int64_t)K * kChunk);
+  const int nsub = static_cast<int>((cend - c0 + kTS - 1) / kTS);
+  float rd[IT], rg[IT], rz[IT], rC[ITB];
+  {
+    const int64_t t0 = c0 + (int64_t)(nsub - 1) * kTS;
+    prefetch_seq<CF, T>(rd, delta, b, t0, cend, dS, L, dim);
+    prefetch_seq<CF, T>(rg, dout, b, t0, cend, dS, L, dim);
+    prefetch_seq<CF, T>(rz, z, b, t0, cend, dS, L, dim);
+    prefetch_bc<CF, T>(rC, Cm, b, t0, cend, L, N);
+  }
   float dsum = 0.f;
-  for (int s = kNSub - 1; s >= 0; --s) {
-    const int64_t t0 = c0 + (int64_t)s * kTS;
-    if (t0 >= cend) continue;
+  for (int j = nsub - 1; j >= 0; --j) {
+    const int64_t t0 = c0 + (int64_t)j * kTS;
     __syncthreads();
-    stage_seq<CF, T>(s_dt, nullptr, nullptr, nullptr, nullptr, s_gy, nullptr, delta, dout, z,
-                     bias, softplus, b, t0, cend, d0, L, dim);
-    stage_bc<CF, T>(s_C, Cm, b, t0, cend, L, N);
+    store_dt<CF>(s_dt, nullptr, rd, bias_s, softplus, t0, cend, dS < dim);
+    if (z) {
+#pragma unroll
+      for (int k = 0; k < IT; ++k) rg[k] *= rz[k] * sigmoid_f(rz[k]);
+    }
+    store_seq<CF>(s_gy, rg);
+    store_bc<CF>(s_C, rC);
     __syncthreads();
+    if (j > 0) {
+      prefetch_seq<CF, T>(rd, delta, b, t0 - kTS, cend, dS, L, dim);
+      prefetch_seq<CF, T>(rg, dout, b, t0 - kTS, cend, dS, L, dim);
+      prefetch_seq<CF, T>(rz, z, b, t0 - kTS, cend, dS, L, dim);
+      prefetch_bc<CF, T>(rC, Cm, b, t0 - kTS, cend, L, N);
+    }
 #pragma unroll 4
     for (int tt = kTS - 1; tt >= 0; --tt) {
       const float dtv = s_dt[tt * DPB + dl], gy = s_gy[tt * DPB + dl];
@@ -419,13 +569,13 @@ __global__ void __launch_bounds__(CF::NT)
     }
   }
   if (d < dim) {
-    float* dst = adj + (((int64_t)b * nc + c - 1) * dim + d) * N;
+    float* dst = adj + (((int64_t)b * nc + (int64_t)s * K - 1) * dim + d) * N;
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
       const int n = g * NS + i;
       if (n < N) dst[n] = dh[i];
     }
-    if (g == 0) dts[((int64_t)b * nc + c) * dim + d] = dsum;
+    if (g == 0) dts[((int64_t)b * ns + s) * dim + d] = dsum;
   }
 }
 
@@ -463,7 +613,7 @@ __global__ void __launch_bounds__(CF::NT)
                          float* dD_part, float* dbias_part, const T* dout, const T* u,
                          const T* delta, const float* A, const T* Bm, const T* Cm, const float* Dv,
                          const T* z, const float* bias, const float* states, bool softplus,
-                         int64_t L, int dim, int N, int nc, int batch) {
+                         int64_t L, int dim, int N, int nc, int batch, int KC) {
   constexpr int NS = CF::NS, LPD = CF::LPD, DPB = CF::DPB, NPAD = CF::NPAD, TD = CF::TD;
   constexpr int TSB = CF::TSB, NW = CF::NW, V = 2 * NS;
   constexpr int LOGV = log2c(V), K = 5 - CF::LOG_LPD;
@@ -480,7 +630,7 @@ __global__ void __launch_bounds__(CF::NT)
   float* s_B = s_dz + TD;
   float* s_C = s_B + kTS * NPAD;
   float* s_part = s_C + kTS * NPAD;  // [NW][TSB][2][NPAD]
-  const int c = blockIdx.x, dblk = blockIdx.y, b = blockIdx.z, d0 = dblk * DPB;
+  const int dblk = blockIdx.y, b = blockIdx.z, d0 = dblk * DPB;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = threadIdx.x % LPD, dl = threadIdx.x / LPD, d = d0 + dl;
   const bool has_z = z != nullptr;
@@ -490,15 +640,25 @@ __global__ void __launch_bounds__(CF::NT)
   load_A<CF>(A2, A, d, g, dim, N);
 #pragma unroll
   for (int i = 0; i < NS; ++i) An[i] = A2[i] * kLn2;
+  const float Dd = (Dv && d < dim) ? Dv[d] : 0.f;
+  // Super-chunk blockIdx.x: its chunks last to first, the adjoint carried across them in registers
+  // (B2 gave the adjoint entering the last one).
+  const int c_lo = blockIdx.x * KC, c_hi = min(nc, c_lo + KC) - 1;
+  float dh[NS];
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const bool v = d < dim && g * NS + i < N;
+    dh[i] = v ? adj[(((int64_t)b * nc + c_hi) * dim + d) * N + g * NS + i] : 0.f;
+  }
+#pragma unroll 1
+  for (int c = c_hi; c >= c_lo; --c) {
   const int64_t rowoff = (((int64_t)b * nc + c) * dim + d) * N + g * NS;
-  float h[NS], dh[NS];
+  float h[NS];
 #pragma unroll
   for (int i = 0; i < NS; ++i) {
     const bool v = d < dim && g * NS + i < N;
     h[i] = v ? states[rowoff + i] : 0.f;
-    dh[i] = v ? adj[rowoff + i] : 0.f;
   }
-  const float Dd = (Dv && d < dim) ? Dv[d] : 0.f;
   const int64_t c0 = (int64_t)c * kChunk, cend = min(L, c0 + kChunk);
 
   // Checkpoints: the state entering every sub-chunk.
@@ -647,6 +807,7 @@ __global__ void __launch_bounds__(CF::NT)
       dbias_part[((int64_t)b * nc + c) * dim + d] = db_acc;
     }
   }
+  }  // chunk loop
 }
 
 // ---- B4: out[m] = sum over rows r (fixed order) of in[r, m] -----------------------------------
@@ -778,21 +939,56 @@ void set_smem(K kernel, size_t bytes) {
   }
 }
 
-int combine_segments(int64_t nc) {
+int combine_segments(int64_t ns) {
   int seg = 1;
-  while (seg < 32 && int64_t(seg) * 16 < nc - 1) seg *= 2;
+  while (seg < 32 && int64_t(seg) * 16 < ns - 1) seg *= 2;
   return seg;
 }
 
 template <bool REVERSE>
 void launch_combine(float* x, const float* dts, const float* A, const float* init, int64_t nc,
-                    int64_t batch, int64_t dim, int64_t N, cudaStream_t stream) {
-  const int seg = combine_segments(nc);
+                    int64_t ns, int64_t K, int64_t batch, int64_t dim, int64_t N,
+                    cudaStream_t stream) {
+  const int seg = combine_segments(ns);
   const int64_t M = dim * N;
   dim3 grid(static_cast<unsigned>((M + 31) / 32), static_cast<unsigned>(batch));
   scan_chunk_combine_kernel<REVERSE><<<grid, dim3(32, seg), 0, stream>>>(
-      x, dts, A, init, static_cast<int>(nc), static_cast<int>(dim), static_cast<int>(N));
+      x, dts, A, init, static_cast<int>(nc), static_cast<int>(ns), static_cast<int>(K),
+      static_cast<int>(dim), static_cast<int>(N));
 }
+
+int num_sms() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0)
+      v = 132;
+    return v;
+  }();
+  return n;
+}
+
+// Super-chunks: each block walks K consecutive chunks, so that only the ns - 1 super-chunk
+// boundaries need the extra end-state pass (F1 / B1). ns is the fewest that gives the grid about
+// `blocks_per_sm` blocks per SM (the env variables S6_SCAN_FWD_BLOCKS / S6_SCAN_BWD_BLOCKS, when
+// set, give the target number of blocks of the whole grid instead: for tuning and tests).
+struct Split {
+  int64_t K, ns;
+};
+Split split_chunks(int64_t nc, int64_t cols, const char* env, int64_t blocks_per_sm) {
+  int64_t target = blocks_per_sm * num_sms();
+  if (const char* v = std::getenv(env)) {
+    const long long x = std::atoll(v);
+    if (x > 0) target = x;
+  }
+  int64_t ns = std::clamp<int64_t>((target + cols - 1) / std::max<int64_t>(cols, 1), 1, nc);
+  const int64_t K = (nc + ns - 1) / ns;
+  ns = (nc + K - 1) / K;
+  return {K, ns};
+}
+
+constexpr int64_t kFwdBlocksPerSm = 2;
+constexpr int64_t kBwdBlocksPerSm = 4;
 
 }  // namespace
 
@@ -874,24 +1070,30 @@ void selective_scan_fwd(void* out, float* final_state, float* chunk_states, floa
       const T* Bt = static_cast<const T*>(B);
       const T* Ct = static_cast<const T*>(C);
       const T* zt = static_cast<const T*>(z);
-      if (nc > 1) {
+      const Split sp = split_chunks(nc, int64_t(dblocks) * batch, "S6_SCAN_FWD_BLOCKS",
+                                    kFwdBlocksPerSm);
+      if (sp.ns > 1) {
         const size_t smem = (2 * CF::TD + kTS * CF::NPAD) * sizeof(float);
         auto k1 = scan_fwd_chunk_end_kernel<CF, T>;
         set_smem(k1, smem);
-        k1<<<dim3(static_cast<unsigned>(nc - 1), dblocks, static_cast<unsigned>(batch)), CF::NT,
-             smem, stream>>>(chunk_states, dts, ut, dt, A, Bt, delta_bias, delta_softplus, length,
-                             static_cast<int>(dim), static_cast<int>(dstate), static_cast<int>(nc));
+        k1<<<dim3(static_cast<unsigned>(sp.ns - 1), dblocks, static_cast<unsigned>(batch)),
+             CF::NT, smem, stream>>>(chunk_states, dts, ut, dt, A, Bt, delta_bias, delta_softplus,
+                                     length, static_cast<int>(dim), static_cast<int>(dstate),
+                                     static_cast<int>(nc), static_cast<int>(sp.K),
+                                     static_cast<int>(sp.ns));
         check_launch("selective_scan_fwd chunk end states");
       }
-      launch_combine<false>(chunk_states, dts, A, initial_state, nc, batch, dim, dstate, stream);
+      launch_combine<false>(chunk_states, dts, A, initial_state, nc, sp.ns, sp.K, batch, dim,
+                            dstate, stream);
       check_launch("selective_scan_fwd chunk combine");
       const size_t smem = CF::kFwdSmemFloats * sizeof(float);
       auto k3 = scan_fwd_out_kernel<CF, T>;
       set_smem(k3, smem);
-      k3<<<dim3(static_cast<unsigned>(nc), dblocks, static_cast<unsigned>(batch)), CF::NT, smem,
+      k3<<<dim3(static_cast<unsigned>(sp.ns), dblocks, static_cast<unsigned>(batch)), CF::NT, smem,
            stream>>>(static_cast<T*>(out), final_state, chunk_states, ut, dt, A, Bt, Ct, D, zt,
                      delta_bias, delta_softplus, length, static_cast<int>(dim),
-                     static_cast<int>(dstate), static_cast<int>(nc));
+                     static_cast<int>(dstate), static_cast<int>(nc), static_cast<int>(sp.K),
+                     static_cast<int>(sp.ns));
       check_launch("selective_scan_fwd outputs");
     });
   });
@@ -952,25 +1154,30 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
       const T* Ct = static_cast<const T*>(C);
       const T* zt = static_cast<const T*>(z);
       const T* dot = static_cast<const T*>(dout);
-      if (nc > 1) {
+      const Split sp = split_chunks(nc, int64_t(dblocks) * batch, "S6_SCAN_BWD_BLOCKS",
+                                    kBwdBlocksPerSm);
+      if (sp.ns > 1) {
         const size_t smem = (2 * CF::TD + kTS * CF::NPAD) * sizeof(float);
         auto k1 = scan_bwd_chunk_adj_kernel<CF, T>;
         set_smem(k1, smem);
-        k1<<<dim3(static_cast<unsigned>(nc - 1), dblocks, static_cast<unsigned>(batch)), CF::NT,
-             smem, stream>>>(adj, dts, dot, dt, A, Ct, zt, delta_bias, delta_softplus, length,
-                             static_cast<int>(dim), static_cast<int>(dstate), static_cast<int>(nc));
+        k1<<<dim3(static_cast<unsigned>(sp.ns - 1), dblocks, static_cast<unsigned>(batch)),
+             CF::NT, smem, stream>>>(adj, dts, dot, dt, A, Ct, zt, delta_bias, delta_softplus,
+                                     length, static_cast<int>(dim), static_cast<int>(dstate),
+                                     static_cast<int>(nc), static_cast<int>(sp.K),
+                                     static_cast<int>(sp.ns));
         check_launch("selective_scan_bwd chunk adjoints");
       }
-      launch_combine<true>(adj, dts, A, nullptr, nc, batch, dim, dstate, stream);
+      launch_combine<true>(adj, dts, A, nullptr, nc, sp.ns, sp.K, batch, dim, dstate, stream);
       check_launch("selective_scan_bwd chunk combine");
       const size_t smem = CF::kBwdSmemFloats * sizeof(float);
       auto k3 = scan_bwd_main_kernel<CF, T>;
       set_smem(k3, smem);
-      k3<<<dim3(static_cast<unsigned>(nc), dblocks, static_cast<unsigned>(batch)), CF::NT, smem,
+      k3<<<dim3(static_cast<unsigned>(sp.ns), dblocks, static_cast<unsigned>(batch)), CF::NT, smem,
            stream>>>(static_cast<T*>(du), static_cast<T*>(ddelta), static_cast<T*>(dz), dB_part,
                      dC_part, adj, dD_part, dbias_part, dot, ut, dt, A, Bt, Ct, D, zt, delta_bias,
                      chunk_states, delta_softplus, length, static_cast<int>(dim),
-                     static_cast<int>(dstate), static_cast<int>(nc), static_cast<int>(batch));
+                     static_cast<int>(dstate), static_cast<int>(nc), static_cast<int>(batch),
+                     static_cast<int>(sp.K));
       check_launch("selective_scan_bwd main");
       const int64_t rows = batch * nc;
       if (dA) colsum<float>(dA, adj, rows, dim * dstate, temp, stream);
