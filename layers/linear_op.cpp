@@ -17,11 +17,20 @@ namespace {
 // Flattens (..., features) to rows; returns the row count.
 int64_t rows_of(const Tensor& x) { return x.numel() / x.size(-1); }
 
-Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
-  int64_t rows = rows_of(x), in = w.size(1), out_features = w.size(0);
-  Shape out_shape = x.shape();
-  out_shape.back() = out_features;
-  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
+// The kernel calls, by device (cuBLASLt with a bias epilogue on CUDA, BLAS on the CPU); the
+// checks and the recording around them are shared.
+void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& b) {
+  const int64_t rows = rows_of(x), in = w.size(1), out_features = w.size(0);
+#ifdef S6_WITH_CUDA
+  if (x.is_cuda()) {
+    detail::dispatch_cuda("linear", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::linear_fwd<T>(y.data<T>(), x.data<T>(), w.data<T>(), detail::ptr_or_null<T>(b), rows, in,
+                                   out_features, cuda::current_stream());
+    });
+    return;
+  }
+#endif
   detail::dispatch_float("linear", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* yp = y.data<T>();
@@ -33,52 +42,37 @@ Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
     kernels::cpu::gemm<T>(false, true, rows, out_features, in, T(1), x.data<T>(), w.data<T>(),
                           b.defined() ? T(1) : T(0), yp);
   });
-  return y;
 }
 
+// dx = dy W, dW = dy^T x, db = column sums of dy; each only where its tensor is defined.
+void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                     const Tensor& w) {
+  const int64_t rows = rows_of(x), in = w.size(1), out_features = w.size(0);
 #ifdef S6_WITH_CUDA
-// CUDA path: cuBLASLt with the bias as an epilogue; fp32 or bf16 (fp32 accumulation).
-Tensor linear_cuda(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
-  Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = b_in.defined() ? b_in.contiguous() : b_in;
-  int64_t rows = rows_of(x), in = w.size(1), out_features = w.size(0);
-  Shape out_shape = x.shape();
-  out_shape.back() = out_features;
-  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
-  detail::dispatch_cuda("linear", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::cuda::linear_fwd<T>(y.data<T>(), x.data<T>(), w.data<T>(), detail::ptr_or_null<T>(b),
-                                 rows, in, out_features, cuda::current_stream());
-  });
-  if (autograd::should_record({&x_in, &w_in, &b_in})) {
-    autograd::record("linear", {x_in, w_in, b_in}, {&y}, [x, w, has_bias = b.defined()](
-                                                          const autograd::BackwardContext& ctx) {
-      Tensor dy = ctx.grad_outputs[0].contiguous();
-      int64_t rows = rows_of(x), in = w.size(1), out_features = w.size(0);
-      Tensor dx, dw, db;
-      void* stream = cuda::current_stream();
-      detail::dispatch_cuda("linear backward", x.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        if (ctx.needs_input_grad[0]) {
-          dx = Tensor::empty(x.shape(), x.dtype(), x.device());
-          kernels::cuda::linear_bwd_input<T>(dx.data<T>(), dy.data<T>(), w.data<T>(), rows, in,
-                                             out_features, stream);
-        }
-        if (ctx.needs_input_grad[1]) {
-          dw = Tensor::empty(w.shape(), w.dtype(), w.device());
-          kernels::cuda::linear_bwd_weight<T>(dw.data<T>(), dy.data<T>(), x.data<T>(), rows, in,
-                                              out_features, stream);
-        }
-        if (has_bias && ctx.needs_input_grad[2]) {
-          db = Tensor::empty({out_features}, x.dtype(), x.device());
-          kernels::cuda::sum_rows<T>(db.data<T>(), dy.data<T>(), rows, out_features, stream);
-        }
-      });
-      return autograd::TensorList{dx, dw, db};
+  if (x.is_cuda()) {
+    void* stream = cuda::current_stream();
+    detail::dispatch_cuda("linear backward", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      if (dx.defined())
+        kernels::cuda::linear_bwd_input<T>(dx.data<T>(), dy.data<T>(), w.data<T>(), rows, in, out_features, stream);
+      if (dw.defined())
+        kernels::cuda::linear_bwd_weight<T>(dw.data<T>(), dy.data<T>(), x.data<T>(), rows, in, out_features, stream);
+      if (db.defined()) kernels::cuda::sum_rows<T>(db.data<T>(), dy.data<T>(), rows, out_features, stream);
     });
+    return;
   }
-  return y;
-}
 #endif
+  detail::dispatch_float("linear backward", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    if (dx.defined())
+      kernels::cpu::gemm<T>(false, false, rows, in, out_features, T(1), dy.data<T>(), w.data<T>(), T(0),
+                            dx.data<T>());
+    if (dw.defined())
+      kernels::cpu::gemm<T>(true, false, out_features, in, rows, T(1), dy.data<T>(), x.data<T>(), T(0),
+                            dw.data<T>());
+    if (db.defined()) kernels::cpu::sum_rows<T>(db.data<T>(), dy.data<T>(), rows, out_features);
+  });
+}
 
 }  // namespace
 
@@ -89,35 +83,19 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
            "linear: input {} has {} features but weight {} expects {}", x_in.describe(),
            x_in.dim() ? x_in.size(-1) : 0, w_in.describe(), w_in.size(1));
   if (b_in.defined()) detail::check_shape("linear", "bias", b_in, {w_in.size(0)});
-#ifdef S6_WITH_CUDA
-  if (x_in.is_cuda()) return linear_cuda(x_in, w_in, b_in);
-#endif
-  detail::check_cpu("linear", x_in);
   Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = b_in.defined() ? b_in.contiguous() : b_in;
-  Tensor y = linear_forward(x, w, b);
+  Shape out_shape = x.shape();
+  out_shape.back() = w.size(0);
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
+  linear_forward(y, x, w, b);
   if (autograd::should_record({&x_in, &w_in, &b_in})) {
     autograd::record("linear", {x_in, w_in, b_in}, {&y}, [x, w, has_bias = b.defined()](
                                                           const autograd::BackwardContext& ctx) {
-      Tensor dy = ctx.grad_outputs[0].contiguous();
-      int64_t rows = rows_of(x), in = w.size(1), out_features = w.size(0);
       Tensor dx, dw, db;
-      detail::dispatch_float("linear backward", x.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        if (ctx.needs_input_grad[0]) {
-          dx = Tensor::empty(x.shape(), x.dtype(), x.device());
-          kernels::cpu::gemm<T>(false, false, rows, in, out_features, T(1), dy.data<T>(),
-                                w.data<T>(), T(0), dx.data<T>());
-        }
-        if (ctx.needs_input_grad[1]) {
-          dw = Tensor::empty(w.shape(), w.dtype(), w.device());
-          kernels::cpu::gemm<T>(true, false, out_features, in, rows, T(1), dy.data<T>(),
-                                x.data<T>(), T(0), dw.data<T>());
-        }
-        if (has_bias && ctx.needs_input_grad[2]) {
-          db = Tensor::empty({out_features}, x.dtype(), x.device());
-          kernels::cpu::sum_rows<T>(db.data<T>(), dy.data<T>(), rows, out_features);
-        }
-      });
+      if (ctx.needs_input_grad[0]) dx = Tensor::empty_like(x);
+      if (ctx.needs_input_grad[1]) dw = Tensor::empty_like(w);
+      if (has_bias && ctx.needs_input_grad[2]) db = Tensor::empty({w.size(0)}, x.dtype(), x.device());
+      linear_backward(dx, dw, db, ctx.grad_outputs[0].contiguous(), x, w);
       return autograd::TensorList{dx, dw, db};
     });
   }

@@ -10,54 +10,49 @@
 
 namespace s6 {
 
-#ifdef S6_WITH_CUDA
 namespace {
-// CUDA path: same node structure as the CPU path (saves s; backward recomputes rstd).
-std::pair<Tensor, Tensor> rmsnorm_add_cuda(const Tensor& x_in, const Tensor& residual_in,
-                                           const Tensor& weight_in, double eps) {
-  Tensor x = x_in.contiguous(), w = weight_in.contiguous();
-  Tensor res = residual_in.defined() ? residual_in.contiguous() : Tensor();
-  int64_t width = x.size(-1);
-  int64_t rows = x.numel() / std::max<int64_t>(width, 1);
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  Tensor s = Tensor::empty(x.shape(), x.dtype(), x.device());
-  detail::dispatch_cuda("rmsnorm_add", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::cuda::rmsnorm_add_fwd<T>(y.data<T>(), s.data<T>(), x.data<T>(),
-                                      detail::ptr_or_null<T>(res), w.data<T>(), rows, width, eps,
-                                      cuda::current_stream());
-  });
-  if (autograd::should_record({&x_in, &residual_in, &weight_in})) {
-    Tensor s_saved = s.detach();
-    autograd::record("rmsnorm_add", {x_in, residual_in, weight_in}, {&y, &s},
-                     [s_saved, w, rows, width, eps](const autograd::BackwardContext& ctx) {
-                       const Tensor& dy_in = ctx.grad_outputs[0];
-                       const Tensor& dres_in = ctx.grad_outputs[1];
-                       bool need_ds = ctx.needs_input_grad[0] || ctx.needs_input_grad[1];
-                       Tensor ds, dw;
-                       if (!dy_in.defined()) {  // only the residual stream carries a gradient
-                         ds = dres_in;
-                       } else {
-                         Tensor dy = dy_in.contiguous();
-                         Tensor dres = dres_in.defined() ? dres_in.contiguous() : Tensor();
-                         if (need_ds) ds = Tensor::empty_like(s_saved);
-                         if (ctx.needs_input_grad[2]) dw = Tensor::empty_like(w);
-                         detail::dispatch_cuda("rmsnorm_add backward", s_saved.dtype(), [&](auto tag) {
-                           using T = decltype(tag);
-                           kernels::cuda::rmsnorm_add_bwd<T>(
-                               detail::mut_or_null<T>(ds), detail::mut_or_null<T>(dw), dy.data<T>(),
-                               detail::ptr_or_null<T>(dres), s_saved.data<T>(), w.data<T>(), rows,
-                               width, eps, cuda::current_stream());
-                         });
-                       }
-                       return autograd::TensorList{ctx.needs_input_grad[0] ? ds : Tensor(),
-                                                   ctx.needs_input_grad[1] ? ds : Tensor(), dw};
-                     });
+
+// The kernel calls, by device; everything around them (checks, recording) is shared.
+void norm_forward(const Tensor& y, const Tensor& s, const Tensor& x, const Tensor& res, const Tensor& w,
+                  int64_t rows, int64_t width, double eps) {
+#ifdef S6_WITH_CUDA
+  if (x.is_cuda()) {
+    detail::dispatch_cuda("rmsnorm_add", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::rmsnorm_add_fwd<T>(y.data<T>(), s.data<T>(), x.data<T>(), detail::ptr_or_null<T>(res),
+                                        w.data<T>(), rows, width, eps, cuda::current_stream());
+    });
+    return;
   }
-  return {y, s};
-}
-}  // namespace
 #endif
+  detail::dispatch_float("rmsnorm_add", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    kernels::cpu::rmsnorm_add_fwd<T>(y.data<T>(), s.data<T>(), x.data<T>(), detail::ptr_or_null<T>(res),
+                                     w.data<T>(), rows, width, eps);
+  });
+}
+
+void norm_backward(const Tensor& ds, const Tensor& dw, const Tensor& dy, const Tensor& dres, const Tensor& s,
+                   const Tensor& w, int64_t rows, int64_t width, double eps) {
+#ifdef S6_WITH_CUDA
+  if (s.is_cuda()) {
+    detail::dispatch_cuda("rmsnorm_add backward", s.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cuda::rmsnorm_add_bwd<T>(detail::mut_or_null<T>(ds), detail::mut_or_null<T>(dw), dy.data<T>(),
+                                        detail::ptr_or_null<T>(dres), s.data<T>(), w.data<T>(), rows, width,
+                                        eps, cuda::current_stream());
+    });
+    return;
+  }
+#endif
+  detail::dispatch_float("rmsnorm_add backward", s.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    kernels::cpu::rmsnorm_add_bwd<T>(detail::mut_or_null<T>(ds), detail::mut_or_null<T>(dw), dy.data<T>(),
+                                     detail::ptr_or_null<T>(dres), s.data<T>(), w.data<T>(), rows, width, eps);
+  });
+}
+
+}  // namespace
 
 std::pair<Tensor, Tensor> rmsnorm_add(const Tensor& x_in, const Tensor& residual_in,
                                       const Tensor& weight_in, double eps) {
@@ -67,42 +62,26 @@ std::pair<Tensor, Tensor> rmsnorm_add(const Tensor& x_in, const Tensor& residual
   detail::check_shape("rmsnorm_add", "weight", weight_in, {width});
   if (residual_in.defined()) detail::check_shape("rmsnorm_add", "residual", residual_in, x_in.shape());
   S6_CHECK(eps > 0, "rmsnorm_add: eps must be positive, got {}", eps);
-#ifdef S6_WITH_CUDA
-  if (x_in.is_cuda()) return rmsnorm_add_cuda(x_in, residual_in, weight_in, eps);
-#endif
-  detail::check_cpu("rmsnorm_add", x_in);
   Tensor x = x_in.contiguous(), w = weight_in.contiguous();
   Tensor res = residual_in.defined() ? residual_in.contiguous() : Tensor();
   int64_t rows = x.numel() / std::max<int64_t>(width, 1);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor s = Tensor::empty(x.shape(), x.dtype(), x.device());
-  detail::dispatch_float("rmsnorm_add", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::cpu::rmsnorm_add_fwd<T>(y.data<T>(), s.data<T>(), x.data<T>(),
-                                     detail::ptr_or_null<T>(res), w.data<T>(), rows, width, eps);
-  });
+  norm_forward(y, s, x, res, w, rows, width, eps);
   if (autograd::should_record({&x_in, &residual_in, &weight_in})) {
     Tensor s_saved = s.detach();
     autograd::record("rmsnorm_add", {x_in, residual_in, weight_in}, {&y, &s},
                      [s_saved, w, rows, width, eps](const autograd::BackwardContext& ctx) {
                        const Tensor& dy_in = ctx.grad_outputs[0];
                        const Tensor& dres_in = ctx.grad_outputs[1];
-                       bool need_ds = ctx.needs_input_grad[0] || ctx.needs_input_grad[1];
                        Tensor ds, dw;
                        if (!dy_in.defined()) {  // only the residual stream carries a gradient
                          ds = dres_in;
                        } else {
-                         Tensor dy = dy_in.contiguous();
                          Tensor dres = dres_in.defined() ? dres_in.contiguous() : Tensor();
-                         if (need_ds) ds = Tensor::empty_like(s_saved);
+                         if (ctx.needs_input_grad[0] || ctx.needs_input_grad[1]) ds = Tensor::empty_like(s_saved);
                          if (ctx.needs_input_grad[2]) dw = Tensor::empty_like(w);
-                         detail::dispatch_float("rmsnorm_add backward", s_saved.dtype(), [&](auto tag) {
-                           using T = decltype(tag);
-                           kernels::cpu::rmsnorm_add_bwd<T>(
-                               need_ds ? ds.data<T>() : nullptr, dw.defined() ? dw.data<T>() : nullptr,
-                               dy.data<T>(), detail::ptr_or_null<T>(dres), s_saved.data<T>(),
-                               w.data<T>(), rows, width, eps);
-                         });
+                         norm_backward(ds, dw, dy_in.contiguous(), dres, s_saved, w, rows, width, eps);
                        }
                        return autograd::TensorList{ctx.needs_input_grad[0] ? ds : Tensor(),
                                                    ctx.needs_input_grad[1] ? ds : Tensor(), dw};
