@@ -60,6 +60,18 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// dt = log1p(e^v) and its derivative e^v / (1 + e^v) on the SFU (instead of expf + log1pf):
+// log1p(e) by its series for e < 1/32 (truncation < 2e-7 relative), else by Goldberg's
+// log(w) * e / (w - 1), w = 1 + e (log(w) >= 0.03 there, so the SFU log's absolute error of
+// ~2^-22 stays below 1e-5 relative).
+__device__ __forceinline__ void softplus_fast(float v, float& dt, float& sp) {
+  const float e = __expf(v);
+  const float w = 1.f + e;
+  dt = e < 0.03125f ? e * (1.f - e * (0.5f - e * (0.33333334f - 0.25f * e)))
+                    : __logf(w) * __fdividef(e, w - 1.f);
+  sp = __fdividef(e, w);
+}
+
 __host__ __device__ constexpr int log2c(int v) { return v <= 1 ? 0 : 1 + log2c(v / 2); }
 
 
@@ -135,11 +147,7 @@ __device__ __forceinline__ void stage_seq(float* s_dt, float* s_dsp, float* s_u,
       if (ok) {
         const float v = to_f(delta[idx]) + (bias ? bias[d] : 0.f);
         dtv = v;
-        if (softplus && v <= 20.f) {
-          const float e = expf(v);
-          dtv = log1pf(e);
-          sp = e / (1.f + e);
-        }
+        if (softplus && v <= 20.f) softplus_fast(v, dtv, sp);
       }
       s_dt[i] = dtv;
       if (s_dsp) s_dsp[i] = sp;
@@ -194,7 +202,7 @@ struct Tile {
 };
 
 template <class CF, typename T>
-__device__ __forceinline__ void prefetch_seq(float (&r)[Tile<CF>::IT], const T* src, int b,
+__device__ __forceinline__ void prefetch_seq(T (&r)[Tile<CF>::IT], const T* src, int b,
                                              int64_t t0, int64_t tend, int dS, int64_t L,
                                              int dim) {
   const int tt0 = threadIdx.x / CF::DPB;
@@ -202,25 +210,25 @@ __device__ __forceinline__ void prefetch_seq(float (&r)[Tile<CF>::IT], const T* 
   for (int k = 0; k < Tile<CF>::IT; ++k) {
     const int tt = tt0 + k * CF::LPD;
     const int64_t t = t0 + tt;
-    r[k] = (src && tt < kTS && t < tend && dS < dim) ? to_f(src[((int64_t)b * L + t) * dim + dS])
-                                                      : 0.f;
+    r[k] = (src && tt < kTS && t < tend && dS < dim) ? src[((int64_t)b * L + t) * dim + dS]
+                                                      : from_f<T>(0.f);
   }
 }
 
-template <class CF>
-__device__ __forceinline__ void store_seq(float* s, const float (&r)[Tile<CF>::IT]) {
+template <class CF, typename T>
+__device__ __forceinline__ void store_seq(float* s, const T (&r)[Tile<CF>::IT]) {
 #pragma unroll
   for (int k = 0; k < Tile<CF>::IT; ++k) {
     const int i = threadIdx.x + k * CF::NT;
-    if (i < CF::TD) s[i] = r[k];
+    if (i < CF::TD) s[i] = to_f(r[k]);
   }
 }
 
 // dt = softplus(delta + bias) (or delta + bias), 0 for steps past tend / channels past dim;
 // s_dsp (optional) gets the softplus derivative.
-template <class CF>
+template <class CF, typename T>
 __device__ __forceinline__ void store_dt(float* s_dt, float* s_dsp,
-                                         const float (&r)[Tile<CF>::IT], float bias_d,
+                                         const T (&r)[Tile<CF>::IT], float bias_d,
                                          bool softplus, int64_t t0, int64_t tend, bool dok) {
   const int tt0 = threadIdx.x / CF::DPB;
 #pragma unroll
@@ -230,13 +238,9 @@ __device__ __forceinline__ void store_dt(float* s_dt, float* s_dsp,
     if (i < CF::TD) {
       float dtv = 0.f, sp = 1.f;
       if (dok && t0 + tt < tend) {
-        const float v = r[k] + bias_d;
+        const float v = to_f(r[k]) + bias_d;
         dtv = v;
-        if (softplus && v <= 20.f) {
-          const float e = expf(v);
-          dtv = log1pf(e);
-          sp = e / (1.f + e);
-        }
+        if (softplus && v <= 20.f) softplus_fast(v, dtv, sp);
       }
       s_dt[i] = dtv;
       if (s_dsp) s_dsp[i] = sp;
@@ -245,23 +249,23 @@ __device__ __forceinline__ void store_dt(float* s_dt, float* s_dsp,
 }
 
 template <class CF, typename T>
-__device__ __forceinline__ void prefetch_bc(float (&r)[Tile<CF>::ITB], const T* src, int b,
+__device__ __forceinline__ void prefetch_bc(T (&r)[Tile<CF>::ITB], const T* src, int b,
                                             int64_t t0, int64_t tend, int64_t L, int N) {
 #pragma unroll
   for (int k = 0; k < Tile<CF>::ITB; ++k) {
     const int i = threadIdx.x + k * CF::NT;
     const int tt = i / CF::NPAD, n = i - tt * CF::NPAD;
     const int64_t t = t0 + tt;
-    r[k] = (tt < kTS && t < tend && n < N) ? to_f(src[((int64_t)b * L + t) * N + n]) : 0.f;
+    r[k] = (tt < kTS && t < tend && n < N) ? src[((int64_t)b * L + t) * N + n] : from_f<T>(0.f);
   }
 }
 
-template <class CF>
-__device__ __forceinline__ void store_bc(float* s, const float (&r)[Tile<CF>::ITB]) {
+template <class CF, typename T>
+__device__ __forceinline__ void store_bc(float* s, const T (&r)[Tile<CF>::ITB]) {
 #pragma unroll
   for (int k = 0; k < Tile<CF>::ITB; ++k) {
     const int i = threadIdx.x + k * CF::NT;
-    if (i < kTS * CF::NPAD) s[i] = r[k];
+    if (i < kTS * CF::NPAD) s[i] = to_f(r[k]);
   }
 }
 
@@ -289,7 +293,7 @@ __global__ void __launch_bounds__(CF::NT)
   for (int i = 0; i < NS; ++i) h[i] = 0.f;
   const int64_t c0 = (int64_t)s * K * kChunk, cend = min(L, c0 + (int64_t)K * kChunk);
   const int nsub = static_cast<int>((cend - c0 + kTS - 1) / kTS);
-  float rd[IT], ru[IT], rB[ITB];
+  T rd[IT], ru[IT], rB[ITB];
   prefetch_seq<CF, T>(rd, delta, b, c0, cend, dS, L, dim);
   prefetch_seq<CF, T>(ru, u, b, c0, cend, dS, L, dim);
   prefetch_bc<CF, T>(rB, Bm, b, c0, cend, L, N);
@@ -297,9 +301,9 @@ __global__ void __launch_bounds__(CF::NT)
   for (int j = 0; j < nsub; ++j) {
     const int64_t t0 = c0 + (int64_t)j * kTS;
     __syncthreads();
-    store_dt<CF>(s_dt, nullptr, rd, bias_s, softplus, t0, cend, dS < dim);
-    store_seq<CF>(s_u, ru);
-    store_bc<CF>(s_B, rB);
+    store_dt<CF, T>(s_dt, nullptr, rd, bias_s, softplus, t0, cend, dS < dim);
+    store_seq<CF, T>(s_u, ru);
+    store_bc<CF, T>(s_B, rB);
     __syncthreads();
     if (j + 1 < nsub) {
       prefetch_seq<CF, T>(rd, delta, b, t0 + kTS, cend, dS, L, dim);
@@ -442,7 +446,7 @@ __global__ void __launch_bounds__(CF::NT)
   }
   const int64_t c0 = cfirst * kChunk, cend = min(L, c0 + (int64_t)K * kChunk);
   const int nsub = static_cast<int>((cend - c0 + kTS - 1) / kTS);
-  float rd[IT], ru[IT], rz[IT], rB[ITB], rC[ITB];
+  T rd[IT], ru[IT], rz[IT], rB[ITB], rC[ITB];
   prefetch_seq<CF, T>(rd, delta, b, c0, cend, dS, L, dim);
   prefetch_seq<CF, T>(ru, u, b, c0, cend, dS, L, dim);
   prefetch_seq<CF, T>(rz, z, b, c0, cend, dS, L, dim);
@@ -457,13 +461,13 @@ __global__ void __launch_bounds__(CF::NT)
         if (g * NS + i < N) dst[i] = h[i];
     }
     __syncthreads();
-    store_dt<CF>(s_dt, nullptr, rd, bias_s, softplus, t0, cend, dS < dim);
-    store_bc<CF>(s_B, rB);
-    store_bc<CF>(s_C, rC);
+    store_dt<CF, T>(s_dt, nullptr, rd, bias_s, softplus, t0, cend, dS < dim);
+    store_bc<CF, T>(s_B, rB);
+    store_bc<CF, T>(s_C, rC);
     float uc[IT], zc[IT];
 #pragma unroll
-    for (int k = 0; k < IT; ++k) uc[k] = ru[k], zc[k] = rz[k];
-    store_seq<CF>(s_u, ru);
+    for (int k = 0; k < IT; ++k) uc[k] = to_f(ru[k]), zc[k] = to_f(rz[k]);
+    store_seq<CF, T>(s_u, ru);
     __syncthreads();
     if (j + 1 < nsub) {
       prefetch_seq<CF, T>(rd, delta, b, t0 + kTS, cend, dS, L, dim);
@@ -532,7 +536,7 @@ __global__ void __launch_bounds__(CF::NT)
   for (int i = 0; i < NS; ++i) dh[i] = 0.f;
   const int64_t c0 = (int64_t)s * K * kChunk, cend = min(L, c0 + (int64_t)K * kChunk);
   const int nsub = static_cast<int>((cend - c0 + kTS - 1) / kTS);
-  float rd[IT], rg[IT], rz[IT], rC[ITB];
+  T rd[IT], rg[IT], rz[IT], rC[ITB];
   {
     const int64_t t0 = c0 + (int64_t)(nsub - 1) * kTS;
     prefetch_seq<CF, T>(rd, delta, b, t0, cend, dS, L, dim);
@@ -544,13 +548,17 @@ __global__ void __launch_bounds__(CF::NT)
   for (int j = nsub - 1; j >= 0; --j) {
     const int64_t t0 = c0 + (int64_t)j * kTS;
     __syncthreads();
-    store_dt<CF>(s_dt, nullptr, rd, bias_s, softplus, t0, cend, dS < dim);
-    if (z) {
+    store_dt<CF, T>(s_dt, nullptr, rd, bias_s, softplus, t0, cend, dS < dim);
+    {
+      float gy[IT];
 #pragma unroll
-      for (int k = 0; k < IT; ++k) rg[k] *= rz[k] * sigmoid_f(rz[k]);
+      for (int k = 0; k < IT; ++k) {
+        gy[k] = to_f(rg[k]);
+        if (z) gy[k] *= to_f(rz[k]) * sigmoid_f(to_f(rz[k]));
+      }
+      store_seq<CF, float>(s_gy, gy);
     }
-    store_seq<CF>(s_gy, rg);
-    store_bc<CF>(s_C, rC);
+    store_bc<CF, T>(s_C, rC);
     __syncthreads();
     if (j > 0) {
       prefetch_seq<CF, T>(rd, delta, b, t0 - kTS, cend, dS, L, dim);
@@ -735,6 +743,8 @@ __global__ void __launch_bounds__(CF::NT)
         gy = dov * zz * sz;
         dzv = dov * y * sz * (1.f + zz * (1.f - sz));
       }
+      // ddelta = sum_n dhn (B u + A a h_prev) = u * (sum_n dhn B) + sum_n (dhn a h_prev) A.
+      const float dtu = dtv * uv;
       float dup = 0.f, ddp = 0.f, vals[V];
 #pragma unroll
       for (int i = 0; i < NS; ++i) {
@@ -743,14 +753,15 @@ __global__ void __launch_bounds__(CF::NT)
         const float ah = a * hp;
         const float dhn = dh[i] + Ct[i] * gy;
         dup += dhn * Bt[i];
-        ddp += dhn * (Bt[i] * uv + An[i] * ah);
-        dA_acc[i] += dhn * dtv * ah;
-        vals[i] = dhn * dtv * uv;
+        const float q = dhn * ah;
+        ddp += q * An[i];
+        dA_acc[i] += q * dtv;
+        vals[i] = dhn * dtu;
         vals[NS + i] = gy * hist[tt][i];
         dh[i] = a * dhn;
       }
       dup = lane_allreduce<LPD>(dup);
-      ddp = lane_allreduce<LPD>(ddp);
+      ddp = lane_allreduce<LPD>(ddp) + uv * dup;
       if (g == 0) {
         const float ddt = ddp * s_dsp[o];
         s_du[o] = Dd * gy + dtv * dup;
@@ -975,8 +986,10 @@ int num_sms() {
 struct Split {
   int64_t K, ns;
 };
-Split split_chunks(int64_t nc, int64_t cols, const char* env, int64_t blocks_per_sm) {
+Split split_chunks(int64_t nc, int64_t cols, const char* env, int64_t blocks_per_sm,
+                   int64_t single_pass_cols_per_sm = 0) {
   int64_t target = blocks_per_sm * num_sms();
+  if (single_pass_cols_per_sm > 0 && cols >= single_pass_cols_per_sm * num_sms()) target = 1;
   if (const char* v = std::getenv(env)) {
     const long long x = std::atoll(v);
     if (x > 0) target = x;
@@ -987,8 +1000,12 @@ Split split_chunks(int64_t nc, int64_t cols, const char* env, int64_t blocks_per
   return {K, ns};
 }
 
-constexpr int64_t kFwdBlocksPerSm = 2;
-constexpr int64_t kBwdBlocksPerSm = 4;
+// Measured on H100 (docs/scan_notes.md): the backward main kernel and the forward of narrow grids
+// want many blocks; a forward whose (batch x channel-block) columns already fill two blocks per
+// SM runs fastest as one super-chunk (no F1 pass at all).
+constexpr int64_t kFwdBlocksPerSm = 32;
+constexpr int64_t kBwdBlocksPerSm = 32;
+constexpr int64_t kFwdSinglePassColsPerSm = 2;
 
 }  // namespace
 
@@ -1071,7 +1088,7 @@ void selective_scan_fwd(void* out, float* final_state, float* chunk_states, floa
       const T* Ct = static_cast<const T*>(C);
       const T* zt = static_cast<const T*>(z);
       const Split sp = split_chunks(nc, int64_t(dblocks) * batch, "S6_SCAN_FWD_BLOCKS",
-                                    kFwdBlocksPerSm);
+                                    kFwdBlocksPerSm, kFwdSinglePassColsPerSm);
       if (sp.ns > 1) {
         const size_t smem = (2 * CF::TD + kTS * CF::NPAD) * sizeof(float);
         auto k1 = scan_fwd_chunk_end_kernel<CF, T>;
