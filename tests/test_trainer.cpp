@@ -199,6 +199,31 @@ TEST_CASE("trainer: init.from starts a new run from a checkpoint's weights with 
   fs::remove_all(other.run_dir);
 }
 
+TEST_CASE("checkpoint: under --resume auto a corrupt newest checkpoint is skipped for the previous one") {
+  fs::path straight = fresh_dir("auto_straight"), dir = fresh_dir("auto_corrupt");
+  REQUIRE(run_training(tiny_config(straight, 20), RunOptions{}) == kExitOk);
+  REQUIRE(run_training(tiny_config(dir, 10), RunOptions{}) == kExitOk);  // checkpoints at 5 and 10
+  std::string newest = final_checkpoint(dir);
+  fs::resize_file(newest, fs::file_size(newest) / 3);  // truncated: must not be used
+  REQUIRE(run_training(tiny_config(dir, 20), RunOptions{}) == kExitOk);  // resumes from step 5
+  CHECK(train_losses(dir) == train_losses(straight));
+  check_identical(final_checkpoint(straight), final_checkpoint(dir));
+  fs::remove_all(straight);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("checkpoint: pruning keeps the newest K and every M-th step") {
+  fs::path dir = fresh_dir("prune");
+  for (int64_t step : {5, 10, 15, 20, 25, 30}) std::ofstream(dir / checkpoint_name(step)) << "x";
+  std::ofstream(dir / ".step_00000035.h5.tmp") << "half";
+  CHECK(remove_stale_temp_files(dir.string()) == 1);
+  prune_checkpoints(dir.string(), 2, 10);
+  std::vector<int64_t> left;
+  for (const auto& [step, path] : list_checkpoints(dir.string())) left.push_back(step);
+  CHECK(left == std::vector<int64_t>{10, 20, 25, 30});
+  fs::remove_all(dir);
+}
+
 TEST_CASE("checkpoint: resuming into a different model shape is refused naming the key") {
   fs::path dir = fresh_dir("shape");
   REQUIRE(run_training(tiny_config(dir, 5), RunOptions{}) == kExitOk);
