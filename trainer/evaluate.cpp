@@ -6,6 +6,7 @@
 #include "autograd/tape.h"
 #include "data/task.h"
 #include "layers/ops.h"
+#include "trainer/data_parallel.h"
 
 namespace s6::trainer {
 
@@ -14,7 +15,7 @@ namespace {
 int64_t token_budget(Device device) { return device == Device::CUDA ? (int64_t{1} << 22) : (int64_t{1} << 16); }
 }  // namespace
 
-EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t length) {
+EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t length, DataParallel* dp) {
   data::TaskParams params;
   params.vocab = config.task.vocab_size;
   params.seq_len = length;
@@ -29,7 +30,9 @@ EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t len
   double loss_sum = 0;
   int64_t loss_count = 0;
   data::Accuracy acc;
+  const int64_t rank = dp ? dp->rank() : 0, world = dp ? dp->world_size() : 1;
   for (int64_t start = 0, j = 0; start < config.eval.num_examples; start += per_forward, ++j) {
+    if (j % world != rank) continue;  // forward j belongs to rank j mod world
     int64_t b = std::min(per_forward, config.eval.num_examples - start);
     data::Batch batch = task->sample(b, config.seed, static_cast<uint64_t>(j), 0, data::Split::Validation);
     Tensor logits = model.forward(batch.inputs.to(model.device()));
@@ -42,6 +45,16 @@ EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t len
     loss_count += counted;
     acc += data::accuracy(flat.to(Device::CPU), batch.eval_targets);
     result.examples += b;
+  }
+  if (dp) {
+    std::vector<double> sums{loss_sum, static_cast<double>(loss_count), static_cast<double>(acc.correct),
+                             static_cast<double>(acc.total), static_cast<double>(result.examples)};
+    dp->sum(sums);
+    loss_sum = sums[0];
+    loss_count = static_cast<int64_t>(sums[1]);
+    acc.correct = static_cast<int64_t>(sums[2]);
+    acc.total = static_cast<int64_t>(sums[3]);
+    result.examples = static_cast<int64_t>(sums[4]);
   }
   result.loss = loss_count ? loss_sum / static_cast<double>(loss_count) : 0.0;
   result.accuracy = acc.fraction();

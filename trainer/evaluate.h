@@ -14,7 +14,12 @@ struct EvalResult {
   int64_t examples = 0;
 };
 
+class DataParallel;
+
 // Evaluates `config.eval.num_examples` validation examples of the configured task at `length`.
-EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t length);
+// With data parallelism the forward passes are dealt out across ranks and the sums combined, so
+// every rank returns the same result.
+EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t length,
+                    DataParallel* data_parallel = nullptr);
 
 }  // namespace s6::trainer

@@ -2,24 +2,32 @@
 // the exit codes in trainer/exit_codes.h.
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
+#include "trainer/data_parallel.h"
+#include "trainer/distributed_env.h"
+#include "trainer/distributed_error.h"
+#include "trainer/launch.h"
 #include "trainer/exit_codes.h"
 #include "trainer/trainer.h"
 
 namespace {
 
 const char* kUsage =
-    "usage: train --config FILE [key=value ...] [--print-config] [--resume auto|never|PATH]\n"
+    "usage: train --config FILE [key=value ...] [--print-config] [--resume auto|never|PATH] [--nproc N]\n"
     "  key=value     override a config key, e.g. optim.lr=1e-3 train.steps=2000 device=cpu\n"
     "  --print-config  print the resolved config (YAML) and exit\n"
     "  --resume      auto (default): newest valid checkpoint in run.dir, else a fresh start;\n"
-    "                never: always start fresh; PATH: that checkpoint or fail\n";
+    "                never: always start fresh; PATH: that checkpoint or fail\n"
+    "  --nproc N     start N worker processes on this node, one per GPU (data parallelism);\n"
+    "                under torchrun or srun the launcher's environment is read instead\n";
 
 struct Cli {
   std::string config;
@@ -57,6 +65,20 @@ int main(int argc, char** argv) {
     fmt::print("{}", kUsage);
     return kExitOk;
   }
+  // Built-in launcher: re-run this program N times with the torchrun variables set.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (int nproc = take_nproc_flag(args, std::getenv("RANK")); nproc > 0) {
+      LocalLaunchOptions launch;
+      launch.nproc = nproc;
+      launch.argv.push_back(current_executable());
+      launch.argv.insert(launch.argv.end(), args.begin(), args.end());
+      return launch_local(launch);
+    }
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "train: {}\n", e.what());
+    return kExitConfigError;
+  }
   Cli cli;
   try {
     std::string err = parse(argc, argv, cli);
@@ -69,7 +91,8 @@ int main(int argc, char** argv) {
     return kExitConfigError;
   }
   try {
-    TrainConfig config = load_config(cli.config, cli.overrides);
+    LaunchEnv env = launch_env_from_process();
+    TrainConfig config = load_config(cli.config, cli.overrides, env.world_size);
     if (cli.print_config) {
       fmt::print("{}", to_yaml(config));
       return kExitOk;
@@ -77,10 +100,22 @@ int main(int argc, char** argv) {
     RunOptions options;
     options.config_path = cli.config;
     options.resume = cli.resume;
+    options.rank = env.rank;
+    options.world_size = env.world_size;
+    std::unique_ptr<DataParallel> data_parallel;
+    if (env.launcher != Launcher::None) {  // any launcher, world size 1 included: one code path
+      if (config.device == "cpu")
+        throw ConfigError("device: data parallelism (a launcher or --nproc) runs on CUDA; device=cpu is a single process");
+      data_parallel = std::make_unique<DataParallel>(env, std::chrono::minutes(5));
+      options.data_parallel = data_parallel.get();
+    }
     return run_training(config, options);
   } catch (const ConfigError& e) {
     fmt::print(stderr, "train: configuration errors:\n{}\n", e.what());
     return kExitConfigError;
+  } catch (const CommError& e) {
+    fmt::print(stderr, "train: communication error: {}\n", e.what());
+    return kExitCommError;
   } catch (const CheckpointError& e) {
     fmt::print(stderr, "train: checkpoint error: {}\n", e.what());
     return kExitCheckpointError;

@@ -13,6 +13,7 @@ namespace s6::trainer {
 std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{}", v) : "null"; }
 
 MetricsWriter::MetricsWriter(const std::string& path) {
+  if (path.empty()) return;  // a rank other than 0: records nothing
   file_ = std::fopen(path.c_str(), "a");
   S6_CHECK(file_ != nullptr, "cannot open {} for appending", path);
 }

@@ -19,7 +19,7 @@ struct EvalRecord {
 class MetricsWriter {
  public:
   MetricsWriter() = default;
-  explicit MetricsWriter(const std::string& path);
+  explicit MetricsWriter(const std::string& path);  // "" = write nothing (ranks other than 0)
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;
   MetricsWriter& operator=(const MetricsWriter&) = delete;

@@ -20,6 +20,7 @@
 #include "layers/mamba.h"
 #include "layers/op_checks.h"
 #include "layers/ops.h"
+#include "trainer/data_parallel.h"
 #include "trainer/evaluate.h"
 #include "trainer/exit_codes.h"
 #include "trainer/metrics.h"
@@ -105,9 +106,11 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   task_params.loss_positions = data::parse_loss_positions(config.task.loss_positions);
   std::unique_ptr<data::Task> task = data::make_task(config.task.name, task_params);
 
+  DataParallel* dp = options.data_parallel;
+  const bool lead = options.rank == 0;  // rank 0 logs, writes metrics and checkpoints
   MambaLM model(config.model, config.seed, DType::Float32, device);
   AdamW optimizer(model.parameters(), config.optim);
-  if (options.rank == 0) print_startup(config, options, model, device, *task);
+  if (lead) print_startup(config, options, model, device, *task);
 
   const std::string checkpoint_dir = (fs::path(config.run_dir) / "checkpoints").string();
   const std::string metrics_path = (fs::path(config.run_dir) / "metrics.jsonl").string();
@@ -123,19 +126,22 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     restore(init, model, nullptr);
     log::info("init.from: weights from {} (step {}), fresh optimizer", config.init_from, init.meta.step);
   }
-  truncate_metrics(metrics_path, start_step);  // a fresh start (step 0) begins a new curve
+  if (dp) dp->check_agreement(to_yaml(config), start_step);
+  if (lead) truncate_metrics(metrics_path, start_step);  // a fresh start (step 0) begins a new curve
   int64_t last_saved = start_step;
-  auto save = [&](int64_t step) {
-    if (options.rank != 0) return;
-    std::string path = (fs::path(checkpoint_dir) / checkpoint_name(step)).string();
-    write_checkpoint(path, capture(model, optimizer, config, step, options.world_size, consecutive_skips));
-    prune_checkpoints(checkpoint_dir, config.checkpoint.keep_last, config.checkpoint.keep_every);
+  auto save = [&](int64_t step) {  // every rank holds the same state; rank 0 writes it
+    if (lead) {
+      std::string path = (fs::path(checkpoint_dir) / checkpoint_name(step)).string();
+      write_checkpoint(path, capture(model, optimizer, config, step, options.world_size, consecutive_skips));
+      prune_checkpoints(checkpoint_dir, config.checkpoint.keep_last, config.checkpoint.keep_every);
+    }
+    if (dp) dp->barrier("checkpoint");
     last_saved = step;
   };
   install_stop_handlers();
   const auto run_start = Clock::now();
 
-  MetricsWriter metrics(metrics_path);
+  MetricsWriter metrics(lead ? metrics_path : "");
   Progress progress(config.train.steps);
   const int64_t batch = config.train.batch_size / options.world_size, length = task->seq_len();
   const int64_t vocab = model.config().padded_vocab();
@@ -145,10 +151,11 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   auto run_eval = [&](int64_t step) {
     for (int64_t len : eval_lengths) {
       auto t0 = Clock::now();
-      EvalResult r = evaluate(model, config, len);
+      EvalResult r = evaluate(model, config, len, dp);
       metrics.write(EvalRecord{step, len, r.loss, r.accuracy});
       progress.finish();
-      log::info("eval step {} length {}: loss {:.4f}, accuracy {:.2f}% ({} examples, {:.1f} s)", step, len,
+      if (lead)
+        log::info("eval step {} length {}: loss {:.4f}, accuracy {:.2f}% ({} examples, {:.1f} s)", step, len,
                 r.loss, 100.0 * r.accuracy, r.examples,
                 std::chrono::duration<double>(Clock::now() - t0).count());
     }
@@ -167,10 +174,23 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     Tensor logits = model.forward(inputs);
     Tensor loss = cross_entropy(reshape(logits, {batch * length, vocab}), targets);
     autograd::backward(loss);
-    const double loss_value = loss.item();
+    double loss_value = loss.item();
 #ifdef S6_WITH_CUDA
     if (device == Device::CUDA) detail::check_cuda_index_errors();  // a bad token id names itself
 #endif
+    bool out_of_time = config.train.max_minutes > 0 &&
+        std::chrono::duration<double>(Clock::now() - run_start).count() > 60.0 * config.train.max_minutes;
+    bool stop_now = stop_requested();
+    if (dp) {
+      // One reduction decides for every rank: the mean loss (so a NaN anywhere is NaN everywhere,
+      // and skip/halt agree), and whether any rank was asked to stop or ran out of time.
+      dp->average_gradients(model.parameters());
+      std::vector<double> shared{loss_value, stop_now ? 1.0 : 0.0, out_of_time ? 1.0 : 0.0};
+      dp->sum(shared);
+      loss_value = shared[0] / dp->world_size();
+      stop_now = shared[1] > 0;
+      out_of_time = shared[2] > 0;
+    }
     GradientNorm gn = optimizer.gradient_norm();
     const double lr = learning_rate(config.optim, config.schedule, config.train.steps, step);
     const int64_t done = step + 1;
@@ -180,14 +200,14 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       optimizer.zero_grad();
       if (config.train.on_nonfinite == "halt") {
         progress.finish();
-        log::error("step {}: {} is not finite (loss {}, grad norm {}); halting as train.on_nonfinite=halt",
+        if (lead) log::error("step {}: {} is not finite (loss {}, grad norm {}); halting as train.on_nonfinite=halt",
                    done, culprit, loss_value, gn.norm);
         metrics.write_event(done, "halt_nonfinite", culprit);
         return kExitNonFinite;
       }
       ++consecutive_skips;
       metrics.write_event(done, "skip_nonfinite", culprit);
-      log::warn("step {}: {} is not finite; update skipped ({} in a row)", done, culprit, consecutive_skips);
+      if (lead) log::warn("step {}: {} is not finite; update skipped ({} in a row)", done, culprit, consecutive_skips);
       if (consecutive_skips > config.train.max_consecutive_skips) {
         log::error("halting: {} consecutive non-finite steps exceed train.max_consecutive_skips={}",
                    consecutive_skips, config.train.max_consecutive_skips);
@@ -206,10 +226,16 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       double ms = 1e3 * seconds / std::max<int64_t>(window_steps, 1);
       data::Accuracy acc = data::accuracy(logits.detach().view({batch * length, vocab}).to(Device::CPU),
                                           host_batch.eval_targets);
+      if (dp) {
+        std::vector<double> counts{static_cast<double>(acc.correct), static_cast<double>(acc.total)};
+        dp->sum(counts);
+        acc.correct = static_cast<int64_t>(counts[0]);
+        acc.total = static_cast<int64_t>(counts[1]);
+      }
       TrainRecord rec{done, loss_value, acc.fraction(), lr, gn.norm, ms,
                       static_cast<double>(config.train.batch_size * length) / (ms / 1e3)};
       metrics.write(rec);
-      if (options.rank == 0) progress.update(rec);
+      if (lead) progress.update(rec);
       window_start = Clock::now();
       window_steps = 0;
     }
@@ -219,21 +245,22 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     }
     if (config.checkpoint.every > 0 && done % config.checkpoint.every == 0) save(done);
     maybe_inject_signal(done);
-    const bool out_of_time = config.train.max_minutes > 0 &&
-        std::chrono::duration<double>(Clock::now() - run_start).count() > 60.0 * config.train.max_minutes;
-    if ((stop_requested() || out_of_time) && done < config.train.steps) {
+    if (!dp) stop_now = stop_requested();  // a single process also sees a signal from this step
+    if ((stop_now || out_of_time) && done < config.train.steps) {
       progress.finish();
       if (last_saved != done) save(done);
-      log::info("stopping at step {} ({}); checkpoint saved, resume with the same command", done,
+      if (lead)
+        log::info("stopping at step {} ({}); checkpoint saved, resume with the same command", done,
                 out_of_time ? "train.max_minutes reached" : fmt::format("signal {}", stop_signal()));
-      if (out_of_time && !stop_requested()) run_eval(done);  // a time box still reports its result
+      if (out_of_time && !stop_now) run_eval(done);  // a time box still reports its result
       return kExitInterrupted;
     }
   }
   progress.finish();
   if (device == Device::CUDA) cuda::synchronize();
   const double train_seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
-  log::info("trained steps {}..{} in {:.1f} s; data generation took {:.3f} s ({:.2f}% of it)", start_step + 1,
+  if (lead)
+    log::info("trained steps {}..{} in {:.1f} s; data generation took {:.3f} s ({:.2f}% of it)", start_step + 1,
             config.train.steps, train_seconds, data_seconds, 100.0 * data_seconds / std::max(train_seconds, 1e-9));
   if (last_saved != config.train.steps) save(config.train.steps);
   run_eval(config.train.steps);

@@ -7,11 +7,14 @@
 
 namespace s6::trainer {
 
+class DataParallel;
+
 struct RunOptions {
   std::string config_path;  // for the startup table
   std::string resume = "auto";  // auto | never | <checkpoint path>
   int rank = 0;
   int world_size = 1;
+  DataParallel* data_parallel = nullptr;  // set when launched as one rank of several (or --nproc)
 };
 
 int run_training(const TrainConfig& config, const RunOptions& options);
