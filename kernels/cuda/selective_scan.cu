@@ -41,9 +41,7 @@ constexpr int kTS = 16;                 // steps per staged sub-chunk
 constexpr int kNSub = kChunk / kTS;     // sub-chunks per chunk
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-constexpr int kHS = kTS / 2;            // steps per half sub-chunk (B3's reverse pass)
 static_assert(kChunk % kTS == 0, "chunk must be a multiple of the sub-chunk");
-static_assert(kTS % 2 == 0, "the sub-chunk must split into two halves");
 
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -671,38 +669,21 @@ __global__ void __launch_bounds__(CF::NT)
   }
   const int64_t c0 = (int64_t)c * kChunk, cend = min(L, c0 + kChunk);
 
-  // Checkpoints: the state entering every half sub-chunk (kHS steps). The reverse pass works on one
-  // half at a time so that the half's states and decays both fit in registers (the decays of its
-  // recompute are reused by its reverse step instead of being evaluated again). The last
-  // sub-chunk only needs its first half swept (and staged) for its mid checkpoint.
-  float ck[2 * kNSub][NS];  // indexed by a runtime half: local memory, read twice per half
+  // Checkpoints: the state entering every sub-chunk.
+  float ck[kNSub][NS];  // indexed by a runtime sub-chunk: local memory, read twice per sub-chunk
 #pragma unroll 1
   for (int s = 0; s < kNSub; ++s) {
 #pragma unroll
-    for (int i = 0; i < NS; ++i) ck[2 * s][i] = h[i];
+    for (int i = 0; i < NS; ++i) ck[s][i] = h[i];
     const int64_t t0 = c0 + (int64_t)s * kTS;
-    if (t0 >= cend) continue;
-    const bool last = s == kNSub - 1;
-    const int64_t tend = last ? min(cend, t0 + kHS) : cend;
+    if (s == kNSub - 1 || t0 >= cend) continue;
     __syncthreads();
     stage_seq<CF, T>(s_dt, nullptr, s_u, nullptr, nullptr, nullptr, u, delta, nullptr, nullptr,
-                     bias, softplus, b, t0, tend, d0, L, dim);
-    stage_bc<CF, T>(s_B, Bm, b, t0, tend, L, N);
+                     bias, softplus, b, t0, cend, d0, L, dim);
+    stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N);
     __syncthreads();
 #pragma unroll 4
-    for (int tt = 0; tt < kHS; ++tt) {
-      const float dtv = s_dt[tt * DPB + dl];
-      const float dtu = dtv * s_u[tt * DPB + dl];
-      float Bt[NS];
-      load_vec<NS>(Bt, s_B + tt * NPAD + g * NS);
-#pragma unroll
-      for (int i = 0; i < NS; ++i) h[i] = fast_exp2(dtv * A2[i]) * h[i] + dtu * Bt[i];
-    }
-#pragma unroll
-    for (int i = 0; i < NS; ++i) ck[2 * s + 1][i] = h[i];
-    if (last) continue;
-#pragma unroll 4
-    for (int tt = kHS; tt < kTS; ++tt) {
+    for (int tt = 0; tt < kTS; ++tt) {
       const float dtv = s_dt[tt * DPB + dl];
       const float dtu = dtv * s_u[tt * DPB + dl];
       float Bt[NS];
@@ -726,34 +707,27 @@ __global__ void __launch_bounds__(CF::NT)
     stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N);
     stage_bc<CF, T>(s_C, Cm, b, t0, cend, L, N);
     __syncthreads();
-    // Second half first: its kHS states and decays, recomputed into registers from its checkpoint,
-    // then its reverse steps (the decays reused, not evaluated again).
-#pragma unroll 1
-    for (int hf = 1; hf >= 0; --hf) {
-    float hist[kHS][NS], dec[kHS][NS];
+    // The 16 states of this sub-chunk, in registers.
+    float hist[kTS][NS];
     {
       float hc[NS];
 #pragma unroll
-      for (int i = 0; i < NS; ++i) hc[i] = ck[2 * s + hf][i];
+      for (int i = 0; i < NS; ++i) hc[i] = ck[s][i];
 #pragma unroll
-      for (int jh = 0; jh < kHS; ++jh) {
-        const int tt = hf * kHS + jh;
+      for (int tt = 0; tt < kTS; ++tt) {
         const float dtv = s_dt[tt * DPB + dl];
         const float dtu = dtv * s_u[tt * DPB + dl];
         float Bt[NS];
         load_vec<NS>(Bt, s_B + tt * NPAD + g * NS);
 #pragma unroll
         for (int i = 0; i < NS; ++i) {
-          dec[jh][i] = fast_exp2(dtv * A2[i]);
-          hc[i] = dec[jh][i] * hc[i] + dtu * Bt[i];
-          hist[jh][i] = hc[i];
+          hc[i] = fast_exp2(dtv * A2[i]) * hc[i] + dtu * Bt[i];
+          hist[tt][i] = hc[i];
         }
       }
     }
 #pragma unroll
-    for (int jh = kHS - 1; jh >= 0; --jh) {
-      const int tt = hf * kHS + jh;
-      const int tsb = kHS % TSB == 0 ? jh % TSB : tt % TSB;  // tt % TSB, a constant when TSB | kHS
+    for (int tt = kTS - 1; tt >= 0; --tt) {
       const int o = tt * DPB + dl;
       const float dtv = s_dt[o], uv = s_u[o], dov = s_dout[o];
       float Bt[NS], Ct[NS];
@@ -763,7 +737,7 @@ __global__ void __launch_bounds__(CF::NT)
       if (has_z) {
         float yp = 0.f;
 #pragma unroll
-        for (int i = 0; i < NS; ++i) yp += Ct[i] * hist[jh][i];
+        for (int i = 0; i < NS; ++i) yp += Ct[i] * hist[tt][i];
         const float y = lane_allreduce<LPD>(yp) + Dd * uv;
         const float zz = s_z[o], sz = sigmoid_f(zz);
         gy = dov * zz * sz;
@@ -774,8 +748,8 @@ __global__ void __launch_bounds__(CF::NT)
       float dup = 0.f, ddp = 0.f, vals[V];
 #pragma unroll
       for (int i = 0; i < NS; ++i) {
-        const float hp = jh > 0 ? hist[jh > 0 ? jh - 1 : 0][i] : ck[2 * s + hf][i];
-        const float a = dec[jh][i];
+        const float hp = tt > 0 ? hist[tt > 0 ? tt - 1 : 0][i] : ck[s][i];
+        const float a = fast_exp2(dtv * A2[i]);
         const float ah = a * hp;
         const float dhn = dh[i] + Ct[i] * gy;
         dup += dhn * Bt[i];
@@ -783,7 +757,7 @@ __global__ void __launch_bounds__(CF::NT)
         ddp += q * An[i];
         dA_acc[i] += q * dtv;
         vals[i] = dhn * dtu;
-        vals[NS + i] = gy * hist[jh][i];
+        vals[NS + i] = gy * hist[tt][i];
         dh[i] = a * dhn;
       }
       dup = lane_allreduce<LPD>(dup);
@@ -800,7 +774,7 @@ __global__ void __launch_bounds__(CF::NT)
       int idx0;
       warp_reduce_scatter<V, CF::LOG_LPD>(vals, lane, idx0);
       if (writer) {
-        float* dst = s_part + ((warp * TSB + tsb) * 2) * NPAD;
+        float* dst = s_part + ((warp * TSB + tt % TSB) * 2) * NPAD;
 #pragma unroll
         for (int k = 0; k < CNT; ++k) {
           const int vi = idx0 + k;
@@ -808,7 +782,7 @@ __global__ void __launch_bounds__(CF::NT)
           dst[which * NPAD + nn] = vals[k];
         }
       }
-      if (tsb == 0) {
+      if (tt % TSB == 0) {
         __syncthreads();
         for (int i = threadIdx.x; i < TSB * 2 * NPAD; i += CF::NT) {
           const int j = i / (2 * NPAD), rem = i - j * 2 * NPAD;
@@ -823,7 +797,6 @@ __global__ void __launch_bounds__(CF::NT)
         __syncthreads();
       }
     }
-    }  // halves
     for (int i = threadIdx.x; i < TD; i += CF::NT) {
       const int tt = i / DPB, dd = i - tt * DPB;
       const int64_t t = t0 + tt;
