@@ -7,13 +7,8 @@ OUT=${OUT:-/tmp/s6-out}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-if ! cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-    >"$OUT/configure.log" 2>&1; then
-  tail -40 "$OUT/configure.log"; exit 1
-fi
-if ! cmake --build build-gpu -j 16 >"$OUT/build.log" 2>&1; then
-  grep -E "error|Error" -A4 "$OUT/build.log" | head -80; exit 1
-fi
+source scripts/gpu_build.sh
+s6_gpu_build || exit 1
 filter=()
 [ $# -ge 1 ] && filter=(-R "$1")
 ctest --test-dir build-gpu --output-on-failure -j 4 "${filter[@]}" >"$OUT/ctest.log" 2>&1

@@ -15,13 +15,17 @@ namespace {
 int64_t token_budget(Device device) { return device == Device::CUDA ? (int64_t{1} << 22) : (int64_t{1} << 16); }
 }  // namespace
 
-EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t length, DataParallel* dp) {
+std::unique_ptr<data::Task> make_configured_task(const TrainConfig& config, int64_t seq_len) {
   data::TaskParams params;
   params.vocab = config.task.vocab_size;
-  params.seq_len = length;
+  params.seq_len = seq_len;
   params.num_tokens = config.task.num_tokens;
   params.loss_positions = data::parse_loss_positions(config.task.loss_positions);
-  std::unique_ptr<data::Task> task = data::make_task(config.task.name, params);
+  return data::make_task(config.task.name, params);
+}
+
+EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t length, DataParallel* dp) {
+  std::unique_ptr<data::Task> task = make_configured_task(config, length);
 
   autograd::NoGradGuard no_grad;
   const int64_t per_forward = std::clamp<int64_t>(token_budget(model.device()) / length, 1,

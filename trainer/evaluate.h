@@ -3,6 +3,9 @@
 #pragma once
 #include <cstdint>
 
+#include <memory>
+
+#include "data/task.h"
 #include "layers/mamba.h"
 #include "trainer/config.h"
 
@@ -15,6 +18,9 @@ struct EvalResult {
 };
 
 class DataParallel;
+
+// The configured task at sequence length seq_len (training uses task.seq_len, evaluation others).
+std::unique_ptr<data::Task> make_configured_task(const TrainConfig& config, int64_t seq_len);
 
 // Evaluates `config.eval.num_examples` validation examples of the configured task at `length`.
 // With data parallelism the forward passes are dealt out across ranks and the sums combined, so

@@ -99,12 +99,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     out << to_yaml(config);
   }
 
-  data::TaskParams task_params;
-  task_params.vocab = config.task.vocab_size;
-  task_params.seq_len = config.task.seq_len;
-  task_params.num_tokens = config.task.num_tokens;
-  task_params.loss_positions = data::parse_loss_positions(config.task.loss_positions);
-  std::unique_ptr<data::Task> task = data::make_task(config.task.name, task_params);
+  std::unique_ptr<data::Task> task = make_configured_task(config, config.task.seq_len);
 
   DataParallel* dp = options.data_parallel;
   const bool lead = options.rank == 0;  // rank 0 logs, writes metrics and checkpoints
