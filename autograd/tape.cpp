@@ -2,6 +2,8 @@
 // only during backward; each slot is freed as soon as its producing node has consumed it.
 #include "autograd/tape.h"
 
+#include "autograd/profile.h"
+
 namespace s6::autograd {
 
 namespace {
@@ -95,6 +97,7 @@ void record(const char* name, const TensorList& inputs, const std::vector<Tensor
   }
   node.backward = std::move(backward);
   g_tape.nodes.push_back(std::move(node));
+  profile::mark("fwd", name);
 }
 
 void record(const char* name, const TensorList& inputs, std::initializer_list<Tensor*> outputs,
@@ -169,6 +172,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     }
     node.backward = nullptr;  // releases the saved tensors now, not at the end
     node.inputs.clear();
+    if (any) profile::mark("bwd", node.name);
   }
   clear_tape();
 }

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <optional>
 
+#include "autograd/profile.h"
 #include "autograd/tape.h"
 #include "core/cuda_runtime.h"
 #include "core/log.h"
@@ -132,6 +133,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     }
     if (dp) dp->barrier("checkpoint");
     last_saved = step;
+    autograd::profile::mark("step", "checkpoint");
   };
   install_stop_handlers();
   const auto run_start = Clock::now();
@@ -166,10 +168,12 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     data_seconds += std::chrono::duration<double>(Clock::now() - data_start).count();
     Tensor inputs = host_batch.inputs.to(device);
     Tensor targets = host_batch.targets.view({batch * length}).to(device);
+    autograd::profile::mark("step", "data + copy to device");
     Tensor logits = model.forward(inputs);
     Tensor loss = cross_entropy(reshape(logits, {batch * length, vocab}), targets);
     autograd::backward(loss);
     double loss_value = loss.item();
+    autograd::profile::mark("step", "loss.item");
 #ifdef S6_WITH_CUDA
     if (device == Device::CUDA) detail::check_cuda_index_errors();  // a bad token id names itself
 #endif
@@ -185,8 +189,10 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       loss_value = shared[0] / dp->world_size();
       stop_now = shared[1] > 0;
       out_of_time = shared[2] > 0;
+      autograd::profile::mark("step", "all-reduce + shared decisions");
     }
     GradientNorm gn = optimizer.gradient_norm();
+    autograd::profile::mark("step", "gradient norm");
     const double lr = learning_rate(config.optim, config.schedule, config.train.steps, step);
     const int64_t done = step + 1;
 
@@ -213,6 +219,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     consecutive_skips = 0;
     optimizer.step(lr, clip_scale(gn.norm, config.optim.grad_clip));
     optimizer.zero_grad();
+    autograd::profile::mark("step", "optimizer + zero_grad");
     ++window_steps;
 
     if (done % config.train.log_every == 0 || done == config.train.steps) {
@@ -233,10 +240,12 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       if (lead) progress.update(rec);
       window_start = Clock::now();
       window_steps = 0;
+      autograd::profile::mark("step", "logging + accuracy");
     }
     if (config.eval.every > 0 && done % config.eval.every == 0 && done != config.train.steps) {
       run_eval(done);
       window_start = Clock::now();
+      autograd::profile::restart_clock();
     }
     if (config.checkpoint.every > 0 && done % config.checkpoint.every == 0) save(done);
     maybe_inject_signal(done);
@@ -247,6 +256,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       if (lead)
         log::info("stopping at step {} ({}); checkpoint saved, resume with the same command", done,
                 out_of_time ? "train.max_minutes reached" : fmt::format("signal {}", stop_signal()));
+      if (lead && autograd::profile::enabled()) fmt::print("{}", autograd::profile::report());
       if (out_of_time && !stop_now) run_eval(done);  // a time box still reports its result
       return kExitInterrupted;
     }
@@ -258,6 +268,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     log::info("trained steps {}..{} in {:.1f} s; data generation took {:.3f} s ({:.2f}% of it)", start_step + 1,
             config.train.steps, train_seconds, data_seconds, 100.0 * data_seconds / std::max(train_seconds, 1e-9));
   if (last_saved != config.train.steps) save(config.train.steps);
+  if (lead && autograd::profile::enabled()) fmt::print("{}", autograd::profile::report());
   run_eval(config.train.steps);
   return kExitOk;
 }
