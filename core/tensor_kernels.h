@@ -21,6 +21,10 @@ struct StridedShape {
   int64_t numel;
 };
 
+// Drops size-1 dimensions and merges neighbours that are contiguous with each other in every
+// view, so most strided loops become one or two dimensions (less index math per element).
+void coalesce_dims(StridedShape& shape, StridedView* views, int num_views);
+
 void fill_cpu(const StridedShape& shape, const StridedView& dst, double value);
 void copy_cpu(const StridedShape& shape, const StridedView& dst, const StridedView& src);
 void add_cpu(void* dst, const void* src, DType dtype, int64_t n, double alpha);

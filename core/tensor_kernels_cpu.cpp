@@ -40,7 +40,29 @@ inline int64_t offset_of(int64_t linear, const StridedShape& s, const int64_t* s
 
 }  // namespace
 
-void fill_cpu(const StridedShape& shape, const StridedView& dst, double value) {
+void coalesce_dims(StridedShape& shape, StridedView* views, int num_views) {
+  int out = 0;
+  for (int d = 0; d < shape.ndim; ++d) {
+    if (shape.sizes[d] == 1) continue;
+    bool merge = out > 0;
+    for (int v = 0; v < num_views && merge; ++v)
+      merge = views[v].strides[out - 1] == views[v].strides[d] * shape.sizes[d];
+    if (merge) {
+      shape.sizes[out - 1] *= shape.sizes[d];
+      for (int v = 0; v < num_views; ++v) views[v].strides[out - 1] = views[v].strides[d];
+    } else {
+      shape.sizes[out] = shape.sizes[d];
+      for (int v = 0; v < num_views; ++v) views[v].strides[out] = views[v].strides[d];
+      ++out;
+    }
+  }
+  shape.ndim = out;
+}
+
+void fill_cpu(const StridedShape& shape_in, const StridedView& dst_in, double value) {
+  StridedShape shape = shape_in;
+  StridedView dst = dst_in;
+  coalesce_dims(shape, &dst, 1);
   dispatch_all(dst.dtype, [&](auto tag) {
     using T = decltype(tag);
     T v = from_double<T>(value);
@@ -50,7 +72,11 @@ void fill_cpu(const StridedShape& shape, const StridedView& dst, double value) {
   });
 }
 
-void copy_cpu(const StridedShape& shape, const StridedView& dst, const StridedView& src) {
+void copy_cpu(const StridedShape& shape_in, const StridedView& dst_in, const StridedView& src_in) {
+  StridedShape shape = shape_in;
+  StridedView views[2] = {dst_in, src_in};
+  coalesce_dims(shape, views, 2);
+  const StridedView &dst = views[0], &src = views[1];
   dispatch_all(dst.dtype, [&](auto dtag) {
     using D = decltype(dtag);
     dispatch_all(src.dtype, [&](auto stag) {

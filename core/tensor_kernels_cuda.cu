@@ -33,30 +33,53 @@ void dispatch_all(DType t, Fn&& fn) {
   }
 }
 
-__device__ inline int64_t offset_of(int64_t linear, const StridedShape& s, const int64_t* strides) {
-  int64_t off = 0;
-  for (int d = s.ndim - 1; d >= 0; --d) {
-    int64_t i = linear % s.sizes[d];
-    linear /= s.sizes[d];
-    off += i * strides[d];
+// Element offset of a linear index; Index is uint32_t when every offset fits (cheaper division).
+template <typename Index>
+__device__ inline Index offset_of(Index linear, const StridedShape& s, const int64_t* strides) {
+  Index off = 0;
+  for (int d = s.ndim - 1; d > 0; --d) {
+    const Index size = static_cast<Index>(s.sizes[d]);
+    const Index q = linear / size;
+    off += (linear - q * size) * static_cast<Index>(strides[d]);
+    linear = q;
   }
-  return off;
-}
-
-template <typename T>
-__global__ void fill_kernel(StridedShape shape, StridedView dst, T value) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < shape.numel;
-       i += (int64_t)gridDim.x * blockDim.x)
-    static_cast<T*>(dst.data)[offset_of(i, shape, dst.strides)] = value;
+  return s.ndim > 0 ? off + linear * static_cast<Index>(strides[0]) : off;
 }
 
 template <typename D, typename S>
+__device__ inline D convert(S v) {
+  if constexpr (std::is_same_v<D, S>) return v;
+  else return from_double<D>(to_double<S>(v));
+}
+
+template <typename T, typename Index>
+__global__ void fill_kernel(StridedShape shape, StridedView dst, T value) {
+  for (Index i = blockIdx.x * blockDim.x + threadIdx.x; i < static_cast<Index>(shape.numel);
+       i += gridDim.x * blockDim.x)
+    static_cast<T*>(dst.data)[offset_of<Index>(i, shape, dst.strides)] = value;
+}
+
+template <typename D, typename S, typename Index>
 __global__ void copy_kernel(StridedShape shape, StridedView dst, StridedView src) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < shape.numel;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    S v = static_cast<const S*>(src.data)[offset_of(i, shape, src.strides)];
-    static_cast<D*>(dst.data)[offset_of(i, shape, dst.strides)] = from_double<D>(to_double<S>(v));
+  for (Index i = blockIdx.x * blockDim.x + threadIdx.x; i < static_cast<Index>(shape.numel);
+       i += gridDim.x * blockDim.x) {
+    S v = static_cast<const S*>(src.data)[offset_of<Index>(i, shape, src.strides)];
+    static_cast<D*>(dst.data)[offset_of<Index>(i, shape, dst.strides)] = convert<D, S>(v);
   }
+}
+
+// True when every element offset (and the element count) of these views fits in 32 bits.
+bool fits_32_bits(const StridedShape& shape, const StridedView* views, int n) {
+  if (shape.numel >= (int64_t{1} << 31)) return false;
+  for (int v = 0; v < n; ++v) {
+    int64_t reach = 0;
+    for (int d = 0; d < shape.ndim; ++d) {
+      if (views[v].strides[d] < 0) return false;
+      reach += (shape.sizes[d] - 1) * views[v].strides[d];
+    }
+    if (reach >= (int64_t{1} << 31)) return false;
+  }
+  return true;
 }
 
 template <typename T>
@@ -80,24 +103,42 @@ cudaStream_t stream() { return static_cast<cudaStream_t>(cuda::current_stream())
 
 }  // namespace
 
-void fill_cuda(const StridedShape& shape, const StridedView& dst, double value) {
-  if (shape.numel == 0) return;
+void fill_cuda(const StridedShape& shape_in, const StridedView& dst_in, double value) {
+  if (shape_in.numel == 0) return;
+  StridedShape shape = shape_in;
+  StridedView dst = dst_in;
+  coalesce_dims(shape, &dst, 1);
+  const bool small = fits_32_bits(shape, &dst, 1);
   dispatch_all(dst.dtype, [&](auto tag) {
     using T = decltype(tag);
     T v;
     if constexpr (std::is_same_v<T, __nv_bfloat16>) v = __float2bfloat16(static_cast<float>(value));
     else v = static_cast<T>(value);
-    fill_kernel<T><<<grid_for(shape.numel), 256, 0, stream()>>>(shape, dst, v);
+    if (small) fill_kernel<T, uint32_t><<<grid_for(shape.numel), 256, 0, stream()>>>(shape, dst, v);
+    else fill_kernel<T, int64_t><<<grid_for(shape.numel), 256, 0, stream()>>>(shape, dst, v);
   });
   check_launch("fill");
 }
 
-void copy_cuda(const StridedShape& shape, const StridedView& dst, const StridedView& src) {
-  if (shape.numel == 0) return;
+void copy_cuda(const StridedShape& shape_in, const StridedView& dst_in, const StridedView& src_in) {
+  if (shape_in.numel == 0) return;
+  StridedShape shape = shape_in;
+  StridedView views[2] = {dst_in, src_in};
+  coalesce_dims(shape, views, 2);
+  const StridedView &dst = views[0], &src = views[1];
+  if (dst.dtype == src.dtype && (shape.ndim == 0 || (shape.ndim == 1 && dst.strides[0] == 1 && src.strides[0] == 1))) {
+    const cudaError_t err = cudaMemcpyAsync(dst.data, src.data, shape.numel * dtype_size(dst.dtype),
+                                            cudaMemcpyDeviceToDevice, stream());
+    S6_CHECK(err == cudaSuccess, "copy: cudaMemcpyAsync failed: {}", cudaGetErrorString(err));
+    return;
+  }
+  const bool small = fits_32_bits(shape, views, 2);
   dispatch_all(dst.dtype, [&](auto dtag) {
     dispatch_all(src.dtype, [&](auto stag) {
-      copy_kernel<decltype(dtag), decltype(stag)>
-          <<<grid_for(shape.numel), 256, 0, stream()>>>(shape, dst, src);
+      using D = decltype(dtag);
+      using S = decltype(stag);
+      if (small) copy_kernel<D, S, uint32_t><<<grid_for(shape.numel), 256, 0, stream()>>>(shape, dst, src);
+      else copy_kernel<D, S, int64_t><<<grid_for(shape.numel), 256, 0, stream()>>>(shape, dst, src);
     });
   });
   check_launch("copy");

@@ -8,6 +8,7 @@
 #include "core/philox.h"
 #include "core/random.h"
 #include "core/tensor.h"
+#include "core/tensor_kernels.h"
 
 using namespace s6;
 
@@ -29,6 +30,55 @@ TEST_CASE("tensor: contiguous strides, views share storage, copies do not") {
   CHECK(t.permute({1, 0}).to_vector<float>() == tt.to_vector<float>());
   Tensor e = Tensor::from_vector<float>({1, 2}, {2, 1}).expand({2, 3});
   CHECK(e.to_vector<float>() == std::vector<float>{1, 1, 1, 2, 2, 2});
+}
+
+// Views of a tensor whose values are their own flat index: element (i0..in) of a view must equal
+// offset + sum(ik * stride_k), computed here without any copy kernel.
+std::vector<double> expected_view_values(const Tensor& view) {
+  const double first = view.narrow(0, 0, 1).contiguous().to(DType::Float64).to_vector<double>()[0];
+  std::vector<double> out;
+  std::vector<int64_t> idx(view.dim(), 0);
+  for (int64_t k = 0; k < view.numel(); ++k) {
+    double v = first;
+    for (int64_t d = 0; d < view.dim(); ++d) v += static_cast<double>(idx[d] * view.strides()[d]);
+    out.push_back(v);
+    for (int64_t d = view.dim() - 1; d >= 0 && ++idx[d] == view.size(d); --d) idx[d] = 0;
+  }
+  return out;
+}
+
+std::vector<Tensor> awkward_views(const Tensor& base) {  // base (3, 1, 5, 6)
+  return {base,
+          base.narrow(3, 2, 3),                      // rows of 3 inside rows of 6
+          base.narrow(2, 1, 3),                      // a middle-dimension slice
+          base.transpose(2, 3),                      // unit stride no longer last
+          base.permute({3, 1, 0, 2}),
+          base.narrow(0, 1, 1).narrow(3, 5, 1),      // size-1 dimensions everywhere
+          base.narrow(3, 0, 1).expand({3, 4, 5, 6}).narrow(1, 0, 4)};  // stride 0
+}
+
+TEST_CASE("tensor: strided copies of awkward views match their index formula (CPU)") {
+  std::vector<double> values(3 * 5 * 6);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<double>(i);
+  Tensor base = Tensor::from_vector<double>(values, {3, 1, 5, 6});
+  for (const Tensor& v : awkward_views(base)) {
+    CAPTURE(v.describe());
+    CHECK(v.contiguous().to_vector<double>() == expected_view_values(v));
+    Tensor dst = Tensor::zeros({v.numel()}, DType::Float64).view(v.shape());
+    if (v.strides().back() != 0) CHECK(dst.copy_(v).to_vector<double>() == expected_view_values(v));
+  }
+  // coalesce_dims: (3,1,5,6) contiguous is one dimension; a narrowed last dim leaves two.
+  detail::StridedShape shape{4, {3, 1, 5, 6}, 90};
+  detail::StridedView view{nullptr, DType::Float32, {30, 30, 6, 1}};
+  detail::coalesce_dims(shape, &view, 1);
+  CHECK(shape.ndim == 1);
+  CHECK(shape.sizes[0] == 90);
+  detail::StridedShape narrowed{4, {3, 1, 5, 3}, 45};
+  detail::StridedView nv{nullptr, DType::Float32, {30, 30, 6, 1}};
+  detail::coalesce_dims(narrowed, &nv, 1);
+  CHECK(narrowed.ndim == 2);
+  CHECK(narrowed.sizes[0] == 15);
+  CHECK(nv.strides[0] == 6);
 }
 
 TEST_CASE("tensor: dtype conversions, including bfloat16 round-to-nearest-even") {
@@ -101,6 +151,18 @@ TEST_CASE("cuda: device copies round-trip (skips without a GPU)") {
   acc.add_(d).add_(d, 0.5);
   std::vector<float> got = acc.to_vector<float>(), want = h.to_vector<float>();
   for (size_t i = 0; i < want.size(); ++i) CHECK(got[i] == doctest::Approx(1.5 * want[i]));
+  std::vector<double> values(3 * 5 * 6);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<double>(i);
+  Tensor base = Tensor::from_vector<double>(values, {3, 1, 5, 6});
+  for (const Tensor& v : awkward_views(base.to(Device::CUDA))) {  // fill + copy with conversion
+    CAPTURE(v.describe());
+    CHECK(v.contiguous().to(Device::CPU).to_vector<double>() == expected_view_values(v));
+    Tensor as_float = Tensor::full(v.shape(), -1.0, DType::Float32, Device::CUDA);
+    as_float.copy_(v);
+    std::vector<double> want = expected_view_values(v);
+    std::vector<float> got = as_float.to(Device::CPU).to_vector<float>();
+    for (size_t i = 0; i < want.size(); ++i) CHECK(got[i] == static_cast<float>(want[i]));
+  }
   auto before = cuda::allocator_stats().device_allocations;
   for (int i = 0; i < 10; ++i) Tensor::empty({3, 5, 7}, DType::Float32, Device::CUDA);
   CHECK(cuda::allocator_stats().device_allocations == before);  // served from the cache
