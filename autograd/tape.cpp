@@ -2,6 +2,8 @@
 // only during backward; each slot is freed as soon as its producing node has consumed it.
 #include "autograd/tape.h"
 
+#include <unordered_set>
+
 #include "autograd/profile.h"
 
 namespace s6::autograd {
@@ -55,6 +57,18 @@ void accumulate_leaf(AutogradMeta& meta, const Tensor& g) {
   } else {
     meta.grad->add_(g);
   }
+}
+
+// For each node, the leaves whose last use in the reverse walk is that node (the earliest node
+// referencing them), in input order. Built only when a caller asked for leaf-ready callbacks.
+std::vector<std::vector<AutogradMeta*>> leaves_by_last_use(const std::vector<Node>& nodes) {
+  std::vector<std::vector<AutogradMeta*>> by_node(nodes.size());
+  std::unordered_set<const AutogradMeta*> seen;
+  for (size_t k = 0; k < nodes.size(); ++k)
+    for (const InputEdge& edge : nodes[k].inputs)
+      if (edge.meta && !is_live_slot(*edge.meta) && seen.insert(edge.meta.get()).second)
+        by_node[k].push_back(edge.meta.get());
+  return by_node;
 }
 
 }  // namespace
@@ -113,7 +127,7 @@ void clear_tape() {
 
 int64_t tape_size() { return static_cast<int64_t>(g_tape.nodes.size()); }
 
-void backward(const Tensor& root, const Tensor& grad_root) {
+void backward(const Tensor& root, const Tensor& grad_root, const LeafReadyFn& on_leaf_ready) {
   S6_CHECK(root.defined(), "backward: the root tensor is undefined");
   S6_CHECK(root.requires_grad(),
            "backward: {} does not require grad (no recorded op depends on a parameter, or it was "
@@ -132,6 +146,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
   if (!is_live_slot(root_meta)) {  // the root is itself a leaf
     accumulate_leaf(*root.autograd_meta(), seed);
     clear_tape();
+    if (on_leaf_ready) on_leaf_ready(*root.autograd_meta());
     return;
   }
 
@@ -139,6 +154,9 @@ void backward(const Tensor& root, const Tensor& grad_root) {
   std::vector<bool> slot_owned(slot_grads.size(), false);
   slot_grads[root_meta.slot] = seed;
   TensorList grad_outputs;
+  std::vector<std::vector<AutogradMeta*>> ready_after;  // leaves final once node k has run
+  std::unordered_set<const AutogradMeta*> reached;      // leaves that received a gradient
+  if (on_leaf_ready) ready_after = leaves_by_last_use(g_tape.nodes);
   for (size_t k = g_tape.nodes.size(); k-- > 0;) {
     Node& node = g_tape.nodes[k];
     grad_outputs.clear();
@@ -167,12 +185,16 @@ void backward(const Tensor& root, const Tensor& grad_root) {
           slot_owned[slot] = owned;
         } else if (edge.meta->requires_grad) {
           accumulate_leaf(*edge.meta, g);
+          if (on_leaf_ready) reached.insert(edge.meta.get());
         }
       }
     }
     node.backward = nullptr;  // releases the saved tensors now, not at the end
     node.inputs.clear();
     if (any) profile::mark("bwd", node.name);
+    if (on_leaf_ready)
+      for (AutogradMeta* leaf : ready_after[k])
+        if (reached.count(leaf)) on_leaf_ready(*leaf);
   }
   clear_tape();
 }

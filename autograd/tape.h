@@ -48,9 +48,18 @@ void record(const char* name, const TensorList& inputs, std::initializer_list<Te
 void record(const char* name, const TensorList& inputs, const std::vector<Tensor*>& outputs,
             BackwardFn backward);
 
+// Called during backward() once a leaf's gradient for this pass is final: right after the last
+// node on the tape that references the leaf (the earliest recorded one) has been processed, so
+// .grad holds its final value (its kernels are enqueued on the current stream, maybe not run).
+// It fires once per leaf that received a gradient in this pass, in the order of last use; a leaf
+// no gradient reached never fires. Data parallelism starts gradient all-reduces from it.
+using LeafReadyFn = std::function<void(const AutogradMeta&)>;
+
 // Reverse pass from `root` (a scalar unless `grad_root` is given). Leaf gradients accumulate
-// (+=) into .grad; the whole tape is consumed and its saved tensors released.
-void backward(const Tensor& root, const Tensor& grad_root = Tensor());
+// (+=) into .grad; the whole tape is consumed and its saved tensors released. `on_leaf_ready`,
+// if given, is told when each leaf's gradient is final (see LeafReadyFn).
+void backward(const Tensor& root, const Tensor& grad_root = Tensor(),
+              const LeafReadyFn& on_leaf_ready = nullptr);
 
 // Drops every recorded node (e.g. after a forward whose graph is not needed).
 void clear_tape();

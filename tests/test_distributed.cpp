@@ -1,5 +1,6 @@
-// Distributed layer (trainer/distributed_*, trainer/launch): env parsing, loopback rendezvous
-// between forked processes, startup check, watchdog, --nproc launcher, batch sharding. CPU only.
+// Distributed layer (trainer/distributed_*, trainer/launch, trainer/gradient_buckets): env parsing,
+// loopback rendezvous between forked processes, startup check, watchdog, --nproc launcher, batch
+// sharding, gradient bucket assignment and launch order. CPU only.
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
@@ -19,11 +20,15 @@
 #include <memory>
 #include <thread>
 
+#include "autograd/tape.h"
 #include "data/task.h"
+#include "layers/mamba.h"
+#include "layers/ops.h"
 #include "trainer/distributed_agreement.h"
 #include "trainer/distributed_env.h"
 #include "trainer/distributed_rendezvous.h"
 #include "trainer/distributed_watchdog.h"
+#include "trainer/gradient_buckets.h"
 #include "trainer/launch.h"
 
 using namespace s6;
@@ -465,4 +470,101 @@ TEST_CASE("distributed: --nproc flag parsing and the current executable") {
   args = {"--nproc", "2"};
   CHECK_THROWS_WITH_AS(take_nproc_flag(args, "1"), doctest::Contains("already has RANK=1"), Error);
   CHECK(std::filesystem::path(current_executable()).filename() == "s6_tests");
+}
+
+namespace {
+std::vector<std::vector<int64_t>> bucket_params(const std::vector<GradientBucket>& buckets) {
+  std::vector<std::vector<int64_t>> out;
+  for (const GradientBucket& b : buckets) out.push_back(b.params);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("distributed: gradient buckets fill in reverse parameter order up to the bucket size") {
+  using P = std::vector<std::vector<int64_t>>;
+  std::vector<GradientBucket> b = assign_gradient_buckets({10, 20, 30, 40}, 50);
+  CHECK(bucket_params(b) == P{{3}, {2, 1}, {0}});  // 40 (+30 would pass 50), 30 + 20 = 50, 10
+  REQUIRE(b.size() == 3);
+  CHECK(b[0].bytes == 40);
+  CHECK(b[1].bytes == 50);
+  CHECK(b[2].bytes == 10);
+  // A parameter larger than a bucket gets one of its own; the small ones around it are not merged
+  // across it (that would break the reverse order).
+  CHECK(bucket_params(assign_gradient_buckets({10, 200, 10, 10}, 50)) == P{{3, 2}, {1}, {0}});
+  CHECK(bucket_params(assign_gradient_buckets({50, 50}, 50)) == P{{1}, {0}});  // exactly full
+  CHECK(bucket_params(assign_gradient_buckets({1, 2, 3}, 1000)) == P{{2, 1, 0}});
+  CHECK(assign_gradient_buckets({}, 50).empty());
+  CHECK_THROWS_WITH_AS(assign_gradient_buckets({1}, 0), doctest::Contains("bucket size must be positive"), Error);
+  CHECK(bucket_mb_from_env(nullptr) == kDefaultBucketMb);
+  CHECK(bucket_mb_from_env("") == kDefaultBucketMb);
+  CHECK(bucket_mb_from_env("0.05") == 0.05);
+  for (const char* bad : {"0", "-1", "lots", "5MB", "nan"})
+    CHECK_THROWS_WITH_AS(bucket_mb_from_env(bad), doctest::Contains("S6_DP_BUCKET_MB"), Error);
+
+  // Any sizes: every parameter once, in reverse order overall, no bucket over the size unless it
+  // holds a single parameter.
+  std::vector<int64_t> sizes;
+  for (int64_t i = 0; i < 97; ++i) sizes.push_back((i * 7919) % 1000 + (i % 13 == 0 ? 5000 : 0));
+  std::vector<int64_t> order;
+  for (const GradientBucket& bucket : assign_gradient_buckets(sizes, 2500)) {
+    int64_t bytes = 0;
+    for (int64_t p : bucket.params) bytes += sizes[static_cast<size_t>(p)], order.push_back(p);
+    CHECK(bytes == bucket.bytes);
+    CHECK((bytes <= 2500 || bucket.params.size() == 1));
+  }
+  REQUIRE(order.size() == sizes.size());
+  for (size_t i = 0; i < order.size(); ++i) CHECK(order[i] == static_cast<int64_t>(sizes.size() - 1 - i));
+}
+
+TEST_CASE("distributed: buckets launch in bucket order once all their gradients are final") {
+  BucketSchedule s(assign_gradient_buckets({10, 10, 10, 10, 10}, 20), 5);  // {4, 3}, {2, 1}, {0}
+  using L = std::vector<int64_t>;
+  CHECK(s.mark_ready(1) == L{});
+  CHECK(s.mark_ready(2) == L{});  // bucket 1 is complete but bucket 0 is not: it waits
+  CHECK(s.mark_ready(2) == L{});  // a second report changes nothing
+  CHECK(s.mark_ready(4) == L{});
+  CHECK(s.mark_ready(3) == L{0, 1});
+  CHECK(s.launched() == 2);
+  CHECK(s.take_rest() == L{2});  // parameter 0 never became ready: launched at the end
+  CHECK(s.take_rest() == L{});
+  s.begin_step();
+  CHECK_FALSE(s.is_ready(3));
+  CHECK(s.mark_ready(4) == L{});
+  CHECK(s.mark_ready(3) == L{0});
+  CHECK(s.take_rest() == L{1, 2});
+  CHECK_THROWS_WITH_AS(BucketSchedule(assign_gradient_buckets({1, 1}, 10), 3), doctest::Contains("in no bucket"),
+                       Error);
+}
+
+TEST_CASE("distributed: on a real model backward finishes every bucket, the first long before the end") {
+  MambaConfig c;
+  c.n_layer = 3;
+  MambaLM model(c, 11);
+  std::vector<NamedParameter>& params = model.parameters();
+  std::vector<int64_t> bytes;
+  std::map<const AutogradMeta*, int64_t> index;
+  for (size_t i = 0; i < params.size(); ++i) {
+    bytes.push_back(params[i].tensor.numel() * 4);
+    index[params[i].tensor.autograd_meta().get()] = static_cast<int64_t>(i);
+  }
+  BucketSchedule schedule(assign_gradient_buckets(bytes, 40000), static_cast<int64_t>(params.size()));
+  const int64_t num_buckets = static_cast<int64_t>(schedule.buckets().size());
+  REQUIRE(num_buckets >= 4);
+  std::vector<int64_t> launched;
+  std::vector<int64_t> fired_before;  // leaves reported final when each bucket launched
+  int64_t fired = 0;
+  const int64_t batch = 2, length = 8, vocab = c.padded_vocab();
+  Tensor ids = Tensor::from_vector<int64_t>(std::vector<int64_t>(batch * length, 3), {batch, length});
+  Tensor targets = Tensor::from_vector<int64_t>(std::vector<int64_t>(batch * length, 5), {batch * length});
+  Tensor loss = cross_entropy(reshape(model.forward(ids), {batch * length, vocab}), targets);
+  autograd::backward(loss, Tensor(), [&](const AutogradMeta& leaf) {
+    ++fired;
+    for (int64_t b : schedule.mark_ready(index.at(&leaf))) launched.push_back(b), fired_before.push_back(fired);
+  });
+  CHECK(fired == static_cast<int64_t>(params.size()));  // every parameter's gradient was reported
+  CHECK(schedule.take_rest().empty());                 // so nothing was left for the end
+  REQUIRE(static_cast<int64_t>(launched.size()) == num_buckets);
+  for (int64_t b = 0; b < num_buckets; ++b) CHECK(launched[static_cast<size_t>(b)] == b);
+  CHECK(fired_before[0] < fired / 2);  // the first bucket went out while most of backward remained
+  for (const NamedParameter& p : params) CHECK(p.tensor.grad().defined());
 }

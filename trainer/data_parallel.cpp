@@ -1,13 +1,16 @@
 // NCCL data parallelism. Collectives run on their own stream, ordered after the compute stream by
 // events; completion is polled with a deadline so a dead peer aborts the communicator instead of
-// hanging every other rank.
+// hanging every other rank. Gradients are averaged in buckets launched during backward.
 #include "trainer/data_parallel.h"
 
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <unordered_map>
 
 #include "core/cuda_runtime.h"
+#include "core/log.h"
 #include "trainer/distributed_agreement.h"
 #include "trainer/distributed_rendezvous.h"
 #include "trainer/distributed_watchdog.h"
@@ -19,6 +22,97 @@
 #endif
 
 namespace s6::trainer {
+
+// The bucket layout of one parameter list, and how far the current step has got. Each bucket's
+// gradients are reduced in place by one grouped ncclAllReduce per bucket (NCCL fuses the group into
+// few kernels) rather than copied into a flat buffer: no extra memory, no copies in and out, and no
+// temporary whose lifetime would have to be tied to the communicator stream.
+struct DataParallel::Reducer {
+  std::vector<Tensor> params;  // the model's leaves (copies share their autograd meta and .grad)
+  std::vector<std::string> names;
+  double bucket_mb = 0;
+  std::unordered_map<const AutogradMeta*, int64_t> index;  // leaf identity -> parameter
+  std::unique_ptr<BucketSchedule> schedule;
+  bool active = false;  // between start and finish
+
+  Reducer(const std::vector<NamedParameter>& ps, double mb) : bucket_mb(mb) {
+    S6_CHECK(mb > 0, "gradient averaging: bucket size must be positive, got {} MB", mb);
+    std::vector<int64_t> bytes;
+    for (size_t i = 0; i < ps.size(); ++i) {
+      const Tensor& t = ps[i].tensor;
+      S6_CHECK(t.defined() && t.autograd_meta() && t.requires_grad(),
+               "gradient averaging: parameter {} is not a leaf that requires grad", ps[i].name);
+      params.push_back(t);
+      names.push_back(ps[i].name);
+      bytes.push_back(t.numel() * dtype_size(t.dtype()));
+      S6_CHECK(index.emplace(t.autograd_meta().get(), static_cast<int64_t>(i)).second,
+               "gradient averaging: parameter {} is listed twice", ps[i].name);
+    }
+    schedule = std::make_unique<BucketSchedule>(assign_gradient_buckets(bytes, static_cast<int64_t>(mb * 1e6)),
+                                                static_cast<int64_t>(params.size()));
+  }
+
+  bool same_layout(const std::vector<NamedParameter>& ps, double mb) const {
+    if (mb != bucket_mb || ps.size() != params.size()) return false;
+    for (size_t i = 0; i < ps.size(); ++i)
+      if (ps[i].tensor.autograd_meta() != params[i].autograd_meta()) return false;
+    return true;
+  }
+};
+
+void DataParallel::set_bucket_mb(double mb) {
+  S6_CHECK(mb > 0, "gradient averaging: bucket size must be positive, got {} MB", mb);
+  bucket_mb_ = mb;
+}
+
+autograd::LeafReadyFn DataParallel::start_gradient_averaging(std::vector<NamedParameter>& params) {
+  // A step abandoned half-way would leave this rank's collectives out of step with its peers'.
+  S6_CHECK(!reducer_ || !reducer_->active,
+           "start_gradient_averaging: the previous step's averaging was never finished (rank {})", env_.rank);
+  if (!reducer_ || !reducer_->same_layout(params, bucket_mb_))
+  {
+    reducer_ = std::make_unique<Reducer>(params, bucket_mb_);
+    if (env_.rank == 0)
+      log::info("gradient averaging: {} parameters in {} bucket(s) of up to {} MB",
+                params.size(), reducer_->schedule->buckets().size(), bucket_mb_);
+  }
+  reducer_->schedule->begin_step();
+  reducer_->active = true;
+  return [this](const AutogradMeta& leaf) { mark_ready(leaf); };
+}
+
+void DataParallel::mark_ready(const AutogradMeta& leaf) {
+  Reducer& r = *reducer_;
+  if (!r.active) return;
+  auto it = r.index.find(&leaf);
+  if (it == r.index.end()) return;  // a leaf that is not one of the parameters (an input, say)
+  for (int64_t b : r.schedule->mark_ready(it->second)) launch_bucket(static_cast<size_t>(b));
+}
+
+void DataParallel::finish_gradient_averaging() {
+  S6_CHECK(reducer_ && reducer_->active,
+           "finish_gradient_averaging: no step was started with start_gradient_averaging (rank {})", env_.rank);
+  Reducer& r = *reducer_;
+  r.active = false;
+  for (int64_t b : r.schedule->take_rest()) {
+    for (int64_t p : r.schedule->buckets()[static_cast<size_t>(b)].params) {  // every rank reduces every
+      Tensor& t = r.params[static_cast<size_t>(p)];                          // parameter, reached or not
+      if (!t.grad().defined()) t.set_grad(Tensor::zeros_like(t));
+    }
+    launch_bucket(static_cast<size_t>(b));
+  }
+  wait("gradient all-reduce", cuda::current_stream());
+}
+
+void DataParallel::average_gradients(std::vector<NamedParameter>& params) {
+  start_gradient_averaging(params);
+  finish_gradient_averaging();  // launches every bucket now, in order
+}
+
+const std::vector<GradientBucket>& DataParallel::gradient_buckets() const {
+  static const std::vector<GradientBucket> none;
+  return reducer_ ? reducer_->schedule->buckets() : none;
+}
 
 #ifdef S6_HAVE_NCCL_RUNTIME
 
@@ -39,7 +133,8 @@ struct DataParallel::Nccl {
 };
 
 DataParallel::DataParallel(const LaunchEnv& env, std::chrono::milliseconds timeout)
-    : env_(env), timeout_(timeout), nccl_(std::make_unique<Nccl>()) {
+    : env_(env), timeout_(timeout), nccl_(std::make_unique<Nccl>()),
+      bucket_mb_(bucket_mb_from_env(std::getenv("S6_DP_BUCKET_MB"))) {
   S6_CHECK(cuda::available(), "data parallelism needs a CUDA device on every rank (rank {})", env.rank);
   cuda::set_device(env.local_rank);
   rendezvous_ = std::make_unique<Rendezvous>(rendezvous_options(env, timeout));
@@ -78,23 +173,28 @@ void DataParallel::wait(const std::string& what, void* compute_stream) {
   cuda_check(cudaStreamWaitEvent(static_cast<cudaStream_t>(compute_stream), nccl_->done, 0), "join streams");
 }
 
-void DataParallel::average_gradients(std::vector<NamedParameter>& params) {
-  void* compute = cuda::current_stream();
-  for (NamedParameter& p : params)  // every rank reduces every parameter, reached or not
-    if (!p.tensor.grad().defined()) p.tensor.set_grad(Tensor::zeros_like(p.tensor));
-  cuda_check(cudaEventRecord(nccl_->ready, static_cast<cudaStream_t>(compute)), "record compute event");
+// Launches bucket b: the communicator stream waits for what the compute stream has queued so far
+// (which includes the kernels that produced these gradients), then reduces them in place.
+void DataParallel::launch_bucket(size_t b) {
+  const Reducer& r = *reducer_;
+  const GradientBucket& bucket = r.schedule->buckets()[b];
+  for (int64_t p : bucket.params) {  // checked before the group opens, so a throw leaves none open
+    Tensor g = r.params[static_cast<size_t>(p)].grad();
+    S6_CHECK(g.defined() && g.is_cuda() && g.dtype() == DType::Float32 && g.is_contiguous(),
+             "gradient averaging: gradient of {} is {}, expected contiguous float32 on CUDA", r.names[p],
+             g.defined() ? g.describe() : std::string("undefined"));
+  }
+  cuda_check(cudaEventRecord(nccl_->ready, static_cast<cudaStream_t>(cuda::current_stream())),
+             "record compute event");
   cuda_check(cudaStreamWaitEvent(nccl_->stream, nccl_->ready, 0), "order comm after compute");
   nccl_check(ncclGroupStart(), "ncclGroupStart", env_.rank);
-  for (NamedParameter& p : params) {
-    Tensor g = p.tensor.grad();
-    S6_CHECK(g.is_cuda() && g.dtype() == DType::Float32 && g.is_contiguous(),
-             "average_gradients: gradient of {} is {}, expected contiguous float32 on CUDA", p.name, g.describe());
+  for (int64_t p : bucket.params) {
+    Tensor g = r.params[static_cast<size_t>(p)].grad();
     nccl_check(ncclAllReduce(g.data_ptr(), g.data_ptr(), static_cast<size_t>(g.numel()), ncclFloat32, ncclAvg,
                              nccl_->comm, nccl_->stream),
                "ncclAllReduce (gradients)", env_.rank);
   }
   nccl_check(ncclGroupEnd(), "ncclGroupEnd", env_.rank);
-  wait("gradient all-reduce", compute);
 }
 
 void DataParallel::sum(std::vector<double>& values) {
@@ -121,7 +221,7 @@ DataParallel::DataParallel(const LaunchEnv& env, std::chrono::milliseconds timeo
 }
 DataParallel::~DataParallel() = default;
 void DataParallel::wait(const std::string&, void*) {}
-void DataParallel::average_gradients(std::vector<NamedParameter>&) {}
+void DataParallel::launch_bucket(size_t) {}
 void DataParallel::sum(std::vector<double>&) {}
 
 #endif

@@ -171,7 +171,9 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     autograd::profile::mark("step", "data + copy to device");
     Tensor logits = model.forward(inputs);
     Tensor loss = cross_entropy(reshape(logits, {batch * length, vocab}), targets);
-    autograd::backward(loss);
+    // With data parallelism, gradient buckets are all-reduced as backward finishes them.
+    autograd::backward(loss, Tensor(),
+                       dp ? dp->start_gradient_averaging(model.parameters()) : autograd::LeafReadyFn());
     double loss_value = loss.item();
     autograd::profile::mark("step", "loss.item");
 #ifdef S6_WITH_CUDA
@@ -183,7 +185,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     if (dp) {
       // One reduction decides for every rank: the mean loss (so a NaN anywhere is NaN everywhere,
       // and skip/halt agree), and whether any rank was asked to stop or ran out of time.
-      dp->average_gradients(model.parameters());
+      dp->finish_gradient_averaging();  // the rest of the buckets (zeros for unreached parameters)
       std::vector<double> shared{loss_value, stop_now ? 1.0 : 0.0, out_of_time ? 1.0 : 0.0};
       dp->sum(shared);
       loss_value = shared[0] / dp->world_size();
