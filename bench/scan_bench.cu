@@ -1,6 +1,7 @@
 // `bench`: GPU benchmarks printed as one table per mode.
 //   bench [--scan]   selective scan alone at the TARGETS.md section-2 shapes (default)
-//   bench --all      every mode (today only --scan; a training-step mode slots in next to it)
+//   bench --train    whole training steps at the TARGETS.md configs (bench/train_bench.cpp)
+//   bench --all      every mode
 // Times are CUDA-event medians after warm-up; the floor is the forward's bytes (read u, delta, z,
 // B, C; write out) over the device-to-device copy bandwidth (read + write) measured in this run.
 #include <cuda_bf16.h>
@@ -16,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "bench/train_bench.h"
 #include "kernels/cuda/selective_scan.h"
 
 namespace {
@@ -163,16 +165,17 @@ void run_scan(double bandwidth) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool scan = false, all = false;
+  bool scan = false, train = false, all = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--scan")) scan = true;
+    else if (!std::strcmp(argv[i], "--train")) train = true;
     else if (!std::strcmp(argv[i], "--all")) all = true;
     else {
-      std::fprintf(stderr, "usage: bench [--scan | --all]\n");
+      std::fprintf(stderr, "usage: bench [--scan] [--train] [--all]\n");
       return 2;
     }
   }
-  if (!scan && !all) scan = true;
+  if (!scan && !train && !all) scan = true;
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     std::fprintf(stderr, "bench: no CUDA device\n");
@@ -183,5 +186,6 @@ int main(int argc, char** argv) {
   std::printf("device: %s\n", prop.name);
   const double bw = copy_bandwidth();
   if (scan || all) run_scan(bw);
+  if (train || all) run_train_bench();
   return 0;
 }

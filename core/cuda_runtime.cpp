@@ -51,23 +51,31 @@ int64_t round_size(int64_t bytes) {
   return (bytes + kLarge - 1) / kLarge * kLarge;
 }
 
+// Pool 0 serves ordinary allocations; each graph capture gets its own pool (see begin_capture).
 struct CachingAllocator {
+  struct Block {
+    int64_t size;
+    int pool;
+  };
   std::mutex mutex;
-  std::unordered_map<int64_t, std::vector<void*>> free_blocks;  // rounded size -> blocks
-  std::unordered_map<void*, int64_t> live;                      // block -> rounded size
+  std::unordered_map<int, std::unordered_map<int64_t, std::vector<void*>>> free_blocks;  // pool -> size -> blocks
+  std::unordered_map<void*, Block> live;
+  int active_pool = 0, next_pool = 1;
   AllocatorStats stats;
 
   void* allocate(int64_t bytes) {
     int64_t size = round_size(bytes);
     std::lock_guard<std::mutex> lock(mutex);
     void* ptr = nullptr;
-    auto it = free_blocks.find(size);
-    if (it != free_blocks.end() && !it->second.empty()) {
+    auto& sized = free_blocks[active_pool];
+    auto it = sized.find(size);
+    if (it != sized.end() && !it->second.empty()) {
       ptr = it->second.back();
       it->second.pop_back();
     } else {
       if (cudaMalloc(&ptr, size) != cudaSuccess) {
         cudaGetLastError();
+        S6_CHECK(active_pool == 0, "CUDA out of memory allocating {} bytes inside a graph capture", size);
         release_cached_locked();
         cudaError_t err = cudaMalloc(&ptr, size);
         S6_CHECK(err == cudaSuccess,
@@ -77,7 +85,7 @@ struct CachingAllocator {
       stats.cached_bytes += size;
       stats.device_allocations += 1;
     }
-    live[ptr] = size;
+    live[ptr] = Block{size, active_pool};
     stats.allocated_bytes += size;
     if (stats.allocated_bytes > stats.peak_allocated_bytes)
       stats.peak_allocated_bytes = stats.allocated_bytes;
@@ -88,14 +96,15 @@ struct CachingAllocator {
     std::lock_guard<std::mutex> lock(mutex);
     auto it = live.find(ptr);
     if (it == live.end()) return;  // not ours: never free memory we did not hand out
-    free_blocks[it->second].push_back(ptr);
-    stats.allocated_bytes -= it->second;
+    free_blocks[it->second.pool][it->second.size].push_back(ptr);
+    stats.allocated_bytes -= it->second.size;
     live.erase(it);
   }
 
+  // Frees only ordinary cached blocks: a graph pool's blocks stay reserved for its replays.
   void release_cached_locked() {
     cudaDeviceSynchronize();
-    for (auto& [size, blocks] : free_blocks) {
+    for (auto& [size, blocks] : free_blocks[0]) {
       for (void* p : blocks) {
         cudaFree(p);
         stats.cached_bytes -= size;
@@ -128,6 +137,74 @@ void reset_peak_stats() {
 void empty_cache() {
   std::lock_guard<std::mutex> lock(allocator().mutex);
   allocator().release_cached_locked();
+}
+
+void* create_stream() {
+  cudaStream_t stream = nullptr;
+  S6_CUDA_CALL(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  return stream;
+}
+
+void destroy_stream(void* stream) {
+  if (stream) cudaStreamDestroy(static_cast<cudaStream_t>(stream));
+}
+
+struct CapturedGraph {
+  cudaGraphExec_t exec = nullptr;
+};
+
+void begin_capture() {
+  S6_CHECK(g_stream != nullptr, "begin_capture: the legacy default stream cannot be captured; "
+                                "set_current_stream(create_stream()) first");
+  {
+    std::lock_guard<std::mutex> lock(allocator().mutex);
+    S6_CHECK(allocator().active_pool == 0, "begin_capture: a capture is already in progress");
+    allocator().active_pool = allocator().next_pool++;
+  }
+  S6_CUDA_CALL(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeRelaxed));
+}
+
+namespace {
+void leave_capture_pool() {
+  std::lock_guard<std::mutex> lock(allocator().mutex);
+  allocator().active_pool = 0;
+}
+}  // namespace
+
+CapturedGraph* end_capture() {
+  cudaGraph_t graph = nullptr;
+  cudaError_t err = cudaStreamEndCapture(g_stream, &graph);
+  leave_capture_pool();
+  S6_CHECK(err == cudaSuccess, "end_capture: the capture failed: {} (an operation in the captured "
+           "region synchronized or copied to the host?)", cudaGetErrorString(err));
+  auto* out = new CapturedGraph();
+  err = cudaGraphInstantiate(&out->exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (err != cudaSuccess) {
+    delete out;
+    S6_FAIL("end_capture: cudaGraphInstantiate failed: {}", cudaGetErrorString(err));
+  }
+  return out;
+}
+
+void abort_capture() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (g_stream && cudaStreamIsCapturing(g_stream, &status) == cudaSuccess &&
+      status != cudaStreamCaptureStatusNone) {
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(g_stream, &graph);
+    if (graph) cudaGraphDestroy(graph);
+  }
+  cudaGetLastError();
+  leave_capture_pool();
+}
+
+void replay(CapturedGraph* graph) { S6_CUDA_CALL(cudaGraphLaunch(graph->exec, g_stream)); }
+
+void destroy_graph(CapturedGraph* graph) {
+  if (!graph) return;
+  cudaGraphExecDestroy(graph->exec);
+  delete graph;
 }
 
 void copy_bytes(void* dst, const void* src, int64_t bytes, CopyKind kind) {

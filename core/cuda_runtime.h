@@ -29,6 +29,21 @@ AllocatorStats allocator_stats();
 void reset_peak_stats();
 void empty_cache();
 
+// A stream of our own (non-blocking, so it can be captured); the caller destroys it.
+void* create_stream();
+void destroy_stream(void* stream);
+
+// CUDA graphs. begin_capture() starts capturing the current stream (relaxed mode) and makes every
+// allocation of this process come from a private pool until end_capture(); blocks of that pool go
+// back to it when freed and are never handed to allocations outside a capture of it, so the
+// graph's addresses stay valid for every replay. end_capture() returns an executable graph.
+struct CapturedGraph;
+void begin_capture();
+CapturedGraph* end_capture();
+void abort_capture();  // after a failure inside a capture: ends it and drops what was captured
+void replay(CapturedGraph* graph);
+void destroy_graph(CapturedGraph* graph);
+
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
 void copy_bytes(void* dst, const void* src, int64_t bytes, CopyKind kind);
 void memset_zero(void* dst, int64_t bytes);

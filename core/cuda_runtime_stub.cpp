@@ -24,6 +24,13 @@ void release(void*) {}
 AllocatorStats allocator_stats() { return {}; }
 void reset_peak_stats() {}
 void empty_cache() {}
+void* create_stream() { no_cuda("create_stream"); }
+void destroy_stream(void*) {}
+void begin_capture() { no_cuda("begin_capture"); }
+CapturedGraph* end_capture() { no_cuda("end_capture"); }
+void abort_capture() {}
+void replay(CapturedGraph*) { no_cuda("replay"); }
+void destroy_graph(CapturedGraph*) {}
 void copy_bytes(void*, const void*, int64_t, CopyKind) { no_cuda("copy"); }
 void memset_zero(void*, int64_t) { no_cuda("memset"); }
 

@@ -13,6 +13,7 @@
 #include <regex>
 #include <sstream>
 
+#include "core/cuda_runtime.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/exit_codes.h"
@@ -312,4 +313,64 @@ TEST_CASE("trainer: a kill in the middle of a checkpoint write leaves the previo
   CHECK(train_losses(dir) == ref.losses);
   check_identical(final_checkpoint(ref.dir), final_checkpoint(dir));
   fs::remove_all(dir);
+}
+
+namespace {
+int count_lines_with(const fs::path& run_dir, const std::string& needle) {
+  std::ifstream in(run_dir / "metrics.jsonl");
+  int n = 0;
+  for (std::string line; std::getline(in, line);) n += line.find(needle) != std::string::npos;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("trainer (cuda): the captured CUDA-graph step is bitwise the eager step, across a resume") {
+  if (!cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+  fs::path eager = fresh_dir("graph_eager"), graph = fresh_dir("graph_on");
+  auto cfg = [](const fs::path& dir, int64_t steps, const char* mode) {
+    TrainConfig c = tiny_config(dir, steps);
+    c.device = "cuda";
+    c.train.cuda_graph = mode;
+    c.optim.weight_decay = 0.1;   // both parameter groups take part
+    c.schedule.kind = "constant";  // (cosine would depend on train.steps, which the resume changes)
+    c.schedule.warmup_steps = 6;   // the learning rate changes across the first replays
+    return c;
+  };
+  REQUIRE(run_training(cfg(eager, 20, "off"), RunOptions{}) == kExitOk);
+  REQUIRE(run_training(cfg(graph, 10, "on"), RunOptions{}) == kExitOk);
+  TrainConfig resumed = cfg(graph, 20, "on");
+  REQUIRE(run_training(resumed, RunOptions{}) == kExitOk);  // resume auto: captures anew
+  CHECK(train_losses(eager).size() == 20);
+  CHECK(train_losses(eager) == train_losses(graph));
+  check_identical(final_checkpoint(eager), final_checkpoint(graph));
+  fs::remove_all(eager);
+  fs::remove_all(graph);
+}
+
+TEST_CASE("trainer (cuda): a non-finite step is skipped on the device exactly as the eager loop skips it") {
+  if (!cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+  fs::path eager = fresh_dir("nan_eager"), graph = fresh_dir("nan_graph");
+  auto cfg = [](const fs::path& dir, const char* mode) {
+    TrainConfig c = tiny_config(dir, 8);
+    c.device = "cuda";
+    c.train.cuda_graph = mode;
+    c.optim.lr = 1e30;           // the weights overflow within a few steps
+    c.optim.grad_clip = 0;
+    c.train.max_consecutive_skips = 100;
+    return c;
+  };
+  REQUIRE(run_training(cfg(eager, "off"), RunOptions{}) == kExitOk);
+  REQUIRE(run_training(cfg(graph, "on"), RunOptions{}) == kExitOk);
+  const int skips = count_lines_with(eager, "skip_nonfinite");
+  CHECK(skips > 0);
+  CHECK(count_lines_with(graph, "skip_nonfinite") == skips);
+  CHECK(train_losses(eager) == train_losses(graph));
+  fs::remove_all(eager);
+  fs::remove_all(graph);
 }

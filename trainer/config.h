@@ -45,6 +45,7 @@ struct TrainSection {
   int64_t max_consecutive_skips = 10;
   double max_minutes = 0;            // 0 = no limit
   std::string precision = "fp32";    // fp32 | bf16
+  std::string cuda_graph = "auto";   // auto | on | off: replay the step as one CUDA graph
 };
 
 struct EvalConfig {

@@ -297,6 +297,8 @@ std::vector<Field> build_fields() {
   f.push_back(double_field("train.max_minutes", S6_MEMBER(train.max_minutes), kNonNegative));
   f.push_back(enum_field<S>("train.precision", S6_MEMBER(train.precision),
                             {{"fp32", "fp32"}, {"bf16", "bf16"}}));
+  f.push_back(enum_field<S>("train.cuda_graph", S6_MEMBER(train.cuda_graph),
+                            {{"auto", "auto"}, {"on", "on"}, {"off", "off"}}));
   f.push_back(int_field("eval.every", S6_MEMBER(eval.every), 0));
   f.push_back(lengths_field());
   f.push_back(int_field("eval.num_examples", S6_MEMBER(eval.num_examples), 1));

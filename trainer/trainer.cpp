@@ -21,6 +21,7 @@
 #include "layers/mamba.h"
 #include "layers/op_checks.h"
 #include "layers/ops.h"
+#include "trainer/captured_step.h"
 #include "trainer/data_parallel.h"
 #include "trainer/evaluate.h"
 #include "trainer/exit_codes.h"
@@ -61,6 +62,35 @@ void maybe_inject_signal(int64_t done) {
   }();
   if (plan.first && done == plan.second) std::raise(plan.first);
 }
+
+// Makes a fresh non-blocking stream current for the scope (when enabled), after the work queued on
+// the previous stream has finished; at exit it drains the new stream and restores the previous.
+class StreamScope {
+ public:
+  explicit StreamScope(bool enabled) {
+    if (!enabled) return;
+    previous_ = cuda::current_stream();
+    cuda::synchronize();
+    stream_ = cuda::create_stream();
+    cuda::set_current_stream(stream_);
+  }
+  ~StreamScope() {
+    if (!stream_) return;
+    try {
+      cuda::synchronize();
+    } catch (const std::exception& e) {
+      log::error("{}", e.what());  // a destructor must not throw; the run's own error is reported
+    }
+    cuda::set_current_stream(previous_);
+    cuda::destroy_stream(stream_);
+  }
+  StreamScope(const StreamScope&) = delete;
+  StreamScope& operator=(const StreamScope&) = delete;
+
+ private:
+  void* previous_ = nullptr;
+  void* stream_ = nullptr;
+};
 
 std::string megabytes(int64_t bytes) { return fmt::format("{:.2f} MB", static_cast<double>(bytes) / 1e6); }
 
@@ -158,6 +188,12 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     }
   };
 
+  // The captured step runs on a stream of our own (the legacy default stream cannot be captured).
+  const bool use_graph = device == Device::CUDA && !dp && config.train.cuda_graph != "off";
+  std::unique_ptr<CapturedStep> captured;
+  bool graph_failed = false;
+  StreamScope graph_stream(use_graph);
+
   data::Batch host_batch = task->make_batch(batch);
   double data_seconds = 0;  // generation time, reported against the step time at the end
   auto window_start = Clock::now();
@@ -166,16 +202,38 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     const auto data_start = Clock::now();
     task->sample_into(host_batch, config.seed, static_cast<uint64_t>(step), static_cast<uint32_t>(options.rank));
     data_seconds += std::chrono::duration<double>(Clock::now() - data_start).count();
-    Tensor inputs = host_batch.inputs.to(device);
-    Tensor targets = host_batch.targets.view({batch * length}).to(device);
-    autograd::profile::mark("step", "data + copy to device");
-    Tensor logits = model.forward(inputs);
-    Tensor loss = cross_entropy(reshape(logits, {batch * length, vocab}), targets);
-    // With data parallelism, gradient buckets are all-reduced as backward finishes them.
-    autograd::backward(loss, Tensor(),
-                       dp ? dp->start_gradient_averaging(model.parameters()) : autograd::LeafReadyFn());
-    double loss_value = loss.item();
-    autograd::profile::mark("step", "loss.item");
+    const double lr = learning_rate(config.optim, config.schedule, config.train.steps, step);
+    Tensor logits;
+    double loss_value = 0;
+    GradientNorm gn;
+    bool updated = false;  // the captured step has already applied (or skipped) the update
+    if (captured) {
+      try {
+        CapturedOutcome outcome = captured->run(host_batch, lr);
+        loss_value = outcome.loss;
+        gn = outcome.norm;
+        updated = !outcome.skipped;
+        logits = captured->logits();
+        autograd::profile::mark("step", "captured step (graph replay)");
+      } catch (const Error& e) {
+        if (config.train.cuda_graph == "on") throw;
+        log::warn("train.cuda_graph=auto: capturing the step failed, continuing eagerly: {}", e.what());
+        captured.reset();
+        graph_failed = true;
+      }
+    }
+    if (!captured) {
+      Tensor inputs = host_batch.inputs.to(device);
+      Tensor targets = host_batch.targets.view({batch * length}).to(device);
+      autograd::profile::mark("step", "data + copy to device");
+      logits = model.forward(inputs);
+      Tensor loss = cross_entropy(reshape(logits, {batch * length, vocab}), targets);
+      // With data parallelism, gradient buckets are all-reduced as backward finishes them.
+      autograd::backward(loss, Tensor(),
+                         dp ? dp->start_gradient_averaging(model.parameters()) : autograd::LeafReadyFn());
+      loss_value = loss.item();
+      autograd::profile::mark("step", "loss.item");
+    }
 #ifdef S6_WITH_CUDA
     if (device == Device::CUDA) detail::check_cuda_index_errors();  // a bad token id names itself
 #endif
@@ -193,14 +251,15 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       out_of_time = shared[2] > 0;
       autograd::profile::mark("step", "all-reduce + shared decisions");
     }
-    GradientNorm gn = optimizer.gradient_norm();
-    autograd::profile::mark("step", "gradient norm");
-    const double lr = learning_rate(config.optim, config.schedule, config.train.steps, step);
+    if (!captured) {
+      gn = optimizer.gradient_norm();
+      autograd::profile::mark("step", "gradient norm");
+    }
     const int64_t done = step + 1;
 
     if (!std::isfinite(loss_value) || !std::isfinite(gn.norm)) {
       std::string culprit = !std::isfinite(loss_value) ? "the loss" : "the gradient of " + gn.first_nonfinite;
-      optimizer.zero_grad();
+      if (!captured) optimizer.zero_grad();
       if (config.train.on_nonfinite == "halt") {
         progress.finish();
         if (lead) log::error("step {}: {} is not finite (loss {}, grad norm {}); halting as train.on_nonfinite=halt",
@@ -219,9 +278,13 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       continue;  // a skipped step is not checkpointed: its update never happened
     }
     consecutive_skips = 0;
-    optimizer.step(lr, clip_scale(gn.norm, config.optim.grad_clip));
-    optimizer.zero_grad();
-    autograd::profile::mark("step", "optimizer + zero_grad");
+    if (!updated) {
+      optimizer.step(lr, clip_scale(gn.norm, config.optim.grad_clip));
+      optimizer.zero_grad();
+      autograd::profile::mark("step", "optimizer + zero_grad");
+    }
+    // From the second step on (handles, workspaces and kernels exist by then), replay the step.
+    if (use_graph && !captured && !graph_failed) captured = make_captured_step(model, optimizer, config);
     ++window_steps;
 
     if (done % config.train.log_every == 0 || done == config.train.steps) {

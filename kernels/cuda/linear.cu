@@ -136,6 +136,8 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
       check_launch("linear bias fill");
     }
     S6_CUBLAS(cublasSetStream(h.blas, stream));
+    // Our workspace, not cuBLAS's own allocation: required for CUDA-graph capture.
+    S6_CUBLAS(cublasSetWorkspace(h.blas, h.workspace, kWorkspaceBytes));
     S6_CUBLAS(cublasGemmEx(h.blas, op1, op2, static_cast<int>(n), static_cast<int>(m),
                            static_cast<int>(k), &alpha, B, type, static_cast<int>(ld1), A, type,
                            static_cast<int>(ld2), &beta1, C, type, static_cast<int>(n),

@@ -12,10 +12,10 @@ namespace {
 
 using namespace detail;
 
-__global__ void adamw_kernel(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
-                             int64_t n, float lr, float b1, float b2, float eps, float decay,
-                             float bc1, float bc2, float host_scale, const float* grad_scale) {
-  const float gs = grad_scale ? __fmul_rn(host_scale, grad_scale[0]) : host_scale;
+__device__ __forceinline__ void adamw_update(float* param, float* exp_avg, float* exp_avg_sq,
+                                             const float* grad, int64_t n, float lr, float b1,
+                                             float b2, float eps, float decay, float bc1, float bc2,
+                                             float gs) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     const float g = __fmul_rn(grad[i], gs);
@@ -29,6 +29,36 @@ __global__ void adamw_kernel(float* param, float* exp_avg, float* exp_avg_sq, co
     w = __fsub_rn(w, __fdiv_rn(__fmul_rn(lr, __fdiv_rn(m, bc1)), denom));
     param[i] = w;
   }
+}
+
+__global__ void adamw_kernel(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
+                             int64_t n, float lr, float b1, float b2, float eps, float decay,
+                             float bc1, float bc2, float host_scale, const float* grad_scale) {
+  const float gs = grad_scale ? __fmul_rn(host_scale, grad_scale[0]) : host_scale;
+  adamw_update(param, exp_avg, exp_avg_sq, grad, n, lr, b1, b2, eps, decay, bc1, bc2, gs);
+}
+
+__global__ void adamw_graph_kernel(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
+                                   int64_t n, float b1, float b2, float eps, bool decayed,
+                                   const DeviceAdamWScalars* sc, const DeviceStepStatus* status) {
+  if (status->skip) return;
+  adamw_update(param, exp_avg, exp_avg_sq, grad, n, sc->lr, b1, b2, eps,
+               decayed ? sc->lr_times_decay : 0.f, sc->bias_correction1, sc->bias_correction2,
+               status->scale);
+}
+
+// One thread: the same double arithmetic, in the same order, as AdamW::gradient_norm + clip_scale.
+__global__ void finish_norm_kernel(DeviceStepStatus* status, const float* sumsq, int64_t count,
+                                   const float* loss, double max_norm) {
+  double total = 0;
+  for (int64_t k = 0; k < count; ++k) total += static_cast<double>(sumsq[k]);
+  const double norm = sqrt(total);
+  const double l = static_cast<double>(loss[0]);
+  status->loss = l;
+  status->norm = norm;
+  const double scale = (max_norm <= 0 || !(norm > max_norm)) ? 1.0 : max_norm / (norm + 1e-6);
+  status->scale = static_cast<float>(scale);
+  status->skip = (isfinite(l) && isfinite(norm)) ? 0 : 1;
 }
 
 __global__ void clip_kernel(float* coef, float* norm, const float* sumsq, int64_t count,
@@ -64,6 +94,31 @@ void adamw(float* param, float* exp_avg, float* exp_avg_sq, const float* grad, i
       static_cast<float>(p.lr * p.weight_decay), bc1, bc2, static_cast<float>(p.grad_scale),
       grad_scale);
   check_launch("adamw_step");
+}
+
+DeviceAdamWScalars adamw_device_scalars(const AdamWParams& p) {
+  DeviceAdamWScalars s;
+  s.lr = static_cast<float>(p.lr);
+  s.bias_correction1 = static_cast<float>(1.0 - std::pow(p.beta1, static_cast<double>(p.step)));
+  s.bias_correction2 = static_cast<float>(1.0 - std::pow(p.beta2, static_cast<double>(p.step)));
+  s.lr_times_decay = static_cast<float>(p.lr * p.weight_decay);
+  return s;
+}
+
+void adamw_graph(float* param, float* exp_avg, float* exp_avg_sq, const float* grad, int64_t n,
+                 const AdamWParams& c, bool decayed, const DeviceAdamWScalars* scalars,
+                 const DeviceStepStatus* status, void* stream) {
+  if (n == 0) return;
+  adamw_graph_kernel<<<blocks_for(n, 256), 256, 0, as_stream(stream)>>>(
+      param, exp_avg, exp_avg_sq, grad, n, static_cast<float>(c.beta1), static_cast<float>(c.beta2),
+      static_cast<float>(c.eps), decayed, scalars, status);
+  check_launch("adamw_graph");
+}
+
+void finish_gradient_norm(DeviceStepStatus* status, const float* sumsq, int64_t count,
+                          const float* loss, double max_norm, void* stream) {
+  finish_norm_kernel<<<1, 1, 0, as_stream(stream)>>>(status, sumsq, count, loss, max_norm);
+  check_launch("finish_gradient_norm");
 }
 
 template <typename T>

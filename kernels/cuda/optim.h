@@ -27,4 +27,27 @@ void sum_of_squares_device(float* out, const T* x, int64_t n, void* stream);
 void clip_coefficient(float* coef, float* norm, const float* sumsq, int64_t count, double max_norm,
                       void* stream);
 
+// The end of a training step on the device, for CUDA-graph replay; bit-for-bit what the host does
+// in eager mode: norm = sqrt of the per-parameter sums (float, summed in order in double),
+// scale = the clip factor (double, then float), skip = loss or norm not finite.
+struct DeviceStepStatus {
+  double loss;
+  double norm;
+  float scale;
+  int32_t skip;
+};
+void finish_gradient_norm(DeviceStepStatus* status, const float* sumsq, int64_t count,
+                          const float* loss, double max_norm, void* stream);
+
+// Per-step AdamW scalars read from the device (uploaded before each replay).
+struct DeviceAdamWScalars {
+  float lr, bias_correction1, bias_correction2, lr_times_decay;
+};
+DeviceAdamWScalars adamw_device_scalars(const AdamWParams& hp);  // computed as adamw() does
+// One AdamW step with lr, bias corrections and decay from `scalars` (decay only when `decayed`)
+// and the gradient scale from `status`; does nothing when status->skip is set.
+void adamw_graph(float* param, float* exp_avg, float* exp_avg_sq, const float* grad, int64_t n,
+                 const AdamWParams& constants, bool decayed, const DeviceAdamWScalars* scalars,
+                 const DeviceStepStatus* status, void* stream);
+
 }  // namespace s6::kernels::cuda
