@@ -1,6 +1,6 @@
 // CUDA causal conv1d (+SiLU): forward, backward that recomputes the pre-activation, and the
 // single-step state update for decoding. Channel-last: one thread owns one channel of a chunk of
-// kChunk timesteps of one sequence, keeping a sliding window of width W in registers; adjacent
+// a chunk of timesteps (chunk_for) of one sequence, keeping a sliding window of width W in registers; adjacent
 // threads own adjacent channels, so every load is coalesced. dweight/dbias: per-thread partials
 // written to an fp32 (batch*chunks, dim*(W+1)) buffer, then summed in order (deterministic).
 #include "kernels/cuda/causal_conv1d.h"
@@ -13,8 +13,16 @@ namespace {
 
 using namespace detail;
 
-constexpr int kChunk = 64;
 constexpr int kThreads = 128;
+
+// Timesteps per thread: 64, halved (down to 8) while the grid would leave the GPU mostly idle,
+// since each thread walks its chunk sequentially (short batches are latency-bound otherwise).
+int64_t chunk_for(int64_t batch, int64_t length, int64_t dim) {
+  const int64_t channel_blocks = (dim + kThreads - 1) / kThreads;
+  int64_t chunk = 64;
+  while (chunk > 8 && channel_blocks * batch * ((length + chunk - 1) / chunk) < 512) chunk /= 2;
+  return chunk;
+}
 
 template <int W, typename D>
 __device__ __forceinline__ float load_x(const D* x, const D* init, int64_t b, int64_t t, int64_t d,
@@ -37,11 +45,11 @@ __device__ __forceinline__ float sigmoid_f(float v) { return 1.f / (1.f + expf(-
 
 template <int W, typename D>
 __global__ void conv_fwd_kernel(D* out, const D* x, const D* weight, const D* bias, const D* init,
-                                bool silu, int64_t L, int64_t Dm) {
+                                bool silu, int64_t L, int64_t Dm, int64_t chunk_len) {
   const int64_t d = blockIdx.x * (int64_t)kThreads + threadIdx.x;
   if (d >= Dm) return;
-  const int64_t b = blockIdx.z, t0 = blockIdx.y * (int64_t)kChunk;
-  const int64_t t1 = t0 + kChunk < L ? t0 + kChunk : L;
+  const int64_t b = blockIdx.z, t0 = blockIdx.y * (int64_t)chunk_len;
+  const int64_t t1 = t0 + chunk_len < L ? t0 + chunk_len : L;
   float wv[W], win[W];
 #pragma unroll
   for (int w = 0; w < W; ++w) wv[w] = to_acc(weight[d * W + w]);
@@ -59,11 +67,12 @@ __global__ void conv_fwd_kernel(D* out, const D* x, const D* weight, const D* bi
 
 template <int W, typename D>
 __global__ void conv_bwd_kernel(D* dx, float* partial, const D* dout, const D* x, const D* weight,
-                                const D* bias, const D* init, bool silu, int64_t L, int64_t Dm) {
+                                const D* bias, const D* init, bool silu, int64_t L, int64_t Dm,
+                                int64_t chunk_len) {
   const int64_t d = blockIdx.x * (int64_t)kThreads + threadIdx.x;
   if (d >= Dm) return;
-  const int64_t b = blockIdx.z, chunk = blockIdx.y, t0 = chunk * (int64_t)kChunk;
-  const int64_t t1 = t0 + kChunk < L ? t0 + kChunk : L;
+  const int64_t b = blockIdx.z, chunk = blockIdx.y, t0 = chunk * (int64_t)chunk_len;
+  const int64_t t1 = t0 + chunk_len < L ? t0 + chunk_len : L;
   float wv[W], win[W], dp[W], dw[W];
 #pragma unroll
   for (int w = 0; w < W; ++w) {
@@ -167,12 +176,12 @@ void check_dims(const char* op, const ConvDims& dm) {
   S6_CHECK(dm.batch >= 0 && dm.length >= 0 && dm.dim >= 0, "{}: bad sizes ({}, {}, {})", op,
            dm.batch, dm.length, dm.dim);
   S6_CHECK(dm.batch <= 65535, "{}: batch {} exceeds 65535", op, dm.batch);
-  S6_CHECK((dm.length + kChunk - 1) / kChunk <= 65535, "{}: length {} is too long", op, dm.length);
+  S6_CHECK((dm.length + 63) / 64 <= 65535, "{}: length {} is too long", op, dm.length);
 }
 
-dim3 conv_grid(const ConvDims& dm) {
+dim3 conv_grid(const ConvDims& dm, int64_t chunk) {
   return dim3(static_cast<unsigned>((dm.dim + kThreads - 1) / kThreads),
-              static_cast<unsigned>((dm.length + kChunk - 1) / kChunk),
+              static_cast<unsigned>((dm.length + chunk - 1) / chunk),
               static_cast<unsigned>(dm.batch));
 }
 
@@ -185,8 +194,10 @@ void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias, const
   if (dims.batch == 0 || dims.length == 0 || dims.dim == 0) return;
   dispatch_width(dims.width, "causal_conv1d_fwd", [&](auto wtag) {
     constexpr int W = decltype(wtag)::value;
-    conv_fwd_kernel<W><<<conv_grid(dims), kThreads, 0, as_stream(stream)>>>(
-        dev(out), dev(x), dev(weight), dev(bias), dev(initial_state), silu, dims.length, dims.dim);
+    const int64_t chunk = chunk_for(dims.batch, dims.length, dims.dim);
+    conv_fwd_kernel<W><<<conv_grid(dims, chunk), kThreads, 0, as_stream(stream)>>>(
+        dev(out), dev(x), dev(weight), dev(bias), dev(initial_state), silu, dims.length, dims.dim,
+        chunk);
   });
   check_launch("causal_conv1d_fwd");
 }
@@ -201,13 +212,14 @@ void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x, c
   dispatch_width(dims.width, "causal_conv1d_bwd", [&](auto wtag) {
     constexpr int W = decltype(wtag)::value;
     const bool want_params = dweight || dbias;
-    const int64_t chunks = (dims.length + kChunk - 1) / kChunk;
+    const int64_t chunk = chunk_for(dims.batch, dims.length, dims.dim);
+    const int64_t chunks = (dims.length + chunk - 1) / chunk;
     const int64_t rows = dims.batch * chunks, cols = dims.dim * (W + 1);
     Scratch partial(want_params ? rows * cols * static_cast<int64_t>(sizeof(float)) : 0);
     if (rows > 0 && dims.dim > 0) {
-      conv_bwd_kernel<W><<<conv_grid(dims), kThreads, 0, s>>>(
+      conv_bwd_kernel<W><<<conv_grid(dims, chunk), kThreads, 0, s>>>(
           dev(dx), partial.as<float>(), dev(dout), dev(x), dev(weight), dev(bias),
-          dev(initial_state), silu, dims.length, dims.dim);
+          dev(initial_state), silu, dims.length, dims.dim, chunk);
       check_launch("causal_conv1d_bwd");
     }
     if (want_params && cols > 0) {

@@ -106,8 +106,10 @@ void embedding_bwd(T* dweight, const T* dout, const I* ids, int64_t count, int64
   int64_t max_chunks = kPartialBudget / (vocab * width);
   if (max_chunks > 1024) max_chunks = 1024;
   if (max_chunks < 1) max_chunks = 1;
+  // Each block walks its positions one by one (accumulating into shared memory), so short
+  // chunks keep small batches parallel: 32 positions at least.
   int64_t per = (count + max_chunks - 1) / max_chunks;
-  if (per < 256) per = 256;
+  if (per < 32) per = 32;
   const int64_t chunks = count > 0 ? (count + per - 1) / per : 1;
   S6_CHECK((vocab + kRows - 1) / kRows <= 65535, "embedding_bwd: vocabulary {} is too large", vocab);
   dim3 grid(static_cast<unsigned>((width + kCols - 1) / kCols),
