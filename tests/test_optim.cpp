@@ -10,6 +10,7 @@
 #include "kernels/cpu/optim.h"
 #ifdef S6_WITH_CUDA
 #include "kernels/cuda/optim.h"
+#include "trainer/optimizer.h"
 #endif
 
 using namespace s6;
@@ -146,6 +147,50 @@ TEST_CASE("optim: CUDA AdamW and sum of squares and clip coefficient match the C
     const double norm = std::sqrt(2 * ref);
     CHECK(c[1] == doctest::Approx(norm).epsilon(1e-5));
     CHECK(c[0] == doctest::Approx(std::min(1.0, max_norm / (norm + 1e-6))).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("optim: the AdamW class on CUDA (multi-tensor launches) matches it on the CPU") {
+  if (!s6::cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+  Philox rng(10);
+  // Sizes around the 65536-element chunk; one parameter never gets a gradient.
+  const std::vector<int64_t> sizes = {1, 1000, 70001, 65536, 3};
+  std::vector<NamedParameter> host, dev;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    Tensor p = uniform({sizes[i]}, -1, 1, rng);
+    host.push_back({"p" + std::to_string(i), p.clone().requires_grad_(), i % 2 == 0});
+    dev.push_back({"p" + std::to_string(i), p.to(Device::CUDA).requires_grad_(), i % 2 == 0});
+  }
+  trainer::OptimConfig config;
+  config.lr = 1e-2;
+  config.weight_decay = 0.05;
+  trainer::AdamW on_host(host, config), on_device(dev, config);
+  for (int step = 1; step <= 3; ++step) {
+    for (size_t i = 0; i + 1 < sizes.size(); ++i) {  // the last parameter gets no gradient
+      Tensor g = uniform({sizes[i]}, -1, 1, rng);
+      host[i].tensor.set_grad(g);
+      dev[i].tensor.set_grad(g.to(Device::CUDA));
+    }
+    trainer::GradientNorm a = on_host.gradient_norm(), b = on_device.gradient_norm();
+    CHECK(b.norm == doctest::Approx(a.norm).epsilon(1e-5));
+    CHECK(on_device.gradient_norm().norm == b.norm);  // deterministic
+    const double scale = step == 2 ? 0.25 : 1.0;
+    on_host.step(1e-2, scale);
+    on_device.step(1e-2, scale);
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    CAPTURE(i);
+    for (auto [x, y] : {std::pair{host[i].tensor, dev[i].tensor}, std::pair{on_host.exp_avg()[i], on_device.exp_avg()[i]},
+                        std::pair{on_host.exp_avg_sq()[i], on_device.exp_avg_sq()[i]}}) {
+      std::vector<float> u = x.detach().to_vector<float>(), w = y.detach().to(Device::CPU).to_vector<float>();
+      double worst = 0;
+      for (size_t k = 0; k < u.size(); ++k)
+        worst = std::max(worst, static_cast<double>(std::abs(u[k] - w[k])) / std::max(1e-3f, std::abs(u[k])));
+      CHECK(worst < 1e-6);
+    }
   }
 }
 #endif

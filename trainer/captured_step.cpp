@@ -79,30 +79,14 @@ class GraphStep final : public CapturedStep {
       autograd::backward(loss);
       std::vector<NamedParameter>& params = model_.parameters();
       cuda::memset_zero(sumsq_.data_ptr(), sumsq_.nbytes());
-      for (size_t i = 0; i < params.size(); ++i) {
-        Tensor g = params[i].tensor.grad();
-        if (g.defined())
-          kc::sum_of_squares_device<float>(sumsq_.data<float>() + i, g.data<float>(), g.numel(),
-                                           cuda::current_stream());
-      }
+      optimizer_.launch_sum_of_squares(sumsq_.data<float>(), /*capturing=*/true);
       auto* status = static_cast<kc::DeviceStepStatus*>(status_.data_ptr());
       kc::finish_gradient_norm(status, sumsq_.data<float>(), static_cast<int64_t>(params.size()),
                                loss.data<float>(), config_.optim.grad_clip, cuda::current_stream());
-      kernels::AdamWParams constants;
-      constants.beta1 = config_.optim.beta1;
-      constants.beta2 = config_.optim.beta2;
-      constants.eps = config_.optim.eps;
-      const auto* scalars = static_cast<const kc::DeviceAdamWScalars*>(scalars_.data_ptr());
-      for (size_t i = 0; i < params.size(); ++i) {
-        Tensor& p = params[i].tensor;
-        Tensor g = p.grad();
-        if (!g.defined()) continue;
-        kc::adamw_graph(p.data<float>(), optimizer_.exp_avg()[i].data<float>(),
-                        optimizer_.exp_avg_sq()[i].data<float>(), g.data<float>(), p.numel(), constants,
-                        params[i].weight_decay, scalars, status, cuda::current_stream());
-      }
+      optimizer_.launch_update(scalars_.data_ptr(), status, /*capturing=*/true);
       loss_ = loss.detach();
       graph_ = cuda::end_capture();
+      optimizer_.upload_pending_tables();
     } catch (...) {
       autograd::clear_tape();
       cuda::abort_capture();

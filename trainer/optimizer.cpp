@@ -28,6 +28,98 @@ double clip_scale(double norm, double max_norm) {
   return max_norm / (norm + 1e-6);
 }
 
+#ifdef S6_WITH_CUDA
+namespace kc = kernels::cuda;
+
+// The multi-tensor tables of the parameters that have a gradient, mirrored on the device.
+struct AdamW::DeviceTables {
+  std::vector<kc::MultiTensorEntry> entries;
+  std::vector<kc::MultiTensorChunk> chunks;
+  Tensor entries_dev, chunks_dev, partial_dev;
+  bool pending_upload = false;
+
+  void upload() {
+    cuda::copy_bytes(entries_dev.data_ptr(), entries.data(), entries.size() * sizeof(entries[0]),
+                     cuda::CopyKind::HostToDevice);
+    cuda::copy_bytes(chunks_dev.data_ptr(), chunks.data(), chunks.size() * sizeof(chunks[0]),
+                     cuda::CopyKind::HostToDevice);
+    pending_upload = false;
+  }
+};
+
+namespace {
+bool same_entries(const std::vector<kc::MultiTensorEntry>& a, const std::vector<kc::MultiTensorEntry>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].param != b[i].param || a[i].grad != b[i].grad || a[i].exp_avg != b[i].exp_avg ||
+        a[i].exp_avg_sq != b[i].exp_avg_sq || a[i].numel != b[i].numel || a[i].slot != b[i].slot ||
+        a[i].decayed != b[i].decayed)
+      return false;
+  return true;
+}
+
+Tensor device_bytes(size_t bytes) {
+  return Tensor::empty({static_cast<int64_t>((bytes + 3) / 4)}, DType::Float32, Device::CUDA);
+}
+}  // namespace
+
+AdamW::DeviceTables& AdamW::refresh_tables(bool capturing) {
+  if (!device_) device_ = std::make_unique<DeviceTables>();
+  DeviceTables& t = *device_;
+  std::vector<kc::MultiTensorEntry> entries;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor g = params_[i].tensor.grad();
+    if (!g.defined()) continue;
+    entries.push_back({params_[i].tensor.data<float>(), exp_avg_[i].data<float>(), exp_avg_sq_[i].data<float>(),
+                       g.data<float>(), g.numel(), static_cast<int32_t>(i), params_[i].weight_decay ? 1 : 0});
+  }
+  if (t.entries_dev.defined() && same_entries(entries, t.entries)) return t;
+  t.entries = std::move(entries);
+  t.chunks.clear();
+  for (size_t k = 0; k < t.entries.size(); ++k)
+    kc::append_multi_tensor_chunks(t.chunks, static_cast<int64_t>(k), t.entries[k].numel);
+  t.entries_dev = device_bytes(std::max<size_t>(t.entries.size(), 1) * sizeof(kc::MultiTensorEntry));
+  t.chunks_dev = device_bytes(std::max<size_t>(t.chunks.size(), 1) * sizeof(kc::MultiTensorChunk));
+  t.partial_dev = device_bytes(std::max<size_t>(t.chunks.size(), 1) * sizeof(float));
+  if (capturing) t.pending_upload = true;  // a capture may not copy from the host
+  else t.upload();
+  return t;
+}
+
+void AdamW::launch_sum_of_squares(float* sumsq, bool capturing) {
+  DeviceTables& t = refresh_tables(capturing);
+  kc::sum_of_squares_multi(sumsq, t.partial_dev.data<float>(),
+                           static_cast<const kc::MultiTensorEntry*>(t.entries_dev.data_ptr()),
+                           static_cast<int64_t>(t.entries.size()),
+                           static_cast<const kc::MultiTensorChunk*>(t.chunks_dev.data_ptr()),
+                           static_cast<int64_t>(t.chunks.size()), cuda::current_stream());
+}
+
+void AdamW::launch_update(const void* scalars, const void* status, bool capturing) {
+  DeviceTables& t = refresh_tables(capturing);
+  kernels::AdamWParams constants;
+  constants.beta1 = config_.beta1;
+  constants.beta2 = config_.beta2;
+  constants.eps = config_.eps;
+  kc::adamw_multi(static_cast<const kc::MultiTensorEntry*>(t.entries_dev.data_ptr()),
+                  static_cast<const kc::MultiTensorChunk*>(t.chunks_dev.data_ptr()),
+                  static_cast<int64_t>(t.chunks.size()), constants,
+                  static_cast<const kc::DeviceAdamWScalars*>(scalars),
+                  static_cast<const kc::DeviceStepStatus*>(status), cuda::current_stream());
+}
+
+void AdamW::upload_pending_tables() {
+  if (device_ && device_->pending_upload) device_->upload();
+}
+#else
+struct AdamW::DeviceTables {};
+void AdamW::launch_sum_of_squares(float*, bool) { S6_FAIL("AdamW: this build has no CUDA"); }
+void AdamW::launch_update(const void*, const void*, bool) { S6_FAIL("AdamW: this build has no CUDA"); }
+void AdamW::upload_pending_tables() {}
+#endif
+
+AdamW::~AdamW() = default;
+
 AdamW::AdamW(std::vector<NamedParameter>& params, const OptimConfig& config)
     : params_(params), config_(config) {
   for (const NamedParameter& p : params_) {
@@ -38,19 +130,14 @@ AdamW::AdamW(std::vector<NamedParameter>& params, const OptimConfig& config)
   }
 }
 
-GradientNorm AdamW::gradient_norm() const {
+GradientNorm AdamW::gradient_norm() {
   // Per-parameter sums of squares (on the device for CUDA, one copy back), summed on the host
   // in parameter order so the result is deterministic and the culprit of a NaN can be named.
   std::vector<double> sums(params_.size(), 0.0);
 #ifdef S6_WITH_CUDA
   if (!params_.empty() && params_[0].tensor.is_cuda()) {
     Tensor partial = Tensor::zeros({static_cast<int64_t>(params_.size())}, DType::Float32, Device::CUDA);
-    for (size_t i = 0; i < params_.size(); ++i) {
-      Tensor g = params_[i].tensor.grad();
-      if (g.defined())
-        kernels::cuda::sum_of_squares_device<float>(partial.data<float>() + i, g.data<float>(), g.numel(),
-                                          cuda::current_stream());
-    }
+    launch_sum_of_squares(partial.data<float>(), /*capturing=*/false);
     std::vector<float> host = partial.to_vector<float>();
     sums.assign(host.begin(), host.end());
   } else
@@ -73,6 +160,24 @@ GradientNorm AdamW::gradient_norm() const {
 
 void AdamW::step(double lr, double grad_scale) {
   ++step_count_;
+#ifdef S6_WITH_CUDA
+  if (!params_.empty() && params_[0].tensor.is_cuda()) {  // the graph step's kernel, scalars from the host
+    kernels::AdamWParams hp;
+    hp.lr = lr;
+    hp.beta1 = config_.beta1;
+    hp.beta2 = config_.beta2;
+    hp.eps = config_.eps;
+    hp.weight_decay = config_.weight_decay;
+    hp.step = step_count_;
+    const kc::DeviceAdamWScalars scalars = kc::adamw_device_scalars(hp);
+    const kc::DeviceStepStatus status{0.0, 0.0, static_cast<float>(grad_scale), 0};
+    Tensor scalars_dev = device_bytes(sizeof(scalars)), status_dev = device_bytes(sizeof(status));
+    cuda::copy_bytes(scalars_dev.data_ptr(), &scalars, sizeof(scalars), cuda::CopyKind::HostToDevice);
+    cuda::copy_bytes(status_dev.data_ptr(), &status, sizeof(status), cuda::CopyKind::HostToDevice);
+    launch_update(scalars_dev.data_ptr(), status_dev.data_ptr(), /*capturing=*/false);
+    return;
+  }
+#endif
   kernels::AdamWParams hp;
   hp.lr = lr;
   hp.beta1 = config_.beta1;
@@ -85,13 +190,6 @@ void AdamW::step(double lr, double grad_scale) {
     Tensor g = p.grad();
     if (!g.defined()) continue;  // a parameter the loss did not reach keeps its value and moments
     hp.weight_decay = params_[i].weight_decay ? config_.weight_decay : 0.0;
-#ifdef S6_WITH_CUDA
-    if (p.is_cuda()) {
-      kernels::cuda::adamw(p.data<float>(), exp_avg_[i].data<float>(), exp_avg_sq_[i].data<float>(),
-                           g.data<float>(), p.numel(), hp, cuda::current_stream());
-      continue;
-    }
-#endif
     kernels::cpu::adamw(p.data<float>(), exp_avg_[i].data<float>(), exp_avg_sq_[i].data<float>(),
                         g.data<float>(), p.numel(), hp);
   }

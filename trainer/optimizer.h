@@ -1,6 +1,7 @@
 // AdamW with PyTorch's formula, parameter groups from each parameter's weight-decay flag, global
 // gradient-norm clipping, and the learning-rate schedules (constant, warmup + cosine).
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,9 +22,10 @@ struct GradientNorm {
 class AdamW {
  public:
   AdamW(std::vector<NamedParameter>& params, const OptimConfig& config);
+  ~AdamW();
 
   // Global L2 norm of all gradients (missing gradients count as zero).
-  GradientNorm gradient_norm() const;
+  GradientNorm gradient_norm();
   // One update with learning rate lr; gradients are first scaled by grad_scale (clipping).
   void step(double lr, double grad_scale);
   void zero_grad();
@@ -35,7 +37,20 @@ class AdamW {
   std::vector<Tensor>& exp_avg_sq() { return exp_avg_sq_; }
   const std::vector<NamedParameter>& params() const { return params_; }
 
+  // CUDA parameters, without host synchronisation (so a graph capture can record them): the sums
+  // of squares of the gradients into sumsq (device, one float per parameter; parameters without a
+  // gradient are left as they are), and the update with the per-step scalars and the clip scale /
+  // skip flag read from device memory (kernels::cuda::DeviceAdamWScalars / DeviceStepStatus).
+  // Each launches one kernel (two for the sums) over every parameter. Inside a capture
+  // (capturing = true) the parameter table is uploaded later, by upload_pending_tables().
+  void launch_sum_of_squares(float* sumsq, bool capturing);
+  void launch_update(const void* scalars, const void* status, bool capturing);
+  void upload_pending_tables();
+
  private:
+  struct DeviceTables;
+  DeviceTables& refresh_tables(bool capturing);
+  std::unique_ptr<DeviceTables> device_;
   std::vector<NamedParameter>& params_;
   OptimConfig config_;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;

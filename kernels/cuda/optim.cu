@@ -12,23 +12,30 @@ namespace {
 
 using namespace detail;
 
+// PyTorch's AdamW for element i, in fp32 with explicit rounding (matches kernels/cpu/optim.h).
+__device__ __forceinline__ void adamw_element(float* param, float* exp_avg, float* exp_avg_sq,
+                                              const float* grad, int64_t i, float lr, float b1,
+                                              float b2, float eps, float decay, float bc1, float bc2,
+                                              float gs) {
+  const float g = __fmul_rn(grad[i], gs);
+  float w = param[i];
+  w = __fsub_rn(w, __fmul_rn(decay, w));
+  const float m = __fadd_rn(__fmul_rn(b1, exp_avg[i]), __fmul_rn(1.f - b1, g));
+  const float v = __fadd_rn(__fmul_rn(b2, exp_avg_sq[i]), __fmul_rn(__fmul_rn(1.f - b2, g), g));
+  exp_avg[i] = m;
+  exp_avg_sq[i] = v;
+  const float denom = __fadd_rn(__fsqrt_rn(__fdiv_rn(v, bc2)), eps);
+  w = __fsub_rn(w, __fdiv_rn(__fmul_rn(lr, __fdiv_rn(m, bc1)), denom));
+  param[i] = w;
+}
+
 __device__ __forceinline__ void adamw_update(float* param, float* exp_avg, float* exp_avg_sq,
                                              const float* grad, int64_t n, float lr, float b1,
                                              float b2, float eps, float decay, float bc1, float bc2,
                                              float gs) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    const float g = __fmul_rn(grad[i], gs);
-    float w = param[i];
-    w = __fsub_rn(w, __fmul_rn(decay, w));
-    const float m = __fadd_rn(__fmul_rn(b1, exp_avg[i]), __fmul_rn(1.f - b1, g));
-    const float v = __fadd_rn(__fmul_rn(b2, exp_avg_sq[i]), __fmul_rn(__fmul_rn(1.f - b2, g), g));
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
-    const float denom = __fadd_rn(__fsqrt_rn(__fdiv_rn(v, bc2)), eps);
-    w = __fsub_rn(w, __fdiv_rn(__fmul_rn(lr, __fdiv_rn(m, bc1)), denom));
-    param[i] = w;
-  }
+       i += (int64_t)gridDim.x * blockDim.x)
+    adamw_element(param, exp_avg, exp_avg_sq, grad, i, lr, b1, b2, eps, decay, bc1, bc2, gs);
 }
 
 __global__ void adamw_kernel(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
@@ -36,15 +43,6 @@ __global__ void adamw_kernel(float* param, float* exp_avg, float* exp_avg_sq, co
                              float bc1, float bc2, float host_scale, const float* grad_scale) {
   const float gs = grad_scale ? __fmul_rn(host_scale, grad_scale[0]) : host_scale;
   adamw_update(param, exp_avg, exp_avg_sq, grad, n, lr, b1, b2, eps, decay, bc1, bc2, gs);
-}
-
-__global__ void adamw_graph_kernel(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
-                                   int64_t n, float b1, float b2, float eps, bool decayed,
-                                   const DeviceAdamWScalars* sc, const DeviceStepStatus* status) {
-  if (status->skip) return;
-  adamw_update(param, exp_avg, exp_avg_sq, grad, n, sc->lr, b1, b2, eps,
-               decayed ? sc->lr_times_decay : 0.f, sc->bias_correction1, sc->bias_correction2,
-               status->scale);
 }
 
 // One thread: the same double arithmetic, in the same order, as AdamW::gradient_norm + clip_scale.
@@ -75,7 +73,75 @@ __global__ void clip_kernel(float* coef, float* norm, const float* sumsq, int64_
   }
 }
 
+__global__ void sumsq_chunks_kernel(float* partial, const MultiTensorEntry* entries,
+                                    const MultiTensorChunk* chunks) {
+  __shared__ float scratch[32];
+  const MultiTensorChunk c = chunks[blockIdx.x];
+  const MultiTensorEntry& e = entries[c.entry];
+  const int64_t end = c.start + kMultiTensorChunk < e.numel ? c.start + kMultiTensorChunk : e.numel;
+  float acc = 0.f;
+  for (int64_t i = c.start + threadIdx.x; i < end; i += blockDim.x) acc = fmaf(e.grad[i], e.grad[i], acc);
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+// One thread per entry: its chunks' partials in order.
+__global__ void sumsq_entries_kernel(float* sumsq, const float* partial, const MultiTensorEntry* entries,
+                                     int64_t num_entries, const MultiTensorChunk* chunks,
+                                     int64_t num_chunks) {
+  const int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (k >= num_entries) return;
+  // Entries' chunks are consecutive and in entry order: find this entry's first chunk.
+  int64_t lo = 0, hi = num_chunks;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (chunks[mid].entry < k) lo = mid + 1;
+    else hi = mid;
+  }
+  float acc = 0.f;
+  for (int64_t c = lo; c < num_chunks && chunks[c].entry == k; ++c) acc += partial[c];
+  sumsq[entries[k].slot] = acc;
+}
+
+__global__ void adamw_chunks_kernel(const MultiTensorEntry* entries, const MultiTensorChunk* chunks,
+                                    float b1, float b2, float eps, const DeviceAdamWScalars* sc,
+                                    const DeviceStepStatus* status) {
+  if (status->skip) return;
+  const MultiTensorChunk c = chunks[blockIdx.x];
+  const MultiTensorEntry& e = entries[c.entry];
+  const int64_t end = c.start + kMultiTensorChunk < e.numel ? c.start + kMultiTensorChunk : e.numel;
+  const float gs = status->scale, lr = sc->lr, decay = e.decayed ? sc->lr_times_decay : 0.f;
+  const float bc1 = sc->bias_correction1, bc2 = sc->bias_correction2;
+  for (int64_t i = c.start + threadIdx.x; i < end; i += blockDim.x)
+    adamw_element(e.param, e.exp_avg, e.exp_avg_sq, e.grad, i, lr, b1, b2, eps, decay, bc1, bc2, gs);
+}
+
 }  // namespace
+
+void append_multi_tensor_chunks(std::vector<MultiTensorChunk>& chunks, int64_t index, int64_t numel) {
+  for (int64_t start = 0; start < numel; start += kMultiTensorChunk) chunks.push_back(MultiTensorChunk{index, start});
+}
+
+void sum_of_squares_multi(float* sumsq, float* partial, const MultiTensorEntry* entries,
+                          int64_t num_entries, const MultiTensorChunk* chunks, int64_t num_chunks,
+                          void* stream) {
+  if (num_entries == 0) return;
+  S6_CHECK(num_chunks > 0 && num_chunks < (1LL << 31), "sum_of_squares_multi: {} chunks", num_chunks);
+  sumsq_chunks_kernel<<<static_cast<unsigned>(num_chunks), 256, 0, as_stream(stream)>>>(partial, entries, chunks);
+  sumsq_entries_kernel<<<blocks_for(num_entries, 128), 128, 0, as_stream(stream)>>>(
+      sumsq, partial, entries, num_entries, chunks, num_chunks);
+  check_launch("sum_of_squares_multi");
+}
+
+void adamw_multi(const MultiTensorEntry* entries, const MultiTensorChunk* chunks, int64_t num_chunks,
+                 const AdamWParams& c, const DeviceAdamWScalars* scalars, const DeviceStepStatus* status,
+                 void* stream) {
+  if (num_chunks == 0) return;
+  adamw_chunks_kernel<<<static_cast<unsigned>(num_chunks), 256, 0, as_stream(stream)>>>(
+      entries, chunks, static_cast<float>(c.beta1), static_cast<float>(c.beta2), static_cast<float>(c.eps),
+      scalars, status);
+  check_launch("adamw_multi");
+}
 
 void adamw(float* param, float* exp_avg, float* exp_avg_sq, const float* grad, int64_t n,
            const AdamWParams& hp, void* stream) {
@@ -103,16 +169,6 @@ DeviceAdamWScalars adamw_device_scalars(const AdamWParams& p) {
   s.bias_correction2 = static_cast<float>(1.0 - std::pow(p.beta2, static_cast<double>(p.step)));
   s.lr_times_decay = static_cast<float>(p.lr * p.weight_decay);
   return s;
-}
-
-void adamw_graph(float* param, float* exp_avg, float* exp_avg_sq, const float* grad, int64_t n,
-                 const AdamWParams& c, bool decayed, const DeviceAdamWScalars* scalars,
-                 const DeviceStepStatus* status, void* stream) {
-  if (n == 0) return;
-  adamw_graph_kernel<<<blocks_for(n, 256), 256, 0, as_stream(stream)>>>(
-      param, exp_avg, exp_avg_sq, grad, n, static_cast<float>(c.beta1), static_cast<float>(c.beta2),
-      static_cast<float>(c.eps), decayed, scalars, status);
-  check_launch("adamw_graph");
 }
 
 void finish_gradient_norm(DeviceStepStatus* status, const float* sumsq, int64_t count,

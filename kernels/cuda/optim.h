@@ -3,6 +3,7 @@
 // of a global norm (the last two also without host synchronisation).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/dtype.h"
 #include "kernels/cpu/optim.h"
@@ -44,10 +45,33 @@ struct DeviceAdamWScalars {
   float lr, bias_correction1, bias_correction2, lr_times_decay;
 };
 DeviceAdamWScalars adamw_device_scalars(const AdamWParams& hp);  // computed as adamw() does
-// One AdamW step with lr, bias corrections and decay from `scalars` (decay only when `decayed`)
-// and the gradient scale from `status`; does nothing when status->skip is set.
-void adamw_graph(float* param, float* exp_avg, float* exp_avg_sq, const float* grad, int64_t n,
-                 const AdamWParams& constants, bool decayed, const DeviceAdamWScalars* scalars,
+// Multi-tensor forms: one launch covers every parameter, split into chunks of kMultiTensorChunk
+// elements (a parameter's chunks are consecutive). The tables live in device memory.
+constexpr int64_t kMultiTensorChunk = 65536;
+struct MultiTensorEntry {
+  float* param;
+  float* exp_avg;
+  float* exp_avg_sq;
+  const float* grad;
+  int64_t numel;
+  int32_t slot;     // where its sum of squares goes (the parameter's index)
+  int32_t decayed;  // weight decay applies
+};
+struct MultiTensorChunk {
+  int64_t entry;  // index into the entries table; chunks are ordered by entry
+  int64_t start;  // first element of the chunk
+};
+// Appends the chunks of entry `index` (numel elements) to `chunks`.
+void append_multi_tensor_chunks(std::vector<MultiTensorChunk>& chunks, int64_t index, int64_t numel);
+// sumsq[entry.slot] = sum of grad^2 per entry (deterministic: fixed chunks, fixed order);
+// partial: one float per chunk. Slots without an entry are left as they are.
+void sum_of_squares_multi(float* sumsq, float* partial, const MultiTensorEntry* entries,
+                          int64_t num_entries, const MultiTensorChunk* chunks, int64_t num_chunks,
+                          void* stream);
+// One AdamW step of every entry with lr, bias corrections and decay (entries with `decayed`) from
+// `scalars` and the gradient scale from `status`; does nothing when status->skip is set.
+void adamw_multi(const MultiTensorEntry* entries, const MultiTensorChunk* chunks, int64_t num_chunks,
+                 const AdamWParams& constants, const DeviceAdamWScalars* scalars,
                  const DeviceStepStatus* status, void* stream);
 
 }  // namespace s6::kernels::cuda
