@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -214,6 +215,24 @@ void copy_bytes(void* dst, const void* src, int64_t bytes, CopyKind kind) {
                                                       : cudaMemcpyDeviceToDevice;
   S6_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, k, g_stream));
   if (kind != CopyKind::DeviceToDevice) S6_CUDA_CALL(cudaStreamSynchronize(g_stream));
+}
+
+void* allocate_pinned(int64_t bytes) {
+  void* ptr = nullptr;
+  S6_CUDA_CALL(cudaHostAlloc(&ptr, static_cast<size_t>(std::max<int64_t>(bytes, 1)), cudaHostAllocDefault));
+  return ptr;
+}
+
+void release_pinned(void* ptr) {
+  if (ptr) cudaFreeHost(ptr);
+}
+
+void copy_bytes_async(void* dst, const void* src, int64_t bytes, CopyKind kind) {
+  if (bytes == 0) return;
+  cudaMemcpyKind k = kind == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
+                     : kind == CopyKind::DeviceToHost ? cudaMemcpyDeviceToHost
+                                                      : cudaMemcpyDeviceToDevice;
+  S6_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, k, g_stream));
 }
 
 void memset_zero(void* dst, int64_t bytes) {

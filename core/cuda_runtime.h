@@ -45,7 +45,13 @@ void replay(CapturedGraph* graph);
 void destroy_graph(CapturedGraph* graph);
 
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
+// Copies on the current stream; host copies wait for completion.
 void copy_bytes(void* dst, const void* src, int64_t bytes, CopyKind kind);
+// Page-locked host memory, and a copy that never waits (host memory must be page-locked and stay
+// untouched until the stream has passed the copy).
+void* allocate_pinned(int64_t bytes);
+void release_pinned(void* ptr);
+void copy_bytes_async(void* dst, const void* src, int64_t bytes, CopyKind kind);
 void memset_zero(void* dst, int64_t bytes);
 
 }  // namespace s6::cuda

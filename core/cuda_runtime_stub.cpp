@@ -32,6 +32,9 @@ void abort_capture() {}
 void replay(CapturedGraph*) { no_cuda("replay"); }
 void destroy_graph(CapturedGraph*) {}
 void copy_bytes(void*, const void*, int64_t, CopyKind) { no_cuda("copy"); }
+void* allocate_pinned(int64_t) { no_cuda("allocate_pinned"); }
+void release_pinned(void*) {}
+void copy_bytes_async(void*, const void*, int64_t, CopyKind) { no_cuda("copy_bytes_async"); }
 void memset_zero(void*, int64_t) { no_cuda("memset"); }
 
 }  // namespace s6::cuda

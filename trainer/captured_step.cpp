@@ -1,6 +1,7 @@
 #include "trainer/captured_step.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "autograd/tape.h"
 #include "core/cuda_runtime.h"
@@ -28,13 +29,15 @@ class GraphStep final : public CapturedStep {
   ~GraphStep() override { cuda::destroy_graph(graph_); }
 
   CapturedOutcome run(const data::Batch& batch, double lr) override {
+    const Tensor targets = batch.targets.view({batch.targets.numel()});
     if (!inputs_.defined()) {
-      inputs_ = batch.inputs.to(Device::CUDA);
-      targets_ = batch.targets.view({batch.targets.numel()}).to(Device::CUDA);
-    } else {
-      inputs_.copy_(batch.inputs);
-      targets_.copy_(batch.targets.view({batch.targets.numel()}));
+      inputs_ = Tensor::empty(batch.inputs.shape(), batch.inputs.dtype(), Device::CUDA);
+      targets_ = Tensor::empty(targets.shape(), targets.dtype(), Device::CUDA);
+      staging_ = Staging(inputs_.nbytes(), targets_.nbytes());
     }
+    S6_CHECK(batch.inputs.shape() == inputs_.shape() && targets.shape() == targets_.shape() &&
+                 batch.inputs.is_contiguous() && targets.is_contiguous(),
+             "captured step: the batch changed shape ({} vs {})", batch.inputs.describe(), inputs_.describe());
     kernels::AdamWParams hp;
     hp.lr = lr;
     hp.beta1 = config_.optim.beta1;
@@ -42,12 +45,21 @@ class GraphStep final : public CapturedStep {
     hp.eps = config_.optim.eps;
     hp.weight_decay = config_.optim.weight_decay;
     hp.step = optimizer_.step_count() + 1;
-    const kc::DeviceAdamWScalars scalars = kc::adamw_device_scalars(hp);
-    cuda::copy_bytes(scalars_.data_ptr(), &scalars, sizeof(scalars), cuda::CopyKind::HostToDevice);
+    // Everything the step reads from the host goes through page-locked memory without waiting;
+    // the one synchronisation is for the status at the end.
+    std::memcpy(staging_.inputs(), batch.inputs.data_ptr(), inputs_.nbytes());
+    std::memcpy(staging_.targets(), targets.data_ptr(), targets_.nbytes());
+    *staging_.scalars() = kc::adamw_device_scalars(hp);
+    cuda::copy_bytes_async(inputs_.data_ptr(), staging_.inputs(), inputs_.nbytes(), cuda::CopyKind::HostToDevice);
+    cuda::copy_bytes_async(targets_.data_ptr(), staging_.targets(), targets_.nbytes(), cuda::CopyKind::HostToDevice);
+    cuda::copy_bytes_async(scalars_.data_ptr(), staging_.scalars(), sizeof(kc::DeviceAdamWScalars),
+                           cuda::CopyKind::HostToDevice);
     if (!graph_) capture();
     cuda::replay(graph_);
-    kc::DeviceStepStatus status{};
-    cuda::copy_bytes(&status, status_.data_ptr(), sizeof(status), cuda::CopyKind::DeviceToHost);
+    cuda::copy_bytes_async(staging_.status(), status_.data_ptr(), sizeof(kc::DeviceStepStatus),
+                           cuda::CopyKind::DeviceToHost);
+    cuda::synchronize();
+    const kc::DeviceStepStatus status = *staging_.status();
     CapturedOutcome out;
     out.loss = status.loss;
     out.norm.norm = status.norm;
@@ -94,8 +106,29 @@ class GraphStep final : public CapturedStep {
     }
   }
 
+  // One page-locked block: [inputs | targets | AdamW scalars | step status], each 16-byte aligned.
+  class Staging {
+   public:
+    Staging() = default;
+    Staging(int64_t input_bytes, int64_t target_bytes)
+        : targets_at_(align(input_bytes)), scalars_at_(targets_at_ + align(target_bytes)),
+          status_at_(scalars_at_ + align(sizeof(kc::DeviceAdamWScalars))),
+          base_(static_cast<char*>(cuda::allocate_pinned(status_at_ + align(sizeof(kc::DeviceStepStatus)))),
+                cuda::release_pinned) {}
+    void* inputs() { return base_.get(); }
+    void* targets() { return base_.get() + targets_at_; }
+    kc::DeviceAdamWScalars* scalars() { return reinterpret_cast<kc::DeviceAdamWScalars*>(base_.get() + scalars_at_); }
+    kc::DeviceStepStatus* status() { return reinterpret_cast<kc::DeviceStepStatus*>(base_.get() + status_at_); }
+
+   private:
+    static int64_t align(int64_t n) { return (n + 15) / 16 * 16; }
+    int64_t targets_at_ = 0, scalars_at_ = 0, status_at_ = 0;
+    std::unique_ptr<char, void (*)(void*)> base_{nullptr, cuda::release_pinned};
+  };
+
   MambaLM& model_;
   AdamW& optimizer_;
+  Staging staging_;
   const TrainConfig& config_;
   Tensor inputs_, targets_, logits_, loss_;
   Tensor sumsq_, status_;
