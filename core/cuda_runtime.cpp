@@ -209,12 +209,8 @@ void destroy_graph(CapturedGraph* graph) {
 }
 
 void copy_bytes(void* dst, const void* src, int64_t bytes, CopyKind kind) {
-  if (bytes == 0) return;
-  cudaMemcpyKind k = kind == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
-                     : kind == CopyKind::DeviceToHost ? cudaMemcpyDeviceToHost
-                                                      : cudaMemcpyDeviceToDevice;
-  S6_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, k, g_stream));
-  if (kind != CopyKind::DeviceToDevice) S6_CUDA_CALL(cudaStreamSynchronize(g_stream));
+  copy_bytes_async(dst, src, bytes, kind);
+  if (bytes > 0 && kind != CopyKind::DeviceToDevice) S6_CUDA_CALL(cudaStreamSynchronize(g_stream));
 }
 
 void* allocate_pinned(int64_t bytes) {
