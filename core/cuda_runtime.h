@@ -37,6 +37,8 @@ void destroy_stream(void* stream);
 // allocation of this process come from a private pool until end_capture(); blocks of that pool go
 // back to it when freed and are never handed to allocations outside a capture of it, so the
 // graph's addresses stay valid for every replay. end_capture() returns an executable graph.
+// Blocks freed inside the capture are reused by later kernels of the same capture, so memory the
+// host fills for the graph to read (tables, inputs) must be allocated before begin_capture().
 struct CapturedGraph;
 void begin_capture();
 CapturedGraph* end_capture();

@@ -73,14 +73,23 @@ AdamW::DeviceTables& AdamW::refresh_tables(bool capturing) {
     entries.push_back({params_[i].tensor.data<float>(), exp_avg_[i].data<float>(), exp_avg_sq_[i].data<float>(),
                        g.data<float>(), g.numel(), static_cast<int32_t>(i), params_[i].weight_decay ? 1 : 0});
   }
-  if (t.entries_dev.defined() && same_entries(entries, t.entries)) return t;
+  if (!t.entries_dev.defined()) {
+    // Sized once for every parameter and never reallocated: a buffer allocated inside a graph
+    // capture would come from the capture's pool, whose blocks the replayed kernels also use as
+    // scratch, and host-uploaded tables there would be overwritten on every replay.
+    S6_CHECK(!capturing, "AdamW: the first update must run before a graph capture");
+    int64_t max_chunks = 0;
+    for (const NamedParameter& p : params_) max_chunks += (p.tensor.numel() + kc::kMultiTensorChunk - 1) / kc::kMultiTensorChunk;
+    t.entries_dev = device_bytes(std::max<size_t>(params_.size(), 1) * sizeof(kc::MultiTensorEntry));
+    t.chunks_dev = device_bytes(static_cast<size_t>(std::max<int64_t>(max_chunks, 1)) * sizeof(kc::MultiTensorChunk));
+    t.partial_dev = device_bytes(static_cast<size_t>(std::max<int64_t>(max_chunks, 1)) * sizeof(float));
+  } else if (same_entries(entries, t.entries)) {
+    return t;
+  }
   t.entries = std::move(entries);
   t.chunks.clear();
   for (size_t k = 0; k < t.entries.size(); ++k)
     kc::append_multi_tensor_chunks(t.chunks, static_cast<int64_t>(k), t.entries[k].numel);
-  t.entries_dev = device_bytes(std::max<size_t>(t.entries.size(), 1) * sizeof(kc::MultiTensorEntry));
-  t.chunks_dev = device_bytes(std::max<size_t>(t.chunks.size(), 1) * sizeof(kc::MultiTensorChunk));
-  t.partial_dev = device_bytes(std::max<size_t>(t.chunks.size(), 1) * sizeof(float));
   if (capturing) t.pending_upload = true;  // a capture may not copy from the host
   else t.upload();
   return t;
