@@ -77,7 +77,7 @@ AdamW::DeviceTables& AdamW::refresh_tables(bool capturing) {
     // Sized once for every parameter and never reallocated: a buffer allocated inside a graph
     // capture would come from the capture's pool, whose blocks the replayed kernels also use as
     // scratch, and host-uploaded tables there would be overwritten on every replay.
-    S6_CHECK(!capturing, "AdamW: the first update must run before a graph capture");
+    S6_CHECK(!capturing, "AdamW: the multi-tensor tables must exist before a graph capture");
     int64_t max_chunks = 0;
     for (const NamedParameter& p : params_) max_chunks += (p.tensor.numel() + kc::kMultiTensorChunk - 1) / kc::kMultiTensorChunk;
     t.entries_dev = device_bytes(std::max<size_t>(params_.size(), 1) * sizeof(kc::MultiTensorEntry));
@@ -137,6 +137,9 @@ AdamW::AdamW(std::vector<NamedParameter>& params, const OptimConfig& config)
     exp_avg_.push_back(Tensor::zeros_like(p.tensor));
     exp_avg_sq_.push_back(Tensor::zeros_like(p.tensor));
   }
+#ifdef S6_WITH_CUDA
+  if (!params_.empty() && params_[0].tensor.is_cuda()) refresh_tables(/*capturing=*/false);  // sizes the tables
+#endif
 }
 
 GradientNorm AdamW::gradient_norm() {
