@@ -274,7 +274,8 @@ TEST_CASE("cuda ops: causal_conv1d_update steps == causal_conv1d over the sequen
 TEST_CASE("cuda ops: rmsnorm_add vs CPU (with/without residual / both outputs / odd widths)") {
   SKIP_WITHOUT_CUDA();
   Philox rng(105);
-  const Shape shapes[] = {{1, 1, 6}, {2, 3, 33}, {5, 300}, {2000, 17}, {3, 1030}};
+  // Widths up to 1024 run a warp per row (1, 2, 4, 16, 24 columns per lane here); 1030 a block per row.
+  const Shape shapes[] = {{1, 1, 6}, {2, 3, 33}, {5, 300}, {2000, 17}, {4100, 100}, {3, 768}, {3, 1030}};
   for (DType dt : kDtypes) {
     for (const Shape& s : shapes) {
       CAPTURE(shape_str(s));

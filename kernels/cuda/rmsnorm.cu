@@ -1,6 +1,7 @@
-// CUDA fused add + RMSNorm. Forward: one block per row. Backward: each block owns a fixed range of
-// rows; thread j owns columns j, j+blockDim, ... of the block's dweight partial row (no races),
-// and the partial rows are summed in order by a second pass (deterministic).
+// CUDA fused add + RMSNorm. Forward: a warp per row up to width 1024, else a block per row.
+// Backward: each block owns a fixed range of rows; widths up to 1024 give each warp its own rows (a row's sums are warp shuffles, no block
+// barrier per row: narrow rows were latency-bound), wider rows a whole block per row. Each block
+// writes one dweight partial row; a second pass sums the partial rows in order (deterministic).
 #include "kernels/cuda/rmsnorm.h"
 
 #include "kernels/cuda/ops_common.cuh"
@@ -73,6 +74,124 @@ __global__ void rmsnorm_bwd_kernel(D* ds, float* partial, const D* dy, const D* 
   }
 }
 
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+constexpr int kWarpRowThreads = 256;  // 8 warps, each walking its own rows
+
+// Lane l of a warp owns columns l, l+32, ... (VPT of them); the warps' dweight sums are combined in
+// warp order through shared memory at the end.
+template <int VPT, typename D>
+__global__ void __launch_bounds__(kWarpRowThreads)
+rmsnorm_bwd_warp_kernel(D* ds, float* partial, const D* dy, const D* dres, const D* s, const D* weight,
+                        int64_t rows, int64_t width, float eps, int64_t rows_per_block) {
+  constexpr int kWarps = kWarpRowThreads / 32;
+  extern __shared__ float warp_dw[];  // [kWarps][width]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t r0 = blockIdx.x * rows_per_block;
+  const int64_t r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
+  const float inv_w = 1.f / static_cast<float>(width);
+  float w[VPT], dw[VPT];
+#pragma unroll
+  for (int k = 0; k < VPT; ++k) {
+    const int64_t j = lane + 32 * k;
+    w[k] = j < width ? to_acc(weight[j]) : 0.f;
+    dw[k] = 0.f;
+  }
+  for (int64_t r = r0 + warp; r < r1; r += kWarps) {
+    const int64_t base = r * width;
+    float sv[VPT], g[VPT];
+    float ss = 0.f, c = 0.f;
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+      const int64_t j = lane + 32 * k;
+      sv[k] = j < width ? to_acc(s[base + j]) : 0.f;
+      g[k] = j < width ? to_acc(dy[base + j]) : 0.f;
+      ss += sv[k] * sv[k];
+      c += sv[k] * w[k] * g[k];
+    }
+    ss = warp_sum(ss);
+    c = warp_sum(c);
+    const float rstd = rsqrtf(ss * inv_w + eps);
+    c = c * rstd * inv_w;  // mean(xhat * w * dy)
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+      const int64_t j = lane + 32 * k;
+      if (j >= width) continue;
+      const float xhat = sv[k] * rstd;
+      dw[k] += g[k] * xhat;
+      if (ds) {
+        float v = (w[k] * g[k] - xhat * c) * rstd;
+        if (dres) v += to_acc(dres[base + j]);
+        store(ds + base + j, v);
+      }
+    }
+  }
+  if (!partial) return;
+#pragma unroll
+  for (int k = 0; k < VPT; ++k) {
+    const int64_t j = lane + 32 * k;
+    if (j < width) warp_dw[warp * width + j] = dw[k];
+  }
+  __syncthreads();
+  for (int64_t j = threadIdx.x; j < width; j += kWarpRowThreads) {
+    float acc = 0.f;
+#pragma unroll
+    for (int q = 0; q < kWarps; ++q) acc += warp_dw[q * width + j];
+    partial[blockIdx.x * width + j] = acc;
+  }
+}
+
+// Forward with a warp per row (widths up to 32 * VPT): same arithmetic as rmsnorm_fwd_kernel, with
+// the row's sum of squares reduced by shuffles.
+template <int VPT, typename D>
+__global__ void __launch_bounds__(kWarpRowThreads)
+rmsnorm_fwd_warp_kernel(D* y, D* s, const D* x, const D* residual, const D* weight, int64_t rows,
+                        int64_t width, float eps) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (kWarpRowThreads / 32);
+  for (int64_t r = blockIdx.x * (int64_t)(kWarpRowThreads / 32) + (threadIdx.x >> 5); r < rows; r += warps) {
+    const int64_t base = r * width;
+    float sv[VPT];
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+      const int64_t j = lane + 32 * k;
+      sv[k] = 0.f;
+      if (j >= width) continue;
+      float v = to_acc(x[base + j]);
+      if (residual) v += to_acc(residual[base + j]);
+      store(s + base + j, v);
+      sv[k] = to_acc(s[base + j]);  // the stored (possibly rounded) value
+      ss += sv[k] * sv[k];
+    }
+    const float rstd = rsqrtf(warp_sum(ss) / static_cast<float>(width) + eps);
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+      const int64_t j = lane + 32 * k;
+      if (j < width) store(y + base + j, sv[k] * rstd * to_acc(weight[j]));
+    }
+  }
+}
+
+// Columns per lane for the warp-per-row kernels; false when the row is too wide for them.
+template <typename Fn>
+bool dispatch_vpt(int64_t width, Fn&& fn) {
+  const int64_t need = (width + 31) / 32;
+  if (need <= 1) fn(std::integral_constant<int, 1>{});
+  else if (need <= 2) fn(std::integral_constant<int, 2>{});
+  else if (need <= 4) fn(std::integral_constant<int, 4>{});
+  else if (need <= 8) fn(std::integral_constant<int, 8>{});
+  else if (need <= 16) fn(std::integral_constant<int, 16>{});
+  else if (need <= 24) fn(std::integral_constant<int, 24>{});
+  else if (need <= 32) fn(std::integral_constant<int, 32>{});
+  else return false;
+  return true;
+}
+
 }  // namespace
 
 template <typename T>
@@ -80,9 +199,18 @@ void rmsnorm_add_fwd(T* y, T* s, const T* x, const T* residual, const T* weight,
                      int64_t width, double eps, void* stream) {
   S6_CHECK(rows >= 0 && width >= 0, "rmsnorm_add_fwd: bad sizes ({}, {})", rows, width);
   if (rows == 0 || width == 0) return;
-  const unsigned blocks = static_cast<unsigned>(rows < 65535 * 4 ? rows : 65535 * 4);
-  rmsnorm_fwd_kernel<<<blocks, threads_for(width), 0, as_stream(stream)>>>(
-      dev(y), dev(s), dev(x), dev(residual), dev(weight), rows, width, static_cast<float>(eps));
+  const bool by_warp = dispatch_vpt(width, [&](auto vtag) {
+    constexpr int VPT = decltype(vtag)::value;
+    const int64_t warp_blocks = (rows + kWarpRowThreads / 32 - 1) / (kWarpRowThreads / 32);
+    rmsnorm_fwd_warp_kernel<VPT><<<static_cast<unsigned>(warp_blocks < 65535 * 4 ? warp_blocks : 65535 * 4),
+                                   kWarpRowThreads, 0, as_stream(stream)>>>(
+        dev(y), dev(s), dev(x), dev(residual), dev(weight), rows, width, static_cast<float>(eps));
+  });
+  if (!by_warp) {
+    const unsigned blocks = static_cast<unsigned>(rows < 65535 * 4 ? rows : 65535 * 4);
+    rmsnorm_fwd_kernel<<<blocks, threads_for(width), 0, as_stream(stream)>>>(
+        dev(y), dev(s), dev(x), dev(residual), dev(weight), rows, width, static_cast<float>(eps));
+  }
   check_launch("rmsnorm_add_fwd");
 }
 
@@ -97,9 +225,17 @@ void rmsnorm_add_bwd(T* ds, T* dweight, const T* dy, const T* dresidual_out, con
   if (per < 4) per = 4;
   const int64_t blocks = rows > 0 ? (rows + per - 1) / per : 1;
   Scratch partial(dweight ? blocks * width * static_cast<int64_t>(sizeof(float)) : 0);
-  rmsnorm_bwd_kernel<<<static_cast<unsigned>(blocks), threads_for(width), 0, st>>>(
-      dev(ds), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows, width,
-      static_cast<float>(eps), per);
+  const bool by_warp = dispatch_vpt(width, [&](auto vtag) {
+    constexpr int VPT = decltype(vtag)::value;
+    const size_t smem = dweight ? sizeof(float) * (kWarpRowThreads / 32) * static_cast<size_t>(width) : 0;
+    rmsnorm_bwd_warp_kernel<VPT><<<static_cast<unsigned>(blocks), kWarpRowThreads, smem, st>>>(
+        dev(ds), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows, width,
+        static_cast<float>(eps), per);
+  });
+  if (!by_warp)
+    rmsnorm_bwd_kernel<<<static_cast<unsigned>(blocks), threads_for(width), 0, st>>>(
+        dev(ds), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows, width,
+        static_cast<float>(eps), per);
   check_launch("rmsnorm_add_bwd");
   if (dweight) {
     launch_colsum(dev(dweight), partial.as<float>(), blocks, width, st);
