@@ -1,6 +1,5 @@
 #include "trainer/captured_step.h"
 
-#include <cmath>
 #include <cstring>
 
 #include "autograd/tape.h"
@@ -38,18 +37,11 @@ class GraphStep final : public CapturedStep {
     S6_CHECK(batch.inputs.shape() == inputs_.shape() && targets.shape() == targets_.shape() &&
                  batch.inputs.is_contiguous() && targets.is_contiguous(),
              "captured step: the batch changed shape ({} vs {})", batch.inputs.describe(), inputs_.describe());
-    kernels::AdamWParams hp;
-    hp.lr = lr;
-    hp.beta1 = config_.optim.beta1;
-    hp.beta2 = config_.optim.beta2;
-    hp.eps = config_.optim.eps;
-    hp.weight_decay = config_.optim.weight_decay;
-    hp.step = optimizer_.step_count() + 1;
     // Everything the step reads from the host goes through page-locked memory without waiting;
     // the one synchronisation is for the status at the end.
     std::memcpy(staging_.inputs(), batch.inputs.data_ptr(), inputs_.nbytes());
     std::memcpy(staging_.targets(), targets.data_ptr(), targets_.nbytes());
-    *staging_.scalars() = kc::adamw_device_scalars(hp);
+    *staging_.scalars() = kc::adamw_device_scalars(optimizer_.hyperparameters(lr, optimizer_.step_count() + 1));
     cuda::copy_bytes_async(inputs_.data_ptr(), staging_.inputs(), inputs_.nbytes(), cuda::CopyKind::HostToDevice);
     cuda::copy_bytes_async(targets_.data_ptr(), staging_.targets(), targets_.nbytes(), cuda::CopyKind::HostToDevice);
     cuda::copy_bytes_async(scalars_.data_ptr(), staging_.scalars(), sizeof(kc::DeviceAdamWScalars),
@@ -64,13 +56,8 @@ class GraphStep final : public CapturedStep {
     out.loss = status.loss;
     out.norm.norm = status.norm;
     out.skipped = status.skip != 0;
-    if (out.skipped) {
-      std::vector<float> sums = sumsq_.to_vector<float>();
-      for (size_t i = 0; i < model_.parameters().size(); ++i)
-        if (!std::isfinite(sums[i])) {
-          out.norm.first_nonfinite = model_.parameters()[i].name;
-          break;
-        }
+    if (out.skipped) {  // name the culprit as the eager step does (the norm itself came from the device)
+      out.norm.first_nonfinite = optimizer_.norm_from_sums(sumsq_.to_vector<double>()).first_nonfinite;
     } else {
       optimizer_.set_step_count(optimizer_.step_count() + 1);
     }
@@ -95,7 +82,8 @@ class GraphStep final : public CapturedStep {
       auto* status = static_cast<kc::DeviceStepStatus*>(status_.data_ptr());
       kc::finish_gradient_norm(status, sumsq_.data<float>(), static_cast<int64_t>(params.size()),
                                loss.data<float>(), config_.optim.grad_clip, cuda::current_stream());
-      optimizer_.launch_update(scalars_.data_ptr(), status, /*capturing=*/true);
+      optimizer_.launch_update(static_cast<const kc::DeviceAdamWScalars*>(scalars_.data_ptr()), status,
+                               /*capturing=*/true);
       loss_ = loss.detach();
       graph_ = cuda::end_capture();
       optimizer_.upload_pending_tables();

@@ -104,7 +104,8 @@ void AdamW::launch_sum_of_squares(float* sumsq, bool capturing) {
                            static_cast<int64_t>(t.chunks.size()), cuda::current_stream());
 }
 
-void AdamW::launch_update(const void* scalars, const void* status, bool capturing) {
+void AdamW::launch_update(const kc::DeviceAdamWScalars* scalars, const kc::DeviceStepStatus* status,
+                          bool capturing) {
   DeviceTables& t = refresh_tables(capturing);
   kernels::AdamWParams constants;
   constants.beta1 = config_.beta1;
@@ -112,9 +113,7 @@ void AdamW::launch_update(const void* scalars, const void* status, bool capturin
   constants.eps = config_.eps;
   kc::adamw_multi(static_cast<const kc::MultiTensorEntry*>(t.entries_dev.data_ptr()),
                   static_cast<const kc::MultiTensorChunk*>(t.chunks_dev.data_ptr()),
-                  static_cast<int64_t>(t.chunks.size()), constants,
-                  static_cast<const kc::DeviceAdamWScalars*>(scalars),
-                  static_cast<const kc::DeviceStepStatus*>(status), cuda::current_stream());
+                  static_cast<int64_t>(t.chunks.size()), constants, scalars, status, cuda::current_stream());
 }
 
 void AdamW::upload_pending_tables() {
@@ -123,7 +122,9 @@ void AdamW::upload_pending_tables() {
 #else
 struct AdamW::DeviceTables {};
 void AdamW::launch_sum_of_squares(float*, bool) { S6_FAIL("AdamW: this build has no CUDA"); }
-void AdamW::launch_update(const void*, const void*, bool) { S6_FAIL("AdamW: this build has no CUDA"); }
+void AdamW::launch_update(const kernels::cuda::DeviceAdamWScalars*, const kernels::cuda::DeviceStepStatus*, bool) {
+  S6_FAIL("AdamW: this build has no CUDA");
+}
 void AdamW::upload_pending_tables() {}
 #endif
 
@@ -160,9 +161,13 @@ GradientNorm AdamW::gradient_norm() {
       if (g.defined()) sums[i] = kernels::cpu::sum_of_squares(g.data<float>(), g.numel());
     }
   }
+  return norm_from_sums(sums);
+}
+
+GradientNorm AdamW::norm_from_sums(const std::vector<double>& sums) const {
   GradientNorm result;
   double total = 0;
-  for (size_t i = 0; i < params_.size(); ++i) {
+  for (size_t i = 0; i < params_.size() && i < sums.size(); ++i) {
     if (!std::isfinite(sums[i]) && result.first_nonfinite.empty()) result.first_nonfinite = params_[i].name;
     total += sums[i];
   }
@@ -174,28 +179,17 @@ void AdamW::step(double lr, double grad_scale) {
   ++step_count_;
 #ifdef S6_WITH_CUDA
   if (!params_.empty() && params_[0].tensor.is_cuda()) {  // the graph step's kernel, scalars from the host
-    kernels::AdamWParams hp;
-    hp.lr = lr;
-    hp.beta1 = config_.beta1;
-    hp.beta2 = config_.beta2;
-    hp.eps = config_.eps;
-    hp.weight_decay = config_.weight_decay;
-    hp.step = step_count_;
-    const kc::DeviceAdamWScalars scalars = kc::adamw_device_scalars(hp);
+    const kc::DeviceAdamWScalars scalars = kc::adamw_device_scalars(hyperparameters(lr, step_count_));
     const kc::DeviceStepStatus status{0.0, 0.0, static_cast<float>(grad_scale), 0};
     Tensor scalars_dev = device_bytes(sizeof(scalars)), status_dev = device_bytes(sizeof(status));
     cuda::copy_bytes(scalars_dev.data_ptr(), &scalars, sizeof(scalars), cuda::CopyKind::HostToDevice);
     cuda::copy_bytes(status_dev.data_ptr(), &status, sizeof(status), cuda::CopyKind::HostToDevice);
-    launch_update(scalars_dev.data_ptr(), status_dev.data_ptr(), /*capturing=*/false);
+    launch_update(static_cast<const kc::DeviceAdamWScalars*>(scalars_dev.data_ptr()),
+                  static_cast<const kc::DeviceStepStatus*>(status_dev.data_ptr()), /*capturing=*/false);
     return;
   }
 #endif
-  kernels::AdamWParams hp;
-  hp.lr = lr;
-  hp.beta1 = config_.beta1;
-  hp.beta2 = config_.beta2;
-  hp.eps = config_.eps;
-  hp.step = step_count_;
+  kernels::AdamWParams hp = hyperparameters(lr, step_count_);
   hp.grad_scale = grad_scale;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i].tensor;
@@ -205,6 +199,17 @@ void AdamW::step(double lr, double grad_scale) {
     kernels::cpu::adamw(p.data<float>(), exp_avg_[i].data<float>(), exp_avg_sq_[i].data<float>(),
                         g.data<float>(), p.numel(), hp);
   }
+}
+
+kernels::AdamWParams AdamW::hyperparameters(double lr, int64_t step) const {
+  kernels::AdamWParams hp;
+  hp.lr = lr;
+  hp.beta1 = config_.beta1;
+  hp.beta2 = config_.beta2;
+  hp.eps = config_.eps;
+  hp.weight_decay = config_.weight_decay;
+  hp.step = step;
+  return hp;
 }
 
 void AdamW::zero_grad() {

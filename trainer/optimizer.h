@@ -5,8 +5,14 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/optim.h"
 #include "layers/mamba.h"
 #include "trainer/config.h"
+
+namespace s6::kernels::cuda {
+struct DeviceAdamWScalars;
+struct DeviceStepStatus;
+}  // namespace s6::kernels::cuda
 
 namespace s6::trainer {
 
@@ -26,6 +32,8 @@ class AdamW {
 
   // Global L2 norm of all gradients (missing gradients count as zero).
   GradientNorm gradient_norm();
+  // The same from per-parameter sums of squares already computed (in parameter order).
+  GradientNorm norm_from_sums(const std::vector<double>& sums) const;
   // One update with learning rate lr; gradients are first scaled by grad_scale (clipping).
   void step(double lr, double grad_scale);
   void zero_grad();
@@ -36,6 +44,9 @@ class AdamW {
   std::vector<Tensor>& exp_avg() { return exp_avg_; }
   std::vector<Tensor>& exp_avg_sq() { return exp_avg_sq_; }
   const std::vector<NamedParameter>& params() const { return params_; }
+  // The hyper-parameters of update number `step` (from 1) at learning rate lr: this optimizer's
+  // betas, eps and weight decay (for decayed parameters), no gradient scale.
+  kernels::AdamWParams hyperparameters(double lr, int64_t step) const;
 
   // CUDA parameters, without host synchronisation (so a graph capture can record them): the sums
   // of squares of the gradients into sumsq (device, one float per parameter; parameters without a
@@ -44,7 +55,8 @@ class AdamW {
   // Each launches one kernel (two for the sums) over every parameter. Inside a capture
   // (capturing = true) the parameter table is uploaded later, by upload_pending_tables().
   void launch_sum_of_squares(float* sumsq, bool capturing);
-  void launch_update(const void* scalars, const void* status, bool capturing);
+  void launch_update(const kernels::cuda::DeviceAdamWScalars* scalars,
+                     const kernels::cuda::DeviceStepStatus* status, bool capturing);
   void upload_pending_tables();
 
  private:
