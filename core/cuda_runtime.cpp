@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/error.h"
@@ -61,6 +62,7 @@ struct CachingAllocator {
   std::mutex mutex;
   std::unordered_map<int, std::unordered_map<int64_t, std::vector<void*>>> free_blocks;  // pool -> size -> blocks
   std::unordered_map<void*, Block> live;
+  std::unordered_set<int> retired_pools;  // of destroyed graphs: their blocks serve pool 0 again
   int active_pool = 0, next_pool = 1;
   AllocatorStats stats;
 
@@ -97,9 +99,24 @@ struct CachingAllocator {
     std::lock_guard<std::mutex> lock(mutex);
     auto it = live.find(ptr);
     if (it == live.end()) return;  // not ours: never free memory we did not hand out
-    free_blocks[it->second.pool][it->second.size].push_back(ptr);
+    const int pool = retired_pools.count(it->second.pool) ? 0 : it->second.pool;
+    free_blocks[pool][it->second.size].push_back(ptr);
     stats.allocated_bytes -= it->second.size;
     live.erase(it);
+  }
+
+  // After its graph is gone, a capture pool's cached blocks (and, when freed, its live ones) go
+  // back to ordinary use.
+  void retire_pool_locked(int pool) {
+    if (pool == 0) return;
+    retired_pools.insert(pool);
+    auto it = free_blocks.find(pool);
+    if (it == free_blocks.end()) return;
+    for (auto& [size, blocks] : it->second) {
+      auto& dst = free_blocks[0][size];
+      dst.insert(dst.end(), blocks.begin(), blocks.end());
+    }
+    free_blocks.erase(it);
   }
 
   // Frees only ordinary cached blocks: a graph pool's blocks stay reserved for its replays.
@@ -152,6 +169,7 @@ void destroy_stream(void* stream) {
 
 struct CapturedGraph {
   cudaGraphExec_t exec = nullptr;
+  int pool = 0;  // the allocator pool its capture drew from
 };
 
 void begin_capture() {
@@ -166,23 +184,34 @@ void begin_capture() {
 }
 
 namespace {
-void leave_capture_pool() {
+// Returns the pool the capture used.
+int leave_capture_pool() {
   std::lock_guard<std::mutex> lock(allocator().mutex);
+  const int pool = allocator().active_pool;
   allocator().active_pool = 0;
+  return pool;
+}
+
+void retire_pool(int pool) {
+  std::lock_guard<std::mutex> lock(allocator().mutex);
+  allocator().retire_pool_locked(pool);
 }
 }  // namespace
 
 CapturedGraph* end_capture() {
   cudaGraph_t graph = nullptr;
   cudaError_t err = cudaStreamEndCapture(g_stream, &graph);
-  leave_capture_pool();
+  const int pool = leave_capture_pool();
+  if (err != cudaSuccess) retire_pool(pool);
   S6_CHECK(err == cudaSuccess, "end_capture: the capture failed: {} (an operation in the captured "
            "region synchronized or copied to the host?)", cudaGetErrorString(err));
   auto* out = new CapturedGraph();
+  out->pool = pool;
   err = cudaGraphInstantiate(&out->exec, graph, 0);
   cudaGraphDestroy(graph);
   if (err != cudaSuccess) {
     delete out;
+    retire_pool(pool);
     S6_FAIL("end_capture: cudaGraphInstantiate failed: {}", cudaGetErrorString(err));
   }
   return out;
@@ -197,14 +226,16 @@ void abort_capture() {
     if (graph) cudaGraphDestroy(graph);
   }
   cudaGetLastError();
-  leave_capture_pool();
+  retire_pool(leave_capture_pool());
 }
 
 void replay(CapturedGraph* graph) { S6_CUDA_CALL(cudaGraphLaunch(graph->exec, g_stream)); }
 
 void destroy_graph(CapturedGraph* graph) {
   if (!graph) return;
+  cudaDeviceSynchronize();  // no replay may still use the pool's blocks when they are reused
   cudaGraphExecDestroy(graph->exec);
+  retire_pool(graph->pool);
   delete graph;
 }
 

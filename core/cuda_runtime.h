@@ -37,6 +37,7 @@ void destroy_stream(void* stream);
 // allocation of this process come from a private pool until end_capture(); blocks of that pool go
 // back to it when freed and are never handed to allocations outside a capture of it, so the
 // graph's addresses stay valid for every replay. end_capture() returns an executable graph.
+// destroy_graph() (after a device sync) and a failed capture return the pool to ordinary use.
 // Blocks freed inside the capture are reused by later kernels of the same capture, so memory the
 // host fills for the graph to read (tables, inputs) must be allocated before begin_capture().
 struct CapturedGraph;

@@ -228,6 +228,16 @@ TEST_CASE("config: cross-field checks") {
                  "schedule.min_lr: must be <= optim.lr"));
   CHECK(has_line(errors_of("", {"model.dt_min=0.5", "model.dt_max=0.1"}),
                  "model.dt_max: must be >= model.dt_min (0.5), got 0.1"));
+  const std::string cur = errors_of("", {"task.num_tokens=16", "task.curriculum_lengths=[256, 32]",
+                                        "task.curriculum_steps=[10]"});
+  CHECK(has_line(cur, "task.curriculum_lengths[1]: selective_copying needs > 2 * task.num_tokens",
+                 "got 32"));
+  CHECK(has_line(cur, "task.curriculum_steps: expected one step count per entry of "
+                      "task.curriculum_lengths (2), got 1"));
+  CHECK(line_count(cur) == 2);
+  CHECK(has_line(errors_of("", {"train.steps=100", "task.curriculum_lengths=[256, 512]",
+                                "task.curriculum_steps=[60, 40]"}),
+                 "task.curriculum_steps: the curriculum takes 100 steps, leaving none of train.steps (100)"));
   // A key that is itself wrong does not also trigger the cross checks that use it.
   CHECK(line_count(errors_of("", {"train.steps=x", "schedule.warmup_steps=5"})) == 1);
 }
@@ -251,7 +261,8 @@ TEST_CASE("config: to_yaml round-trips through a file") {
        "model.dt_init=constant", "model.bias=true", "model.tie_embeddings=false",
        "schedule.kind=cosine", "schedule.min_lr=1.7e-5", "train.max_minutes=9.5",
        "seed=18446744073709551615", "run.dir='runs/a b: \"c\"'", "init.from=\"null\"",
-       "train.precision=bf16", "model.vocab_size=24"});
+       "train.precision=bf16", "model.vocab_size=24", "task.curriculum_lengths=[256, 1024]",
+       "task.curriculum_steps=[30, 40]"});
   const std::string text = to_yaml(a);
   const fs::path p = temp_file("s6_config_roundtrip.yaml", text);
   TrainConfig b = load_config(p.string(), {});
@@ -268,11 +279,21 @@ TEST_CASE("config: to_yaml round-trips through a file") {
   CHECK(!b.model.dt_init_random);
   CHECK(b.model.vocab_size == 24);
   CHECK(b.eval.lengths == a.eval.lengths);
+  CHECK(b.task.curriculum_lengths == std::vector<int64_t>{256, 1024});
+  CHECK(b.task.curriculum_steps == std::vector<int64_t>{30, 40});
   // Every schema key is written: the defaults round-trip too.
   TrainConfig d = load_config_text("", "x.yaml", {});
   CHECK(to_yaml(load_config_text(to_yaml(d), "y.yaml", {})) == to_yaml(d));
   CHECK(has(to_yaml(d), "  dt_rank: auto\n"));
   CHECK(has(to_yaml(d), "  lengths: []\n"));
+}
+
+TEST_CASE("config: training_length follows the curriculum phases, then task.seq_len") {
+  TrainConfig c = load_config_text("", "x.yaml", {"train.steps=100", "task.curriculum_lengths=[256, 1024]",
+                                                  "task.curriculum_steps=[3, 5]"});
+  const std::vector<int64_t> expected{256, 256, 256, 1024, 1024, 1024, 1024, 1024, 4096, 4096};
+  for (int64_t step = 0; step < 10; ++step) CHECK(training_length(c, step) == expected[step]);
+  CHECK(training_length(load_config_text("", "x.yaml", {}), 0) == 4096);
 }
 
 TEST_CASE("config: model_shape_keys are model keys the schema knows") {

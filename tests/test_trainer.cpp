@@ -148,6 +148,38 @@ TEST_CASE("trainer: stop at N/2 and resume gives bit-identical losses, weights a
   fs::remove_all(split);
 }
 
+TEST_CASE("trainer: a length curriculum trains each phase at its length and resumes bit for bit mid-phase") {
+  fs::path straight = fresh_dir("cur_straight"), split = fresh_dir("cur_split");
+  auto cfg = [](const fs::path& dir, int64_t steps) {
+    TrainConfig c = tiny_config(dir, steps);
+    c.task.curriculum_lengths = {10, 12};
+    c.task.curriculum_steps = {4, 8};  // steps 1-4 at 10, 5-12 at 12, then 16
+    c.train.log_every = 1;
+    return c;
+  };
+  REQUIRE(run_training(cfg(straight, 20), RunOptions{}) == kExitOk);
+  REQUIRE(run_training(cfg(split, 10), RunOptions{}) == kExitOk);  // stops inside the second phase
+  REQUIRE(run_training(cfg(split, 20), RunOptions{}) == kExitOk);
+  CHECK(train_losses(straight) == train_losses(split));
+  check_identical(final_checkpoint(straight), final_checkpoint(split));
+  // tokens_per_s / (1000 / ms) = batch x length: the length each step trained at.
+  std::ifstream in(straight / "metrics.jsonl");
+  static const std::regex re(R"re("step": (\d+),.*"ms": ([^,]+), "tokens_per_s": ([^,}]+))re");
+  int checked = 0;
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (!std::regex_search(line, m, re)) continue;
+    const int64_t step = std::stoll(m[1].str());
+    const double tokens = std::stod(m[3].str()) * std::stod(m[2].str()) / 1e3;
+    CAPTURE(step);
+    CHECK(tokens == doctest::Approx(16.0 * (step <= 4 ? 10 : step <= 12 ? 12 : 16)).epsilon(1e-4));
+    ++checked;
+  }
+  CHECK(checked == 20);
+  fs::remove_all(straight);
+  fs::remove_all(split);
+}
+
 TEST_CASE("checkpoint: truncated files and flipped bytes are detected by name") {
   fs::path dir = fresh_dir("corrupt");
   REQUIRE(run_training(tiny_config(dir, 5), RunOptions{}) == kExitOk);
@@ -343,6 +375,30 @@ TEST_CASE("trainer (cuda): the captured CUDA-graph step is bitwise the eager ste
   REQUIRE(run_training(cfg(graph, 10, "on"), RunOptions{}) == kExitOk);
   TrainConfig resumed = cfg(graph, 20, "on");
   REQUIRE(run_training(resumed, RunOptions{}) == kExitOk);  // resume auto: captures anew
+  CHECK(train_losses(eager).size() == 20);
+  CHECK(train_losses(eager) == train_losses(graph));
+  check_identical(final_checkpoint(eager), final_checkpoint(graph));
+  fs::remove_all(eager);
+  fs::remove_all(graph);
+}
+
+TEST_CASE("trainer (cuda): under a length curriculum the graph is captured again per phase, bitwise the eager step") {
+  if (!cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+  fs::path eager = fresh_dir("cur_graph_eager"), graph = fresh_dir("cur_graph_on");
+  auto cfg = [](const fs::path& dir, int64_t steps, const char* mode) {
+    TrainConfig c = tiny_config(dir, steps);
+    c.device = "cuda";
+    c.train.cuda_graph = mode;
+    c.task.curriculum_lengths = {10, 12};
+    c.task.curriculum_steps = {4, 8};
+    return c;
+  };
+  REQUIRE(run_training(cfg(eager, 20, "off"), RunOptions{}) == kExitOk);
+  REQUIRE(run_training(cfg(graph, 10, "on"), RunOptions{}) == kExitOk);
+  REQUIRE(run_training(cfg(graph, 20, "on"), RunOptions{}) == kExitOk);  // resumes mid-phase
   CHECK(train_losses(eager).size() == 20);
   CHECK(train_losses(eager) == train_losses(graph));
   check_identical(final_checkpoint(eager), final_checkpoint(graph));

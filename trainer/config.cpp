@@ -170,6 +170,28 @@ class Loader {
           add_at(fmt::format("eval.lengths[{}]", i),
                  fmt::format("{}, got {}", len_rule, c.eval.lengths[i]), "eval.lengths");
     }
+    if (ok({"task.name", "task.num_tokens", "task.curriculum_lengths"})) {
+      for (size_t i = 0; i < c.task.curriculum_lengths.size(); ++i)
+        if (c.task.curriculum_lengths[i] < min_len)
+          add_at(fmt::format("task.curriculum_lengths[{}]", i),
+                 fmt::format("{}, got {}", len_rule, c.task.curriculum_lengths[i]),
+                 "task.curriculum_lengths");
+    }
+    if (ok({"task.curriculum_lengths", "task.curriculum_steps", "train.steps"})) {
+      const auto& lens = c.task.curriculum_lengths;
+      const auto& steps = c.task.curriculum_steps;
+      int64_t total = 0;
+      for (int64_t s : steps) total += s;
+      if (lens.size() != steps.size())
+        add_at("task.curriculum_steps",
+               fmt::format("expected one step count per entry of task.curriculum_lengths ({}), got {}",
+                           lens.size(), steps.size()));
+      else if (!steps.empty() && total >= c.train.steps)
+        add_at("task.curriculum_steps",
+               fmt::format("the curriculum takes {} steps, leaving none of train.steps ({}) at "
+                           "task.seq_len; expected fewer in total",
+                           total, c.train.steps));
+    }
     if (ok({"task.name", "task.loss_positions"}) && copying && c.task.loss_positions != "last")
       add_at("task.loss_positions",
              fmt::format("{} scores only the answer positions: expected last, got {}", c.task.name,
@@ -259,6 +281,17 @@ std::string to_yaml(const TrainConfig& config) {
     out += fmt::format("  {}: {}\n", f.path.substr(dot + 1), f.write(config));
   }
   return out;
+}
+
+int64_t training_length(const TrainConfig& config, int64_t step) {
+  const auto& lens = config.task.curriculum_lengths;
+  const auto& steps = config.task.curriculum_steps;
+  int64_t end = 0;
+  for (size_t i = 0; i < lens.size() && i < steps.size(); ++i) {
+    end += steps[i];
+    if (step < end) return lens[i];
+  }
+  return config.task.seq_len;
 }
 
 std::vector<std::string> model_shape_keys() {

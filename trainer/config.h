@@ -22,6 +22,11 @@ struct TaskConfig {
   int64_t seq_len = 4096;
   int64_t num_tokens = 16;
   std::string loss_positions = "last";     // last | all (induction heads)
+  // Length curriculum: train curriculum_steps[i] steps at curriculum_lengths[i], in order, then
+  // the rest of train.steps at seq_len (empty = seq_len throughout). Long copying tasks sit at
+  // chance for a long time when trained at full length from the start (docs/training.md).
+  std::vector<int64_t> curriculum_lengths;
+  std::vector<int64_t> curriculum_steps;
 };
 
 struct OptimConfig {
@@ -89,6 +94,9 @@ TrainConfig load_config_text(const std::string& text, const std::string& source,
 
 // The resolved config as YAML (every key, defaults filled in), loadable again by load_config.
 std::string to_yaml(const TrainConfig& config);
+
+// The sequence length that training step `step` (0-based) uses under the length curriculum.
+int64_t training_length(const TrainConfig& config, int64_t step);
 
 // Keys whose change alters the model's shape (checkpoint compatibility), as "model.d_model" etc.
 std::vector<std::string> model_shape_keys();

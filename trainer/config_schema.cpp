@@ -195,11 +195,12 @@ Field string_field(const char* path, Get get) {
           }};
 }
 
-// eval.lengths: a list of integers >= 1; a bare integer is taken as a one-element list so that
-// `eval.lengths=512` works on the command line; null or [] = the training length.
-Field lengths_field() {
-  return {"eval.lengths",
-          [](const YAML::Node& n, TrainConfig& c, const Report& r) {
+// A list of integers >= 1 (eval.lengths, the curriculum lists); a bare integer is taken as a
+// one-element list so that `eval.lengths=512` works on the command line; null or [] = empty.
+template <class Get>
+Field int_list_field(const char* path, Get get) {
+  return {path,
+          [=](const YAML::Node& n, TrainConfig& c, const Report& r) {
             std::vector<int64_t> out;
             bool ok = true;
             if (n.IsSequence()) {
@@ -216,9 +217,9 @@ Field lengths_field() {
               r("", fmt::format("expected a list of integers >= 1, got {}", describe(n)));
               ok = false;
             }
-            if (ok) c.eval.lengths = out;
+            if (ok) get(c) = out;
           },
-          [](const TrainConfig& c) { return fmt::format("[{}]", fmt::join(c.eval.lengths, ", ")); }};
+          [=](const TrainConfig& c) { return fmt::format("[{}]", fmt::join(get(c), ", ")); }};
 }
 
 // model.dt_rank: "auto" (stored as 0, i.e. ceil(d_model / 16)) or an explicit rank.
@@ -278,6 +279,8 @@ std::vector<Field> build_fields() {
   f.push_back(int_field("task.num_tokens", S6_MEMBER(task.num_tokens), 1));
   f.push_back(enum_field<S>("task.loss_positions", S6_MEMBER(task.loss_positions),
                             {{"last", "last"}, {"all", "all"}}));
+  f.push_back(int_list_field("task.curriculum_lengths", S6_MEMBER(task.curriculum_lengths)));
+  f.push_back(int_list_field("task.curriculum_steps", S6_MEMBER(task.curriculum_steps)));
   f.push_back(double_field("optim.lr", S6_MEMBER(optim.lr), kPositive));
   f.push_back(double_field("optim.beta1", S6_MEMBER(optim.beta1), Bounds{0, false, 1, true}));
   f.push_back(double_field("optim.beta2", S6_MEMBER(optim.beta2), Bounds{0, false, 1, true}));
@@ -300,7 +303,7 @@ std::vector<Field> build_fields() {
   f.push_back(enum_field<S>("train.cuda_graph", S6_MEMBER(train.cuda_graph),
                             {{"auto", "auto"}, {"on", "on"}, {"off", "off"}}));
   f.push_back(int_field("eval.every", S6_MEMBER(eval.every), 0));
-  f.push_back(lengths_field());
+  f.push_back(int_list_field("eval.lengths", S6_MEMBER(eval.lengths)));
   f.push_back(int_field("eval.num_examples", S6_MEMBER(eval.num_examples), 1));
   f.push_back(int_field("eval.batch_size", S6_MEMBER(eval.batch_size), 1));
   f.push_back(int_field("checkpoint.every", S6_MEMBER(checkpoint.every), 0));

@@ -108,6 +108,12 @@ void print_startup(const TrainConfig& c, const RunOptions& o, const MambaLM& mod
   fmt::print("  {:<12} {}\n", "parameters", model.num_parameters());
   fmt::print("  {:<12} {}: seq_len {}, vocab {}, tokens {}, loss positions {}\n", "task", task.name(),
              task.seq_len(), task.vocab(), c.task.num_tokens, c.task.loss_positions);
+  if (!c.task.curriculum_lengths.empty()) {
+    std::string phases;
+    for (size_t i = 0; i < c.task.curriculum_lengths.size(); ++i)
+      phases += fmt::format("{} steps at {}, ", c.task.curriculum_steps[i], c.task.curriculum_lengths[i]);
+    fmt::print("  {:<12} {}then length {}\n", "curriculum", phases, task.seq_len());
+  }
   fmt::print("  {:<12} AdamW lr {:g} ({}, warmup {}), betas ({:g}, {:g}), eps {:g}, weight decay {:g}, clip {:g}\n",
              "optimizer", c.optim.lr, c.schedule.kind, c.schedule.warmup_steps, c.optim.beta1, c.optim.beta2,
              c.optim.eps, c.optim.weight_decay, c.optim.grad_clip);
@@ -170,10 +176,12 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
 
   MetricsWriter metrics(lead ? metrics_path : "");
   Progress progress(config.train.steps);
-  const int64_t batch = config.train.batch_size / options.world_size, length = task->seq_len();
+  const int64_t batch = config.train.batch_size / options.world_size;
+  int64_t length = training_length(config, start_step);
+  if (length != task->seq_len()) task = make_configured_task(config, length);
   const int64_t vocab = model.config().padded_vocab();
   std::vector<int64_t> eval_lengths = config.eval.lengths;
-  if (eval_lengths.empty()) eval_lengths.push_back(length);
+  if (eval_lengths.empty()) eval_lengths.push_back(config.task.seq_len);
 
   auto run_eval = [&](int64_t step) {
     for (int64_t len : eval_lengths) {
@@ -199,6 +207,15 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   auto window_start = Clock::now();
   int64_t window_steps = 0;
   for (int64_t step = start_step; step < config.train.steps; ++step) {
+    if (training_length(config, step) != length) {  // the next phase of the length curriculum
+      length = training_length(config, step);
+      task = make_configured_task(config, length);
+      host_batch = task->make_batch(batch);
+      captured.reset();  // the graph holds the old shapes: run this step eagerly, capture the next
+      if (lead) log::info("curriculum: training at length {} from step {}", length, step + 1);
+      window_start = Clock::now();  // ms/step and tokens/s restart with the new shape
+      window_steps = 0;
+    }
     const auto data_start = Clock::now();
     task->sample_into(host_batch, config.seed, static_cast<uint64_t>(step), static_cast<uint32_t>(options.rank));
     data_seconds += std::chrono::duration<double>(Clock::now() - data_start).count();
