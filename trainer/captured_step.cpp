@@ -25,7 +25,12 @@ class GraphStep final : public CapturedStep {
     status_ = Tensor::empty({static_cast<int64_t>((sizeof(kc::DeviceStepStatus) + 3) / 4)}, DType::Float32,
                             Device::CUDA);
   }
-  ~GraphStep() override { cuda::destroy_graph(graph_); }
+  ~GraphStep() override {
+    cuda::destroy_graph(graph_);
+    // The replays leave the last step's gradients in place (the captured backward assigns them);
+    // an eager step after this one must start from none, as after every eager step.
+    optimizer_.zero_grad();
+  }
 
   CapturedOutcome run(const data::Batch& batch, double lr) override {
     const Tensor targets = batch.targets.view({batch.targets.numel()});
