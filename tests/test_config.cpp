@@ -59,7 +59,7 @@ fs::path temp_file(const std::string& name, const std::string& text) {
 
 TEST_CASE("config: every shipped config loads with the paper's values") {
   for (const char* name : {"copying", "selective_copying", "induction_heads", "copying_cpu",
-                           "selective_copying_cpu", "induction_heads_cpu"}) {
+                           "selective_copying_cpu", "induction_heads_cpu", "selective_copying_fast"}) {
     CAPTURE(name);
     const fs::path path = kConfigs / (std::string(name) + ".yaml");
     TrainConfig c;
@@ -79,6 +79,14 @@ TEST_CASE("config: every shipped config loads with the paper's values") {
   CHECK(sc.train.batch_size == 64);
   CHECK(sc.optim.lr == doctest::Approx(1e-4));
   CHECK(sc.schedule.kind == "constant");
+  // The 10-minute H100 variant: the paper's task and model, a length curriculum ending at 4096.
+  TrainConfig fast = load_config((kConfigs / "selective_copying_fast.yaml").string(), {});
+  CHECK(fast.task.seq_len == 4096);
+  CHECK(fast.task.num_tokens == 16);
+  CHECK(fast.model.d_model == 64);
+  CHECK(fast.model.n_layer == 2);
+  CHECK(fast.task.curriculum_lengths == std::vector<int64_t>{256, 1024});
+  CHECK(training_length(fast, fast.train.steps - 1) == 4096);
   CHECK(load_config((kConfigs / "copying.yaml").string(), {}).task.name == "copying");
 
   TrainConfig ih = load_config((kConfigs / "induction_heads.yaml").string(), {});
