@@ -96,8 +96,18 @@ struct Cfg {
                              : TSB_RAW >= 4 ? 4
                              : TSB_RAW >= 2 ? 2
                                             : 1;
+  // dB/dC sums over a warp's channels: through shared memory when a warp holds 4 or 8 channels
+  // (fewer instructions than the shuffle butterfly there); by the butterfly otherwise.
+  static constexpr bool kSmemReduce = LPD == 4 || LPD == 8;
+  // Per warp: V / 4 slabs of [32 lanes][4 values], each padded by 16 floats so that the reads of
+  // a value's two slabs fall in different banks; two buffers.
+  static constexpr int kRedSlab = 32 * 4 + 16;
+  static constexpr int kRedWarpFloats = (2 * NS / 4) * kRedSlab;
+  static constexpr int kRedFloats = kSmemReduce ? 2 * NW * kRedWarpFloats : 0;
+  // 4 blocks per SM (128 registers) where the shared-memory reduce would otherwise take 130.
+  static constexpr int kBwdMinBlocks = kSmemReduce ? 4 : 1;
   static constexpr int kFwdSmemFloats = 3 * TD + 2 * kTS * NPAD;
-  static constexpr int kBwdSmemFloats = 8 * TD + 2 * kTS * NPAD + NW * TSB * 2 * NPAD;
+  static constexpr int kBwdSmemFloats = 8 * TD + 2 * kTS * NPAD + NW * TSB * 2 * NPAD + kRedFloats;
   static_assert(kTS % TSB == 0, "flush group must divide the sub-chunk");
 };
 
@@ -616,7 +626,7 @@ __device__ __forceinline__ void warp_reduce_scatter(float (&v)[V], int lane, int
 
 // ---- B3: the gradients of every chunk ----------------------------------------------------------
 template <class CF, typename T>
-__global__ void __launch_bounds__(CF::NT)
+__global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
     scan_bwd_main_kernel(T* du, T* ddelta, T* dz, float* dB_part, float* dC_part, float* adj,
                          float* dD_part, float* dbias_part, const T* dout, const T* u,
                          const T* delta, const float* A, const T* Bm, const T* Cm, const float* Dv,
@@ -638,6 +648,7 @@ __global__ void __launch_bounds__(CF::NT)
   float* s_B = s_dz + TD;
   float* s_C = s_B + kTS * NPAD;
   float* s_part = s_C + kTS * NPAD;  // [NW][TSB][2][NPAD]
+  float* s_red = s_part + NW * TSB * 2 * NPAD;  // [2][NW][V/4 slabs], when CF::kSmemReduce
   const int dblk = blockIdx.y, b = blockIdx.z, d0 = dblk * DPB;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = threadIdx.x % LPD, dl = threadIdx.x / LPD, d = d0 + dl;
@@ -771,15 +782,39 @@ __global__ void __launch_bounds__(CF::NT)
         db_acc += ddt;
       }
       // dB, dC: sum over the warp's channels, then over the block's warps at the flush.
-      int idx0;
-      warp_reduce_scatter<V, CF::LOG_LPD>(vals, lane, idx0);
-      if (writer) {
-        float* dst = s_part + ((warp * TSB + tt % TSB) * 2) * NPAD;
+      float* dst = s_part + ((warp * TSB + tt % TSB) * 2) * NPAD;
+      if constexpr (CF::kSmemReduce) {
+        // Lane = channel * LPD + g writes its V values; lane o then sums output o (and o + 32)
+        // of the LPD * V per channel, o = g * V + v, over the warp's channels in a fixed order.
+        // Two buffers, so one __syncwarp per step orders the reads after the writes and the
+        // next step's writes after the reads.
+        constexpr int CPW = 32 / LPD, OUT = LPD * V, SLAB = CF::kRedSlab;
+        float* red = s_red + ((tt & 1) * NW + warp) * CF::kRedWarpFloats;
 #pragma unroll
-        for (int k = 0; k < CNT; ++k) {
-          const int vi = idx0 + k;
-          const int which = vi / NS, nn = g * NS + (vi - which * NS);
-          dst[which * NPAD + nn] = vals[k];
+        for (int k = 0; k < V; k += 4)
+          *reinterpret_cast<float4*>(red + (k / 4) * SLAB + lane * 4) =
+              make_float4(vals[k], vals[k + 1], vals[k + 2], vals[k + 3]);
+        __syncwarp();
+#pragma unroll
+        for (int o = lane; o < OUT; o += 32) {
+          const int go = o / V, vo = o - go * V;
+          const float* src = red + (vo / 4) * SLAB + go * 4 + (vo % 4);
+          float sum = src[0];
+#pragma unroll
+          for (int c = 1; c < CPW; ++c) sum += src[c * LPD * 4];
+          const int which = vo / NS, nn = go * NS + (vo - which * NS);
+          dst[which * NPAD + nn] = sum;
+        }
+      } else {
+        int idx0;
+        warp_reduce_scatter<V, CF::LOG_LPD>(vals, lane, idx0);
+        if (writer) {
+#pragma unroll
+          for (int k = 0; k < CNT; ++k) {
+            const int vi = idx0 + k;
+            const int which = vi / NS, nn = g * NS + (vi - which * NS);
+            dst[which * NPAD + nn] = vals[k];
+          }
         }
       }
       if (tt % TSB == 0) {
