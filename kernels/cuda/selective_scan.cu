@@ -104,8 +104,9 @@ struct Cfg {
   static constexpr int kRedSlab = 32 * 4 + 16;
   static constexpr int kRedWarpFloats = (2 * NS / 4) * kRedSlab;
   static constexpr int kRedFloats = kSmemReduce ? 2 * NW * kRedWarpFloats : 0;
-  // 4 blocks per SM (128 registers) where the shared-memory reduce would otherwise take 130.
-  static constexpr int kBwdMinBlocks = kSmemReduce ? 4 : 1;
+  // B3 at 128 registers per thread where that fits without spilling (the compiler's own choice
+  // drifts above it with small code changes, losing a block per SM).
+  static constexpr int kBwdMinBlocks = NS == 4 && LPD <= 16 ? 65536 / (128 * NT) : 1;
   static constexpr int kFwdSmemFloats = 3 * TD + 2 * kTS * NPAD;
   static constexpr int kBwdSmemFloats = 8 * TD + 2 * kTS * NPAD + NW * TSB * 2 * NPAD + kRedFloats;
   static_assert(kTS % TSB == 0, "flush group must divide the sub-chunk");
@@ -655,10 +656,8 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
   const bool has_z = z != nullptr;
   const bool writer = (lane >> (CF::LOG_LPD + LOGV)) == 0;
 
-  float A2[NS], An[NS];
+  float A2[NS];  // A * log2(e); the ddelta sum is scaled back by ln 2 once per step
   load_A<CF>(A2, A, d, g, dim, N);
-#pragma unroll
-  for (int i = 0; i < NS; ++i) An[i] = A2[i] * kLn2;
   const float Dd = (Dv && d < dim) ? Dv[d] : 0.f;
   // Super-chunk blockIdx.x: its chunks last to first, the adjoint carried across them in registers
   // (B2 gave the adjoint entering the last one).
@@ -765,14 +764,14 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
         const float dhn = dh[i] + Ct[i] * gy;
         dup += dhn * Bt[i];
         const float q = dhn * ah;
-        ddp += q * An[i];
+        ddp += q * A2[i];
         dA_acc[i] += q * dtv;
         vals[i] = dhn * dtu;
         vals[NS + i] = gy * hist[tt][i];
         dh[i] = a * dhn;
       }
       dup = lane_allreduce<LPD>(dup);
-      ddp = lane_allreduce<LPD>(ddp) + uv * dup;
+      ddp = lane_allreduce<LPD>(ddp) * kLn2 + uv * dup;
       if (g == 0) {
         const float ddt = ddp * s_dsp[o];
         s_du[o] = Dd * gy + dtv * dup;
