@@ -3,11 +3,9 @@
 # suite (GPU tests included) and, unless NO_BENCH=1, the benchmark. Full logs go to $OUT.
 # Usage: scripts/gpu_check.sh [ctest -R regex]
 set -uo pipefail
-OUT=${OUT:-/tmp/s6-out}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 source scripts/gpu_build.sh
+export TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 s6_gpu_build || exit 1
 filter=()
 [ $# -ge 1 ] && filter=(-R "$1")

@@ -3,8 +3,6 @@
 # plain single-GPU run, same config and seed; every logged loss and the final checkpoint must match.
 # Then the same through torchrun's environment (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*), if installed.
 set -uo pipefail
-OUT=${OUT:-/tmp/s6-out}
-export NCCL_NVLS_ENABLE=0
 source scripts/gpu_build.sh
 s6_gpu_build train || exit 1
 cfg=${1:-configs/selective_copying_cpu.yaml}; n=${2:-30}

@@ -3,11 +3,9 @@
 # summed per kernel name: what the GPU itself spends per step, without launch or host overhead.
 # Usage: scripts/gpu_kernels.sh <config> <steps> [key=value ...]
 set -uo pipefail
-OUT=${OUT:-/tmp/s6-out}
-mkdir -p "$OUT"
+source scripts/gpu_build.sh
 config=$1; steps=$2; shift 2
 name=$(basename "$config" .yaml)
-source scripts/gpu_build.sh
 s6_gpu_build train || exit 1
 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
   build-gpu/train --config "$config" device=cuda train.steps="$steps" train.log_every="$steps" eval.every=0 \

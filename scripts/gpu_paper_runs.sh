@@ -5,10 +5,8 @@
 # the selective-copying step throughput-bound), so each is slower than alone.
 # Usage: scripts/gpu_paper_runs.sh <minutes> [selective-copying overrides...]
 set -uo pipefail
-OUT=${OUT:-/tmp/s6-out}
-mkdir -p "$OUT"
-minutes=${1:-7}; shift || true
 source scripts/gpu_build.sh
+minutes=${1:-7}; shift || true
 s6_gpu_build train || exit 1
 start=$(date +%s)
 build-gpu/train --config configs/selective_copying.yaml device=cuda run.dir=runs/selective_copying \

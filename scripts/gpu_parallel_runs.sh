@@ -4,12 +4,9 @@
 # GPU, so their ms/step is not the solo figure; take that from `bench --train`).
 # Usage: scripts/gpu_parallel_runs.sh <config> <minutes> "<overrides of run 1>" "<overrides of run 2>" ...
 set -uo pipefail
-OUT=${OUT:-/tmp/s6-out}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0
+source scripts/gpu_build.sh
 config=$1; minutes=$2; shift 2
 name=$(basename "$config" .yaml)
-source scripts/gpu_build.sh
 s6_gpu_build train || exit 1
 start=$(date +%s)
 pids=(); i=0

@@ -3,11 +3,9 @@
 # ms/step to trust) and with S6_PROFILE=1 (a synchronized per-op table: proportions only).
 # Usage: scripts/gpu_profile.sh <config> <steps> [key=value ...]
 set -uo pipefail
-OUT=${OUT:-/tmp/s6-out}
-mkdir -p "$OUT"
+source scripts/gpu_build.sh
 config=$1; steps=$2; shift 2
 name=$(basename "$config" .yaml)
-source scripts/gpu_build.sh
 s6_gpu_build train || exit 1
 common=(--config "$config" device=cuda train.steps="$steps" train.log_every=$((steps / 2)) eval.every=0
         eval.num_examples=64 eval.lengths=[] checkpoint.every=0 schedule.warmup_steps=0 --resume never "$@")

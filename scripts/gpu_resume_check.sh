@@ -3,7 +3,6 @@
 # straight, and N/2 + resume to N, then compares every logged loss and every checkpoint dataset.
 # The schedule is constant: a cosine one depends on train.steps, which the two halves change.
 set -uo pipefail
-OUT=${OUT:-/tmp/s6-out}
 source scripts/gpu_build.sh
 s6_gpu_build train || exit 1
 cfg=${1:-configs/selective_copying_cpu.yaml}; n=${2:-40}

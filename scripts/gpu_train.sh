@@ -3,12 +3,9 @@
 # them gracefully), then the final evaluation. Builds build-gpu/ first if needed.
 # Usage: scripts/gpu_train.sh <config> <minutes> [key=value ...]
 set -uo pipefail
-OUT=${OUT:-/tmp/s6-out}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0
+source scripts/gpu_build.sh
 config=$1; minutes=$2; shift 2
 name=$(basename "$config" .yaml)
-source scripts/gpu_build.sh
 s6_gpu_build train || exit 1
 start=$(date +%s)
 build-gpu/train --config "$config" device=cuda run.dir="runs/$name" train.max_minutes="$minutes" \

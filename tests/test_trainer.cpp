@@ -356,30 +356,40 @@ int count_lines_with(const fs::path& run_dir, const std::string& needle) {
 }
 }  // namespace
 
-TEST_CASE("trainer (cuda): the captured CUDA-graph step is bitwise the eager step, across a resume") {
-  if (!cuda::available()) {
-    MESSAGE("SKIPPED: no CUDA device on this machine");
-    return;
-  }
-  fs::path eager = fresh_dir("graph_eager"), graph = fresh_dir("graph_on");
-  auto cfg = [](const fs::path& dir, int64_t steps, const char* mode) {
-    TrainConfig c = tiny_config(dir, steps);
-    c.device = "cuda";
+namespace {
+// Trains 20 steps eagerly, and 10 + 10 (a resume, which captures anew) with the CUDA graph, from
+// `base` (device cuda); losses, weights and both moments must be bitwise equal.
+void check_graph_matches_eager_across_resume(const std::string& name, TrainConfig base) {
+  fs::path eager = fresh_dir(name + "_eager"), graph = fresh_dir(name + "_graph");
+  auto cfg = [&](const fs::path& dir, int64_t steps, const char* mode) {
+    TrainConfig c = base;
+    c.run_dir = dir.string();
+    c.train.steps = steps;
     c.train.cuda_graph = mode;
-    c.optim.weight_decay = 0.1;   // both parameter groups take part
-    c.schedule.kind = "constant";  // (cosine would depend on train.steps, which the resume changes)
-    c.schedule.warmup_steps = 6;   // the learning rate changes across the first replays
     return c;
   };
   REQUIRE(run_training(cfg(eager, 20, "off"), RunOptions{}) == kExitOk);
   REQUIRE(run_training(cfg(graph, 10, "on"), RunOptions{}) == kExitOk);
-  TrainConfig resumed = cfg(graph, 20, "on");
-  REQUIRE(run_training(resumed, RunOptions{}) == kExitOk);  // resume auto: captures anew
+  REQUIRE(run_training(cfg(graph, 20, "on"), RunOptions{}) == kExitOk);  // resume auto
   CHECK(train_losses(eager).size() == 20);
   CHECK(train_losses(eager) == train_losses(graph));
   check_identical(final_checkpoint(eager), final_checkpoint(graph));
   fs::remove_all(eager);
   fs::remove_all(graph);
+}
+}  // namespace
+
+TEST_CASE("trainer (cuda): the captured CUDA-graph step is bitwise the eager step, across a resume") {
+  if (!cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+  TrainConfig c = tiny_config("", 20);
+  c.device = "cuda";
+  c.optim.weight_decay = 0.1;   // both parameter groups take part
+  c.schedule.kind = "constant";  // (cosine would depend on train.steps, which the resume changes)
+  c.schedule.warmup_steps = 6;   // the learning rate changes across the first replays
+  check_graph_matches_eager_across_resume("graph", c);
 }
 
 TEST_CASE("trainer (cuda): under a length curriculum the graph is captured again per phase, bitwise the eager step") {
@@ -387,23 +397,11 @@ TEST_CASE("trainer (cuda): under a length curriculum the graph is captured again
     MESSAGE("SKIPPED: no CUDA device on this machine");
     return;
   }
-  fs::path eager = fresh_dir("cur_graph_eager"), graph = fresh_dir("cur_graph_on");
-  auto cfg = [](const fs::path& dir, int64_t steps, const char* mode) {
-    TrainConfig c = tiny_config(dir, steps);
-    c.device = "cuda";
-    c.train.cuda_graph = mode;
-    c.task.curriculum_lengths = {10, 12};
-    c.task.curriculum_steps = {4, 8};
-    return c;
-  };
-  REQUIRE(run_training(cfg(eager, 20, "off"), RunOptions{}) == kExitOk);
-  REQUIRE(run_training(cfg(graph, 10, "on"), RunOptions{}) == kExitOk);
-  REQUIRE(run_training(cfg(graph, 20, "on"), RunOptions{}) == kExitOk);  // resumes mid-phase
-  CHECK(train_losses(eager).size() == 20);
-  CHECK(train_losses(eager) == train_losses(graph));
-  check_identical(final_checkpoint(eager), final_checkpoint(graph));
-  fs::remove_all(eager);
-  fs::remove_all(graph);
+  TrainConfig c = tiny_config("", 20);
+  c.device = "cuda";
+  c.task.curriculum_lengths = {10, 12};
+  c.task.curriculum_steps = {4, 8};  // the resume at step 10 falls inside the second phase
+  check_graph_matches_eager_across_resume("cur_graph", c);
 }
 
 TEST_CASE("trainer (cuda): a non-finite step is skipped on the device exactly as the eager loop skips it") {

@@ -164,18 +164,13 @@ class Loader {
                 : std::string("induction_heads needs >= 4");
     if (ok({"task.name", "task.num_tokens", "task.seq_len"}) && c.task.seq_len < min_len)
       add_at("task.seq_len", fmt::format("{}, got {}", len_rule, c.task.seq_len));
-    if (ok({"task.name", "task.num_tokens", "eval.lengths"})) {
-      for (size_t i = 0; i < c.eval.lengths.size(); ++i)
-        if (c.eval.lengths[i] < min_len)
-          add_at(fmt::format("eval.lengths[{}]", i),
-                 fmt::format("{}, got {}", len_rule, c.eval.lengths[i]), "eval.lengths");
-    }
-    if (ok({"task.name", "task.num_tokens", "task.curriculum_lengths"})) {
-      for (size_t i = 0; i < c.task.curriculum_lengths.size(); ++i)
-        if (c.task.curriculum_lengths[i] < min_len)
-          add_at(fmt::format("task.curriculum_lengths[{}]", i),
-                 fmt::format("{}, got {}", len_rule, c.task.curriculum_lengths[i]),
-                 "task.curriculum_lengths");
+    // Every length the run generates (evaluation, curriculum phases) must fit the task too.
+    for (auto [key, lengths] : {std::pair{"eval.lengths", &c.eval.lengths},
+                                std::pair{"task.curriculum_lengths", &c.task.curriculum_lengths}}) {
+      if (!ok({"task.name", "task.num_tokens", key})) continue;
+      for (size_t i = 0; i < lengths->size(); ++i)
+        if ((*lengths)[i] < min_len)
+          add_at(fmt::format("{}[{}]", key, i), fmt::format("{}, got {}", len_rule, (*lengths)[i]), key);
     }
     if (ok({"task.curriculum_lengths", "task.curriculum_steps", "train.steps"})) {
       const auto& lens = c.task.curriculum_lengths;

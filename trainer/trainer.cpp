@@ -207,8 +207,8 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   auto window_start = Clock::now();
   int64_t window_steps = 0;
   for (int64_t step = start_step; step < config.train.steps; ++step) {
-    if (training_length(config, step) != length) {  // the next phase of the length curriculum
-      length = training_length(config, step);
+    if (const int64_t phase_length = training_length(config, step); phase_length != length) {
+      length = phase_length;  // the next phase of the length curriculum
       task = make_configured_task(config, length);
       host_batch = task->make_batch(batch);
       captured.reset();  // the graph holds the old shapes: run this step eagerly, capture the next
