@@ -1,6 +1,7 @@
 // Training-step mode of `bench`: for each TARGETS.md section-2 config, the median wall time of one
 // full step (forward, loss, backward, norm, clip, AdamW) eagerly and as a replayed CUDA graph,
-// tokens/s and the allocator's peak, beside the reference (PyTorch + mamba_ssm on an H100).
+// tokens/s, model FLOP utilisation and the allocator's peak, beside the reference (PyTorch +
+// mamba_ssm on an H100).
 #include "bench/train_bench.h"
 
 #include <fmt/format.h>
@@ -26,6 +27,7 @@ struct StepCase {
   const char* name;
   const char* task;
   int64_t d_model, n_layer, vocab, batch, length;
+  const char* precision;  // train.precision: fp32 | bf16
   int steps;
   double ref_ms, ref_gib;  // TARGETS.md section 2
   const char* ref_note;
@@ -46,6 +48,7 @@ TrainConfig config_for(const StepCase& s) {
   c.optim.lr = 1e-3;
   c.optim.weight_decay = 0.0;
   c.train.batch_size = s.batch;
+  c.train.precision = s.precision;
   return c;
 }
 
@@ -68,7 +71,7 @@ struct Measured {
 
 Measured measure(const StepCase& s, bool graph, int steps) {
   TrainConfig c = config_for(s);
-  MambaLM model(c.model, /*seed=*/1, DType::Float32, Device::CUDA);
+  MambaLM model(c.model, /*seed=*/1, DType::Float32, Device::CUDA, compute_dtype(c));
   AdamW optimizer(model.parameters(), c.optim);
   auto task = make_configured_task(c, s.length);
   data::Batch batch = task->make_batch(s.batch);
@@ -99,29 +102,47 @@ Measured measure(const StepCase& s, bool graph, int steps) {
   return m;
 }
 
+// Model FLOPs per token of one training step: 6 x the weights of every matrix product a token
+// passes through (in, x, dt and out projections per layer and the head; 2 FLOPs per weight
+// forward, 4 backward). The scan, conv, norms and loss (about 3% more at the LM size) are left out.
+double flops_per_token(const MambaConfig& m) {
+  const double din = static_cast<double>(m.d_inner()), d = static_cast<double>(m.d_model);
+  const double r = static_cast<double>(m.resolved_dt_rank()), n = static_cast<double>(m.d_state);
+  const double per_layer = d * 2 * din + din * (r + 2 * n) + r * din + din * d;
+  return 6.0 * (static_cast<double>(m.n_layer) * per_layer + d * static_cast<double>(m.padded_vocab()));
+}
+
+// Dense bf16 tensor-core peak of the H100 SXM and H200 (the same chip): the MFU denominator for
+// every row, fp32 included, so the rows compare.
+constexpr double kPeakFlops = 989.4e12;
+
 }  // namespace
 
 void run_train_bench() {
   const std::vector<StepCase> cases = {
-      {"induction heads", "induction_heads", 64, 2, 16, 8, 256, 200, 9.46, 0.08, "fp32"},
-      {"selective copying", "selective_copying", 64, 2, 16, 64, 4096, 20, 17.2, 2.35, "fp32"},
-      {"LM 768x24 (ours fp32)", "induction_heads", 768, 24, 50280, 8, 2048, 5, 128.7, 16.7,
-       "bf16 autocast"},
+      {"induction heads", "induction_heads", 64, 2, 16, 8, 256, "fp32", 200, 9.46, 0.08, "fp32"},
+      {"selective copying", "selective_copying", 64, 2, 16, 64, 4096, "fp32", 20, 17.2, 2.35, "fp32"},
+      {"selective copying", "selective_copying", 64, 2, 16, 64, 4096, "bf16", 20, 17.2, 2.35, "fp32"},
+      {"LM 768x24", "induction_heads", 768, 24, 50280, 8, 2048, "fp32", 5, 128.7, 16.7, "bf16 autocast"},
+      {"LM 768x24", "induction_heads", 768, 24, 50280, 8, 2048, "bf16", 10, 128.7, 16.7, "bf16 autocast"},
   };
   void* previous = cuda::current_stream();
   void* stream = cuda::create_stream();  // a capturable stream for the graph mode
   cuda::set_current_stream(stream);
   fmt::print("\ntraining step (forward, loss on all positions, backward, norm, clip, AdamW); "
-             "median wall ms per step, each step synchronized\n");
-  fmt::print("| config | mode | ms/step | tokens/s | peak GiB | ref ms/step (ref dtype) | ref peak GiB | ref/ours |\n");
-  fmt::print("|---|---|---|---|---|---|---|---|\n");
+             "median wall ms per step, each step synchronized; MFU = 6 x matmul weights per token x "
+             "tokens/s / {:.1f} TFLOP/s (dense bf16 peak)\n", kPeakFlops / 1e12);
+  fmt::print("| config | precision | mode | ms/step | tokens/s | MFU | peak GiB | ref ms/step (ref dtype) | ref peak GiB | ref/ours |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const StepCase& s : cases) {
     for (bool graph : {false, true}) {
       Measured m = measure(s, graph, s.steps);
       const double tokens = static_cast<double>(s.batch * s.length);
-      fmt::print("| {} (batch {}, L {}) | {} | {:.3f} | {:.3g} | {:.2f} | {:.2f} ({}) | {:.2f} | {:.2f}x |\n",
-                 s.name, s.batch, s.length, graph ? "cuda graph" : "eager", m.ms, tokens / (m.ms * 1e-3),
-                 m.peak_gib, s.ref_ms, s.ref_note, s.ref_gib, s.ref_ms / m.ms);
+      const double tokens_per_s = tokens / (m.ms * 1e-3);
+      const double mfu = flops_per_token(config_for(s).model) * tokens_per_s / kPeakFlops;
+      fmt::print("| {} (batch {}, L {}) | {} | {} | {:.3f} | {:.3g} | {:.1f}% | {:.2f} | {:.2f} ({}) | {:.2f} | {:.2f}x |\n",
+                 s.name, s.batch, s.length, s.precision, graph ? "cuda graph" : "eager", m.ms, tokens_per_s,
+                 100.0 * mfu, m.peak_gib, s.ref_ms, s.ref_note, s.ref_gib, s.ref_ms / m.ms);
       std::fflush(stdout);
     }
   }

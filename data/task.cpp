@@ -123,10 +123,11 @@ Accuracy accuracy(const Tensor& logits_in, const Tensor& targets_in) {
            "accuracy: logits {} have {} rows but targets {} have {} elements", logits_in.describe(),
            rows, targets_in.describe(), targets_in.numel());
   Tensor logits = logits_in.contiguous(), targets = targets_in.contiguous();
+  if (logits.dtype() == DType::BFloat16) logits = logits.to(DType::Float32);  // exact widening
   if (logits.dtype() == DType::Float64)
     return count_correct(logits.data<double>(), targets.data<int32_t>(), rows, vocab);
   S6_CHECK(logits.dtype() == DType::Float32,
-           "accuracy: logits must be float32 or float64; got {}", logits.describe());
+           "accuracy: logits must be float32, float64 or bfloat16; got {}", logits.describe());
   return count_correct(logits.data<float>(), targets.data<int32_t>(), rows, vocab);
 }
 

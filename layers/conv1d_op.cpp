@@ -72,6 +72,11 @@ Tensor causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const Tensor& 
   if (bias_in.defined()) detail::check_shape(op, "bias", bias_in, {dim});
   if (initial_state_in.defined())
     detail::check_shape(op, "initial_state", initial_state_in, {batch, dim, width - 1});
+  if (detail::any_cpu_bf16({&x_in})) {
+    auto w = detail::widen_bf16;
+    return to_dtype(causal_conv1d(w(x_in), w(weight_in), w(bias_in), silu, w(initial_state_in)),
+                    DType::BFloat16);
+  }
   Tensor x = x_in.contiguous(), w = weight_in.contiguous();
   Tensor b = bias_in.defined() ? bias_in.contiguous() : Tensor();
   Tensor init = initial_state_in.defined() ? initial_state_in.detach().contiguous() : Tensor();

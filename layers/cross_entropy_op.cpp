@@ -19,7 +19,7 @@ Tensor cross_entropy_cuda(const Tensor& logits_in, const Tensor& targets_in, int
   Tensor logits = logits_in.contiguous(), targets = targets_in.contiguous();
   int64_t rows = logits.size(0), vocab = logits.size(1);
   S6_CHECK(vocab > 0, "cross_entropy: logits {} have no classes", logits.describe());
-  Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
+  Tensor loss = Tensor::empty({}, DType::Float32, logits.device());  // float32 for bf16 logits too
   Tensor counted = Tensor::empty({1}, DType::Int32, logits.device());
   Tensor lse = Tensor::empty({rows}, DType::Float32, logits.device());
   int64_t* err = detail::cuda_index_error_buffer();
@@ -27,7 +27,7 @@ Tensor cross_entropy_cuda(const Tensor& logits_in, const Tensor& targets_in, int
     using I = decltype(itag);
     detail::dispatch_cuda("cross_entropy", logits.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      kernels::cuda::cross_entropy_fwd<T, I>(loss.data<T>(), counted.data<int32_t>(),
+      kernels::cuda::cross_entropy_fwd<T, I>(loss.data<float>(), counted.data<int32_t>(),
                                              lse.data<float>(), err, logits.data<T>(),
                                              targets.data<I>(), rows, vocab, ignore_index,
                                              cuda::current_stream());
@@ -36,7 +36,7 @@ Tensor cross_entropy_cuda(const Tensor& logits_in, const Tensor& targets_in, int
   if (autograd::should_record({&logits_in})) {
     autograd::record("cross_entropy", {logits_in, targets_in}, {&loss},
                      [logits, targets, lse, counted, ignore_index](const autograd::BackwardContext& ctx) {
-                       Tensor g = ctx.grad_outputs[0].contiguous();
+                       Tensor g = ctx.grad_outputs[0].to(DType::Float32).contiguous();
                        Tensor dlogits = Tensor::empty_like(logits);
                        detail::dispatch_index("cross_entropy backward", targets, [&](auto itag) {
                          using I = decltype(itag);
@@ -44,7 +44,7 @@ Tensor cross_entropy_cuda(const Tensor& logits_in, const Tensor& targets_in, int
                            using T = decltype(tag);
                            kernels::cuda::cross_entropy_bwd<T, I>(
                                dlogits.data<T>(), logits.data<T>(), targets.data<I>(),
-                               lse.data<float>(), g.data<T>(), counted.data<int32_t>(),
+                               lse.data<float>(), g.data<float>(), counted.data<int32_t>(),
                                logits.size(0), logits.size(1), ignore_index, cuda::current_stream());
                          });
                        });
@@ -71,6 +71,8 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t 
   }
 #endif
   detail::check_cpu("cross_entropy", logits_in);
+  // bf16 logits: softmax in float32; the loss is float32 on both devices.
+  if (detail::any_cpu_bf16({&logits_in})) return cross_entropy(detail::widen_bf16(logits_in), targets_in, ignore_index);
   Tensor logits = logits_in.contiguous(), targets = targets_in.contiguous();
   int64_t rows = logits.size(0), vocab = logits.size(1), counted = 0;
   double total = 0;

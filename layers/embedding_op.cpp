@@ -68,6 +68,8 @@ Tensor embedding(const Tensor& ids_in, const Tensor& weight_in) {
   detail::check_same_float("embedding", {&weight_in});
   S6_CHECK(ids_in.device() == weight_in.device(), "embedding: ids {} and weight {} are on different devices",
            ids_in.describe(), weight_in.describe());
+  if (detail::any_cpu_bf16({&weight_in}))
+    return to_dtype(embedding(ids_in, detail::widen_bf16(weight_in)), DType::BFloat16);
   Tensor ids = ids_in.contiguous(), w = weight_in.contiguous();
   Shape out_shape = ids.shape();
   out_shape.push_back(w.size(1));

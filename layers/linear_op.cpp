@@ -83,6 +83,10 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
            "linear: input {} has {} features but weight {} expects {}", x_in.describe(),
            x_in.dim() ? x_in.size(-1) : 0, w_in.describe(), w_in.size(1));
   if (b_in.defined()) detail::check_shape("linear", "bias", b_in, {w_in.size(0)});
+  if (detail::any_cpu_bf16({&x_in})) {
+    auto w = detail::widen_bf16;
+    return to_dtype(linear(w(x_in), w(w_in), w(b_in)), DType::BFloat16);
+  }
   Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = b_in.defined() ? b_in.contiguous() : b_in;
   Shape out_shape = x.shape();
   out_shape.back() = w.size(0);

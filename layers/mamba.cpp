@@ -11,12 +11,17 @@ namespace s6 {
 
 // ---- MambaMixer ---------------------------------------------------------------------------------
 
-MambaMixer::MambaMixer(const MambaConfig& config, std::map<std::string, Tensor> params)
-    : config_(config), params_(std::move(params)) {}
+MambaMixer::MambaMixer(const MambaConfig& config, std::map<std::string, Tensor> params, DType compute)
+    : config_(config), params_(std::move(params)), compute_(compute) {}
 
 Tensor MambaMixer::param(const char* name) const {
   auto it = params_.find(name);
   return it == params_.end() ? Tensor() : it->second;
+}
+
+Tensor MambaMixer::compute_param(const char* name) const {
+  Tensor p = param(name);
+  return p.defined() ? to_dtype(p, compute_) : p;
 }
 
 namespace {
@@ -37,7 +42,7 @@ Tensor MambaMixer::forward(const Tensor& hidden, LayerState* state) const {
   S6_CHECK(hidden.dim() == 3 && hidden.size(2) == c.d_model,
            "MambaMixer: hidden should be (batch, length, {}) but is {}", c.d_model, hidden.describe());
 
-  Tensor xz = linear(hidden, param("in_proj.weight"), param("in_proj.bias"));
+  Tensor xz = linear(to_dtype(hidden, compute_), compute_param("in_proj.weight"), compute_param("in_proj.bias"));
   Tensor x = xz, z;
   if (c.block == BlockKind::Mamba) {
     std::vector<Tensor> parts = split(xz, {din, din}, -1);
@@ -46,18 +51,19 @@ Tensor MambaMixer::forward(const Tensor& hidden, LayerState* state) const {
   }
   Tensor conv_init;
   if (state && c.d_conv > 1) conv_init = state->conv_state.narrow(2, 1, c.d_conv - 1).contiguous();
-  Tensor xc = causal_conv1d(x, param("conv1d.weight"), param("conv1d.bias"), /*silu=*/true, conv_init);
+  Tensor xc = causal_conv1d(x, compute_param("conv1d.weight"), compute_param("conv1d.bias"), /*silu=*/true,
+                            conv_init);
 
   Tensor delta, B, C;
   if (c.layer == LayerKind::S6) {
-    std::vector<Tensor> parts = split(linear(xc, param("x_proj.weight")), {r, n, n}, -1);
-    delta = linear(parts[0], param("dt_proj.weight"));  // dt bias is added inside the scan
+    std::vector<Tensor> parts = split(linear(xc, compute_param("x_proj.weight")), {r, n, n}, -1);
+    delta = linear(parts[0], compute_param("dt_proj.weight"));  // dt bias is added inside the scan
     B = parts[1];
     C = parts[2];
   } else {  // LTI: dt = softplus(dt bias) per channel, B and C shared learned vectors
     delta = Tensor::zeros({batch, length, din}, xc.dtype(), xc.device());
-    B = expand(param("B"), {batch, length, n});
-    C = expand(param("C"), {batch, length, n});
+    B = to_dtype(expand(param("B"), {batch, length, n}), compute_);
+    C = to_dtype(expand(param("C"), {batch, length, n}), compute_);
   }
   Tensor A = neg_exp(param("A_log"));
 
@@ -71,7 +77,7 @@ Tensor MambaMixer::forward(const Tensor& hidden, LayerState* state) const {
     state->ssm_state = scan.final_state;
     state->conv_state = advance_conv_state(state->conv_state, x);
   }
-  return linear(scan.out, param("out_proj.weight"), param("out_proj.bias"));
+  return linear(scan.out, compute_param("out_proj.weight"), compute_param("out_proj.bias"));
 }
 
 // ---- MambaBlock ---------------------------------------------------------------------------------
@@ -81,16 +87,22 @@ MambaBlock::MambaBlock(const MambaConfig& config, Tensor norm_weight, MambaMixer
 
 std::pair<Tensor, Tensor> MambaBlock::forward(const Tensor& hidden, const Tensor& residual,
                                               LayerState* state) const {
-  auto [normed, new_residual] = rmsnorm_add(hidden, residual, norm_weight_, config_.norm_eps);
+  // The residual stream and the norm stay in the parameters' dtype (the reference's residual_in_fp32).
+  auto [normed, new_residual] = rmsnorm_add(to_dtype(hidden, norm_weight_.dtype()), residual, norm_weight_,
+                                            config_.norm_eps);
   return {mixer_.forward(normed, state), new_residual};
 }
 
 // ---- MambaLM ------------------------------------------------------------------------------------
 
-MambaLM::MambaLM(const MambaConfig& config, uint64_t seed, DType dtype, Device device)
-    : config_(config), dtype_(dtype), device_(device) {
+MambaLM::MambaLM(const MambaConfig& config, uint64_t seed, DType dtype, Device device,
+                 std::optional<DType> compute_dtype)
+    : config_(config), dtype_(dtype), compute_(compute_dtype.value_or(dtype)), device_(device) {
   S6_CHECK(dtype == DType::Float32 || dtype == DType::Float64,
            "MambaLM: parameters are float32 (or float64 for gradient checks), not {}", dtype_name(dtype));
+  S6_CHECK(compute_ == dtype || (dtype == DType::Float32 && compute_ == DType::BFloat16),
+           "MambaLM: compute dtype {} over {} parameters; mixed precision is bfloat16 over float32",
+           dtype_name(compute_), dtype_name(dtype));
   Philox rng(seed, /*stream=*/0x1417);
   for (const ParamSpec& spec : parameter_specs(config_)) {
     Tensor value = initial_value(spec, config_, rng).to(dtype).to(device);
@@ -108,7 +120,7 @@ void MambaLM::build_modules() {
     std::map<std::string, Tensor> mixer_params;
     for (const NamedParameter& p : params_)
       if (p.name.rfind(mixer_prefix, 0) == 0) mixer_params[p.name.substr(mixer_prefix.size())] = p.tensor;
-    blocks_.emplace_back(config_, parameter(prefix + "norm.weight"), MambaMixer(config_, mixer_params));
+    blocks_.emplace_back(config_, parameter(prefix + "norm.weight"), MambaMixer(config_, mixer_params, compute_));
   }
 }
 
@@ -134,9 +146,10 @@ Tensor MambaLM::forward_embeddings(const Tensor& embeddings, InferenceState* sta
     hidden = h;
     residual = r;
   }
-  Tensor normed = rmsnorm_add(hidden, residual, parameter("backbone.norm_f.weight"), config_.norm_eps).first;
-  return linear(normed, config_.tie_embeddings ? parameter("backbone.embedding.weight")
-                                                : parameter("lm_head.weight"));
+  Tensor normed =
+      rmsnorm_add(to_dtype(hidden, dtype_), residual, parameter("backbone.norm_f.weight"), config_.norm_eps).first;
+  Tensor head = config_.tie_embeddings ? parameter("backbone.embedding.weight") : parameter("lm_head.weight");
+  return linear(to_dtype(normed, compute_), to_dtype(head, compute_));
 }
 
 Tensor MambaLM::forward(const Tensor& ids, InferenceState* state) const {
@@ -147,7 +160,7 @@ Tensor MambaLM::forward(const Tensor& ids, InferenceState* state) const {
 InferenceState MambaLM::new_state(int64_t batch) const {
   InferenceState state;
   for (int64_t i = 0; i < config_.n_layer; ++i)
-    state.layers.push_back({Tensor::zeros({batch, config_.d_inner(), config_.d_conv}, dtype_, device_),
+    state.layers.push_back({Tensor::zeros({batch, config_.d_inner(), config_.d_conv}, compute_, device_),
                             Tensor::zeros({batch, config_.d_inner(), config_.d_state}, dtype_, device_)});
   return state;
 }

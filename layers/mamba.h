@@ -2,6 +2,7 @@
 // blocks, final norm, tied head). Parameters live in one ordered store under reference names.
 #pragma once
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,31 +19,38 @@ struct NamedParameter {
 
 // Per-layer recurrent state (SPEC 4.3): the last d_conv raw conv inputs and the SSM state.
 struct LayerState {
-  Tensor conv_state;  // (batch, d_inner, d_conv)
-  Tensor ssm_state;   // (batch, d_inner, d_state)
+  Tensor conv_state;  // (batch, d_inner, d_conv), compute dtype
+  Tensor ssm_state;   // (batch, d_inner, d_state), parameter dtype (float32 under mixed precision)
 };
 struct InferenceState {
   std::vector<LayerState> layers;
 };
 
+// Mixed precision (`compute` dtype bfloat16 over float32 parameters), as under PyTorch's bf16
+// autocast with the reference's residual_in_fp32: every projection, the conv, the scan's u, delta,
+// B, C, z and the logits are bf16, each weight cast per use (the cast's backward hands the
+// parameter a float32 gradient); A, D, the dt bias, the scan state, the residual stream, both
+// RMSNorms and the loss stay float32. With compute == the parameter dtype nothing is cast.
 class MambaMixer {
  public:
-  MambaMixer(const MambaConfig& config, std::map<std::string, Tensor> params);
+  MambaMixer(const MambaConfig& config, std::map<std::string, Tensor> params, DType compute);
   // hidden (batch, length, d_model) -> (batch, length, d_model). With a state, the sequence
   // continues from it and the state is advanced to the sequence's end (no gradient through it).
   Tensor forward(const Tensor& hidden, LayerState* state = nullptr) const;
 
  private:
   Tensor param(const char* name) const;
+  Tensor compute_param(const char* name) const;  // the parameter in the compute dtype
   MambaConfig config_;
   std::map<std::string, Tensor> params_;  // keyed by the name after "mixer."
+  DType compute_;
 };
 
 class MambaBlock {
  public:
   MambaBlock(const MambaConfig& config, Tensor norm_weight, MambaMixer mixer);
-  // Fused "add -> norm -> mixer": returns {mixer output, new residual}. residual may be undefined
-  // (first block).
+  // Fused "add -> norm -> mixer": returns {mixer output (compute dtype), new residual (parameter
+  // dtype)}. residual may be undefined (first block).
   std::pair<Tensor, Tensor> forward(const Tensor& hidden, const Tensor& residual,
                                     LayerState* state = nullptr) const;
 
@@ -54,11 +62,13 @@ class MambaBlock {
 
 class MambaLM {
  public:
-  // Builds and initializes every parameter as the reference does (SPEC 1.4) from `seed`.
+  // Builds and initializes every parameter as the reference does (SPEC 1.4) from `seed`, in
+  // `dtype` (float32, or float64 for gradient checks). compute_dtype: the activations' dtype,
+  // `dtype` by default; bfloat16 over float32 parameters is mixed precision (see MambaMixer).
   MambaLM(const MambaConfig& config, uint64_t seed, DType dtype = DType::Float32,
-          Device device = Device::CPU);
+          Device device = Device::CPU, std::optional<DType> compute_dtype = std::nullopt);
 
-  // ids (batch, length) int -> logits (batch, length, padded_vocab).
+  // ids (batch, length) int -> logits (batch, length, padded_vocab) in the compute dtype.
   Tensor forward(const Tensor& ids, InferenceState* state = nullptr) const;
   // The same from given input embeddings (batch, length, d_model), e.g. for gradient checks.
   Tensor forward_embeddings(const Tensor& embeddings, InferenceState* state = nullptr) const;
@@ -74,12 +84,14 @@ class MambaLM {
   Tensor parameter(const std::string& name) const;  // throws naming the missing parameter
   int64_t num_parameters() const;
   DType dtype() const { return dtype_; }
+  DType compute_dtype() const { return compute_; }
   Device device() const { return device_; }
 
  private:
   void build_modules();
   MambaConfig config_;
   DType dtype_;
+  DType compute_;
   Device device_;
   std::vector<NamedParameter> params_;
   std::vector<MambaBlock> blocks_;

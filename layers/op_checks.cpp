@@ -2,6 +2,7 @@
 #include "layers/op_checks.h"
 
 #include "core/cuda_runtime.h"
+#include "layers/ops.h"
 
 namespace s6::detail {
 
@@ -49,6 +50,16 @@ void check_cuda_index_errors() {
 void check_cpu(const char* op, const Tensor& t) {
   S6_CHECK(t.device() == Device::CPU, "{}: no CUDA kernel for {} yet (CPU only)", op,
            t.describe());
+}
+
+bool any_cpu_bf16(std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors)
+    if (t && t->defined() && t->dtype() == DType::BFloat16 && !t->is_cuda()) return true;
+  return false;
+}
+
+Tensor widen_bf16(const Tensor& t) {
+  return t.defined() && t.dtype() == DType::BFloat16 ? to_dtype(t, DType::Float32) : t;
 }
 
 }  // namespace s6::detail

@@ -13,6 +13,14 @@ void check_rank(const char* op, const char* arg, const Tensor& t, int64_t rank);
 // Ops whose CUDA kernels have not landed yet say so by name.
 void check_cpu(const char* op, const Tensor& t);
 
+// bfloat16 on the CPU: the CPU kernels compute in float32/float64, so a fused op given bf16 CPU
+// tensors widens them to float32 (a differentiable cast), runs its float32 body and rounds the
+// result back with to_dtype. That is what the CUDA kernels do (read bf16, compute in fp32, store
+// bf16 results and bf16 input gradients), so the CPU stays the oracle for mixed precision.
+bool any_cpu_bf16(std::initializer_list<const Tensor*> tensors);
+// to_dtype(t, Float32) for a bf16 tensor; t itself otherwise (undefined stays undefined).
+Tensor widen_bf16(const Tensor& t);
+
 // Calls fn(float{}) or fn(double{}) for a float32/float64 tensor; anything else is an error.
 template <typename Fn>
 void dispatch_float(const char* op, DType dtype, Fn&& fn) {

@@ -62,6 +62,11 @@ std::pair<Tensor, Tensor> rmsnorm_add(const Tensor& x_in, const Tensor& residual
   detail::check_shape("rmsnorm_add", "weight", weight_in, {width});
   if (residual_in.defined()) detail::check_shape("rmsnorm_add", "residual", residual_in, x_in.shape());
   S6_CHECK(eps > 0, "rmsnorm_add: eps must be positive, got {}", eps);
+  if (detail::any_cpu_bf16({&x_in})) {
+    auto w = detail::widen_bf16;
+    auto [y, s] = rmsnorm_add(w(x_in), w(residual_in), w(weight_in), eps);
+    return {to_dtype(y, DType::BFloat16), to_dtype(s, DType::BFloat16)};
+  }
   Tensor x = x_in.contiguous(), w = weight_in.contiguous();
   Tensor res = residual_in.defined() ? residual_in.contiguous() : Tensor();
   int64_t rows = x.numel() / std::max<int64_t>(width, 1);

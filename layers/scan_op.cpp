@@ -14,6 +14,42 @@
 
 namespace s6 {
 
+namespace {
+
+// The CUDA kernel's dtype contract, which the CPU's bfloat16 path follows too: u, delta, B, C, z
+// float32 or bfloat16 (one dtype, u's); A, D, delta_bias and initial_state float32; one device.
+void check_kernel_dtypes(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in,
+                         const Tensor& B_in, const Tensor& C_in, const Tensor& D_in,
+                         const Tensor& z_in, const Tensor& bias_in, const ScanOptions& options) {
+  const char* op = "selective_scan";
+  const DType io = u_in.dtype();
+  const char* where = u_in.is_cuda() ? "CUDA" : "CPU";
+  S6_CHECK(io == DType::Float32 || io == DType::BFloat16,
+           "{}: the kernel takes float32 or bfloat16 u, not {}", op, u_in.describe());
+  auto check_io = [&](const char* name, const Tensor& t) {
+    if (!t.defined()) return;
+    S6_CHECK(t.device() == u_in.device() && t.dtype() == io,
+             "{}: {} must be a {} {} tensor like u ({}), got {}", op, name, where, dtype_name(io),
+             u_in.describe(), t.describe());
+  };
+  auto check_f32 = [&](const char* name, const Tensor& t) {
+    if (!t.defined()) return;
+    S6_CHECK(t.device() == u_in.device() && t.dtype() == DType::Float32,
+             "{}: {} must be a float32 {} tensor (the state and its parameters stay float32), got {}",
+             op, name, where, t.describe());
+  };
+  check_io("delta", delta_in);
+  check_io("B", B_in);
+  check_io("C", C_in);
+  check_io("z", z_in);
+  check_f32("A", A_in);
+  check_f32("D", D_in);
+  check_f32("delta_bias", bias_in);
+  check_f32("initial_state", options.initial_state);
+}
+
+}  // namespace
+
 #ifdef S6_WITH_CUDA
 namespace {
 
@@ -26,27 +62,8 @@ ScanResult selective_scan_cuda(const Tensor& u_in, const Tensor& delta_in, const
                                const ScanOptions& options) {
   const char* op = "selective_scan";
   namespace kc = kernels::cuda;
+  check_kernel_dtypes(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, options);
   const DType io = u_in.dtype();
-  S6_CHECK(io == DType::Float32 || io == DType::BFloat16,
-           "{}: the CUDA kernel takes float32 or bfloat16 u, not {}", op, u_in.describe());
-  auto check_io = [&](const char* name, const Tensor& t) {
-    if (!t.defined()) return;
-    S6_CHECK(t.is_cuda() && t.dtype() == io, "{}: {} must be a CUDA {} tensor like u ({}), got {}",
-             op, name, dtype_name(io), u_in.describe(), t.describe());
-  };
-  auto check_f32 = [&](const char* name, const Tensor& t) {
-    if (!t.defined()) return;
-    S6_CHECK(t.is_cuda() && t.dtype() == DType::Float32,
-             "{}: {} must be a float32 CUDA tensor (CUDA kernel), got {}", op, name, t.describe());
-  };
-  check_io("delta", delta_in);
-  check_io("B", B_in);
-  check_io("C", C_in);
-  check_io("z", z_in);
-  check_f32("A", A_in);
-  check_f32("D", D_in);
-  check_f32("delta_bias", bias_in);
-  check_f32("initial_state", options.initial_state);
   const int64_t batch = u_in.size(0), length = u_in.size(1), dim = u_in.size(2),
                 dstate = A_in.size(1);
   S6_CHECK(dstate >= 1 && dstate <= kc::kScanMaxDState,
@@ -129,6 +146,14 @@ ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const T
 #else
     S6_FAIL("{}: {} is on CUDA but s6 was built without CUDA", op, u_in.describe());
 #endif
+  }
+  if (detail::any_cpu_bf16({&u_in})) {  // the CUDA dtype contract, computed in float32
+    check_kernel_dtypes(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, options);
+    auto w = detail::widen_bf16;
+    ScanResult wide = selective_scan_ex(w(u_in), w(delta_in), A_in, w(B_in), w(C_in), D_in, w(z_in),
+                                        bias_in, options);
+    wide.out = to_dtype(wide.out, DType::BFloat16);
+    return wide;  // the final state stays float32, as on CUDA
   }
   detail::check_same_float(op, {&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in,
                                 &options.initial_state});

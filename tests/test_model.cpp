@@ -131,7 +131,7 @@ TEST_CASE("model: float64 gradient check of one MambaBlock (every parameter and 
     if (p.name.rfind(prefix, 0) == 0) mixer_params[p.name.substr(prefix.size())] = p.tensor;
     if (p.name.find("layers.0") != std::string::npos) inputs.push_back(p.tensor);
   }
-  MambaBlock block(c, model.parameter("backbone.layers.0.norm.weight"), MambaMixer(c, mixer_params));
+  MambaBlock block(c, model.parameter("backbone.layers.0.norm.weight"), MambaMixer(c, mixer_params, DType::Float64));
   CHECK(inputs.size() == 2 + 10);
   std::string report = testing::gradcheck(
       [&](const std::vector<Tensor>& in) {

@@ -137,6 +137,35 @@ TEST_CASE("trainer: a short CPU run learns copying far below chance") {
   fs::remove_all(dir);
 }
 
+TEST_CASE("trainer: bf16 mixed precision on the CPU learns copying too, and resumes bit for bit") {
+  fs::path dir = fresh_dir("learn_bf16");
+  TrainConfig c = tiny_config(dir, 300);
+  c.checkpoint.every = 0;
+  c.train.precision = "bf16";
+  REQUIRE(run_training(c, RunOptions{}) == kExitOk);
+  auto losses = train_losses(dir);
+  REQUIRE(losses.size() == 300);
+  double chance = std::log(6.0);
+  double last = std::stod(losses.back().substr(losses.back().find(':') + 1));
+  MESSAGE("bf16 copying loss after 300 steps: ", last, " (chance ", chance, ")");
+  CHECK(last < 0.25 * chance);
+  fs::remove_all(dir);
+
+  fs::path straight = fresh_dir("bf16_straight"), split = fresh_dir("bf16_split");
+  auto cfg = [](const fs::path& d, int64_t steps) {
+    TrainConfig t = tiny_config(d, steps);
+    t.train.precision = "bf16";
+    return t;
+  };
+  REQUIRE(run_training(cfg(straight, 20), RunOptions{}) == kExitOk);
+  REQUIRE(run_training(cfg(split, 10), RunOptions{}) == kExitOk);
+  REQUIRE(run_training(cfg(split, 20), RunOptions{}) == kExitOk);
+  CHECK(train_losses(straight) == train_losses(split));
+  check_identical(final_checkpoint(straight), final_checkpoint(split));
+  fs::remove_all(straight);
+  fs::remove_all(split);
+}
+
 TEST_CASE("trainer: stop at N/2 and resume gives bit-identical losses, weights and optimizer state") {
   fs::path straight = fresh_dir("straight"), split = fresh_dir("split");
   REQUIRE(run_training(tiny_config(straight, 20), RunOptions{}) == kExitOk);
@@ -390,6 +419,19 @@ TEST_CASE("trainer (cuda): the captured CUDA-graph step is bitwise the eager ste
   c.schedule.kind = "constant";  // (cosine would depend on train.steps, which the resume changes)
   c.schedule.warmup_steps = 6;   // the learning rate changes across the first replays
   check_graph_matches_eager_across_resume("graph", c);
+}
+
+TEST_CASE("trainer (cuda): under bf16 mixed precision the captured step is bitwise the eager step, across a resume") {
+  if (!cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+  TrainConfig c = tiny_config("", 20);
+  c.device = "cuda";
+  c.train.precision = "bf16";
+  c.optim.weight_decay = 0.1;
+  c.schedule.kind = "constant";
+  check_graph_matches_eager_across_resume("graph_bf16", c);
 }
 
 TEST_CASE("trainer (cuda): under a length curriculum the graph is captured again per phase, bitwise the eager step") {

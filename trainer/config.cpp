@@ -289,6 +289,10 @@ int64_t training_length(const TrainConfig& config, int64_t step) {
   return config.task.seq_len;
 }
 
+DType compute_dtype(const TrainConfig& config) {
+  return config.train.precision == "bf16" ? DType::BFloat16 : DType::Float32;
+}
+
 std::vector<std::string> model_shape_keys() {
   return {"model.d_model",   "model.n_layer",   "model.vocab_size",
           "model.d_state",   "model.d_conv",    "model.expand",

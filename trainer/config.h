@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "layers/mamba_config.h"
 
 namespace s6::trainer {
@@ -24,7 +25,7 @@ struct TaskConfig {
   std::string loss_positions = "last";     // last | all (induction heads)
   // Length curriculum: train curriculum_steps[i] steps at curriculum_lengths[i], in order, then
   // the rest of train.steps at seq_len (empty = seq_len throughout). Long copying tasks sit at
-  // chance for a long time when trained at full length from the start (docs/training.md).
+  // chance for a long time when trained at full length from the start (README, Results).
   std::vector<int64_t> curriculum_lengths;
   std::vector<int64_t> curriculum_steps;
 };
@@ -49,7 +50,7 @@ struct TrainSection {
   std::string on_nonfinite = "skip";  // skip | halt
   int64_t max_consecutive_skips = 10;
   double max_minutes = 0;            // 0 = no limit
-  std::string precision = "fp32";    // fp32 | bf16
+  std::string precision = "fp32";    // fp32 | bf16 (mixed: bf16 activations, fp32 parameters)
   std::string cuda_graph = "auto";   // auto | on | off: replay the step as one CUDA graph
 };
 
@@ -97,6 +98,9 @@ std::string to_yaml(const TrainConfig& config);
 
 // The sequence length that training step `step` (0-based) uses under the length curriculum.
 int64_t training_length(const TrainConfig& config, int64_t step);
+
+// The model's compute (activation) dtype for train.precision; parameters are float32 either way.
+DType compute_dtype(const TrainConfig& config);
 
 // Keys whose change alters the model's shape (checkpoint compatibility), as "model.d_model" etc.
 std::vector<std::string> model_shape_keys();

@@ -42,8 +42,8 @@ __global__ void ce_rows_kernel(float* row_loss, float* lse_out, int64_t* err, co
   }
 }
 
-template <typename D, typename I>
-__global__ void ce_total_kernel(D* loss, int32_t* counted, const float* row_loss, const I* targets,
+template <typename I>
+__global__ void ce_total_kernel(float* loss, int32_t* counted, const float* row_loss, const I* targets,
                                 int64_t rows, int64_t ignore_index) {
   __shared__ float scratch[32];
   __shared__ int iscratch[32];
@@ -57,16 +57,16 @@ __global__ void ce_total_kernel(D* loss, int32_t* counted, const float* row_loss
   n = block_sum(n, iscratch);
   if (threadIdx.x == 0) {
     counted[0] = n;
-    store(loss, n > 0 ? acc / static_cast<float>(n) : 0.f);
+    loss[0] = n > 0 ? acc / static_cast<float>(n) : 0.f;
   }
 }
 
 template <typename D, typename I>
 __global__ void ce_bwd_kernel(D* dlogits, const D* logits, const I* targets, const float* lse,
-                              const D* grad_loss, const int32_t* counted, int64_t rows,
+                              const float* grad_loss, const int32_t* counted, int64_t rows,
                               int64_t vocab, int64_t ignore_index) {
   const int n = counted[0];
-  const float scale = n > 0 ? to_acc(grad_loss[0]) / static_cast<float>(n) : 0.f;
+  const float scale = n > 0 ? grad_loss[0] / static_cast<float>(n) : 0.f;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t t = static_cast<int64_t>(targets[r]);
     const bool skip = t == ignore_index || t < 0 || t >= vocab;
@@ -87,7 +87,7 @@ unsigned row_blocks(int64_t rows) {
 }  // namespace
 
 template <typename T, typename I>
-void cross_entropy_fwd(T* loss, int32_t* counted, float* lse, int64_t* error_info,
+void cross_entropy_fwd(float* loss, int32_t* counted, float* lse, int64_t* error_info,
                        const T* logits, const I* targets, int64_t rows, int64_t vocab,
                        int64_t ignore_index, void* stream) {
   S6_CHECK(rows >= 0 && vocab > 0, "cross_entropy_fwd: bad sizes ({}, {})", rows, vocab);
@@ -100,26 +100,26 @@ void cross_entropy_fwd(T* loss, int32_t* counted, float* lse, int64_t* error_inf
                                                          ignore_index);
     check_launch("cross_entropy_fwd");
   }
-  ce_total_kernel<<<1, 1024, 0, s>>>(dev(loss), counted, row_loss.as<float>(), targets, rows,
+  ce_total_kernel<<<1, 1024, 0, s>>>(loss, counted, row_loss.as<float>(), targets, rows,
                                      ignore_index);
   check_launch("cross_entropy_fwd (total)");
 }
 
 template <typename T, typename I>
 void cross_entropy_bwd(T* dlogits, const T* logits, const I* targets, const float* lse,
-                       const T* grad_loss, const int32_t* counted, int64_t rows, int64_t vocab,
+                       const float* grad_loss, const int32_t* counted, int64_t rows, int64_t vocab,
                        int64_t ignore_index, void* stream) {
   S6_CHECK(rows >= 0 && vocab > 0, "cross_entropy_bwd: bad sizes ({}, {})", rows, vocab);
   if (rows == 0) return;
   ce_bwd_kernel<<<row_blocks(rows), kThreads, 0, as_stream(stream)>>>(
-      dev(dlogits), dev(logits), targets, lse, dev(grad_loss), counted, rows, vocab, ignore_index);
+      dev(dlogits), dev(logits), targets, lse, grad_loss, counted, rows, vocab, ignore_index);
   check_launch("cross_entropy_bwd");
 }
 
 #define S6_INSTANTIATE(T, I)                                                                    \
-  template void cross_entropy_fwd<T, I>(T*, int32_t*, float*, int64_t*, const T*, const I*,     \
+  template void cross_entropy_fwd<T, I>(float*, int32_t*, float*, int64_t*, const T*, const I*, \
                                         int64_t, int64_t, int64_t, void*);                      \
-  template void cross_entropy_bwd<T, I>(T*, const T*, const I*, const float*, const T*,         \
+  template void cross_entropy_bwd<T, I>(T*, const T*, const I*, const float*, const float*,     \
                                         const int32_t*, int64_t, int64_t, int64_t, void*);
 S6_INSTANTIATE(float, int32_t)
 S6_INSTANTIATE(float, int64_t)
