@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine (device tool): build with CUDA for sm_90 into build-gpu/, run the whole ctest
-# suite (GPU tests included) and, unless NO_BENCH=1, the benchmark. Full logs go to $OUT.
+# suite (GPU tests included) and, unless NO_BENCH=1, the benchmark (`bench --all`: the scan table,
+# then the training steps, fp32 and bf16). Full logs go to $OUT.
 # Usage: scripts/gpu_check.sh [ctest -R regex]
 set -uo pipefail
 source scripts/gpu_build.sh
@@ -13,6 +14,6 @@ ctest --test-dir build-gpu --output-on-failure -j 4 "${filter[@]}" >"$OUT/ctest.
 rc=$?
 grep -E "Failed|\*\*\*|tests passed|tests failed|Skipped" "$OUT/ctest.log" | tail -30
 if [ -z "${NO_BENCH:-}" ] && [ -x build-gpu/bench/bench ]; then
-  build-gpu/bench/bench 2>&1 | tee "$OUT/bench.txt"
+  build-gpu/bench/bench --all 2>&1 | tee "$OUT/bench.txt"
 fi
 exit $rc

@@ -17,6 +17,7 @@
 #include "core/random.h"
 #include "layers/op_checks.h"
 #include "layers/ops.h"
+#include "tests/compare.h"
 #ifdef S6_WITH_CUDA
 #include "kernels/cuda/causal_conv1d.h"
 #endif
@@ -31,22 +32,8 @@ namespace {
     return;                                                      \
   }
 
-std::vector<double> host_values(const Tensor& t) {
-  return t.detach().contiguous().to(Device::CPU).to(DType::Float64).contiguous().to_vector<double>();
-}
-
-// ||out - ref|| / ||ref|| (absolute when ref is zero); NaN anywhere in out gives infinity.
-double rel_err(const Tensor& out, const Tensor& ref) {
-  std::vector<double> a = host_values(out), b = host_values(ref);
-  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return std::numeric_limits<double>::infinity();
-    num += (a[i] - b[i]) * (a[i] - b[i]);
-    den += b[i] * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using testing::host_values;
+using testing::rel_err;
 
 bool bit_equal(const Tensor& a, const Tensor& b) {
   std::vector<double> x = host_values(a), y = host_values(b);

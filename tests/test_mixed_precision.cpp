@@ -14,27 +14,13 @@
 #include "core/random.h"
 #include "layers/mamba.h"
 #include "layers/ops.h"
+#include "tests/compare.h"
 
 using namespace s6;
 
 namespace {
 
-std::vector<double> host_values(const Tensor& t) {
-  return t.detach().contiguous().to(Device::CPU).to(DType::Float64).contiguous().to_vector<double>();
-}
-
-// ||out - ref|| / ||ref||; NaN anywhere in out gives infinity.
-double rel_err(const Tensor& out, const Tensor& ref) {
-  std::vector<double> a = host_values(out), b = host_values(ref);
-  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return std::numeric_limits<double>::infinity();
-    num += (a[i] - b[i]) * (a[i] - b[i]);
-    den += b[i] * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using testing::rel_err;
 
 Tensor rounded(const Tensor& t) { return t.to(DType::BFloat16).to(DType::Float32); }
 
@@ -200,6 +186,9 @@ TEST_CASE("mixed precision (CPU): the scan refuses bf16 A, D or delta_bias, nami
 
 TEST_CASE("mixed precision (CPU): the bf16 model's loss and gradients track the fp32 model's") {
   MambaConfig c = small_config();
+  SUBCASE("S6, Mamba block") {}
+  SUBCASE("S4 (LTI) layer") { c.layer = LayerKind::S4; }
+  SUBCASE("no-gate block") { c.block = BlockKind::NoGate; }
   MambaLM fp32(c, 21), mixed(c, 21, DType::Float32, Device::CPU, DType::BFloat16);
   CHECK(mixed.compute_dtype() == DType::BFloat16);
   Philox rng(9);
@@ -251,20 +240,25 @@ TEST_CASE("mixed precision (cuda): the CUDA bf16 model matches the CPU bf16 mode
   c.d_model = 48;  // d_inner 96: several warps per row
   for (int64_t length : {1, 37, 300}) {
     CAPTURE(length);
-    MambaLM cpu(c, 33, DType::Float32, Device::CPU, DType::BFloat16);
+    MambaLM exact(c, 33), cpu(c, 33, DType::Float32, Device::CPU, DType::BFloat16);
     MambaLM gpu(c, 33, DType::Float32, Device::CUDA, DType::BFloat16);
     Philox rng(static_cast<uint64_t>(40 + length));
     Tensor ids = randint({2, length}, 0, c.vocab_size, rng, DType::Int32);
     Tensor targets = randint({2 * length}, 0, c.vocab_size, rng, DType::Int64);
-    LossAndGrads a = loss_and_grads(cpu, ids, targets), b = loss_and_grads(gpu, ids, targets);
+    LossAndGrads truth = loss_and_grads(exact, ids, targets), a = loss_and_grads(cpu, ids, targets),
+                 b = loss_and_grads(gpu, ids, targets);
     CHECK(b.logits.dtype() == DType::BFloat16);
     CHECK(b.logits.device() == Device::CUDA);
     CHECK(rel_err(b.logits, a.logits) < 2e-2);
     CHECK(std::fabs(b.loss - a.loss) < 1e-2 * std::fabs(a.loss));
+    // Two bf16 computations round differently, so each gradient is held to the CPU bf16 oracle's
+    // own distance from the fp32 model (up to 3% here for dt_proj at length 1), not to each other.
     for (size_t i = 0; i < a.grads.size(); ++i) {
       CAPTURE(gpu.parameters()[i].name);
       CHECK(b.grads[i].dtype() == DType::Float32);
-      CHECK(rel_err(b.grads[i], a.grads[i]) < 5e-2);
+      const double oracle = rel_err(a.grads[i], truth.grads[i]);
+      CAPTURE(oracle);
+      CHECK(rel_err(b.grads[i], truth.grads[i]) < 2 * oracle + 1e-2);
     }
   }
 }
