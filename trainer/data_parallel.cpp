@@ -1,6 +1,8 @@
-// NCCL data parallelism. Collectives run on their own stream, ordered after the compute stream by
-// events; completion is polled with a deadline so a dead peer aborts the communicator instead of
-// hanging every other rank. Gradients are averaged in buckets launched during backward.
+// Data parallelism. On CUDA, NCCL collectives run on their own stream, ordered after the compute
+// stream by events; completion is polled with a deadline so a dead peer aborts the communicator
+// instead of hanging every other rank. On the CPU the rendezvous's TCP star reduces (each call
+// bounded by its deadline; a dead peer's closed socket ends it at once). Gradients are averaged
+// in buckets launched during backward.
 #include "trainer/data_parallel.h"
 
 #include <fmt/format.h>
@@ -101,7 +103,7 @@ void DataParallel::finish_gradient_averaging() {
     }
     launch_bucket(static_cast<size_t>(b));
   }
-  wait("gradient all-reduce", cuda::current_stream());
+  if (nccl_) nccl_wait("gradient all-reduce", cuda::current_stream());  // the CPU's reductions are done
 }
 
 void DataParallel::average_gradients(std::vector<NamedParameter>& params) {
@@ -112,6 +114,42 @@ void DataParallel::average_gradients(std::vector<NamedParameter>& params) {
 const std::vector<GradientBucket>& DataParallel::gradient_buckets() const {
   static const std::vector<GradientBucket> none;
   return reducer_ ? reducer_->schedule->buckets() : none;
+}
+
+DataParallel::DataParallel(const LaunchEnv& env, std::chrono::milliseconds timeout, Device device)
+    : env_(env), device_(device), timeout_(timeout), bucket_mb_(bucket_mb_from_env(std::getenv("S6_DP_BUCKET_MB"))) {
+  if (device == Device::CUDA) {
+    S6_CHECK(cuda::available(), "data parallelism needs a CUDA device on every rank (rank {})", env.rank);
+    cuda::set_device(env.local_rank);
+  }
+  rendezvous_ = std::make_unique<Rendezvous>(rendezvous_options(env, timeout));
+  if (device == Device::CUDA) init_nccl();
+}
+
+void DataParallel::launch_bucket(size_t b) {
+  const Reducer& r = *reducer_;
+  const GradientBucket& bucket = r.schedule->buckets()[b];
+  for (int64_t p : bucket.params) {  // checked before any collective starts, so a throw leaves none open
+    Tensor g = r.params[static_cast<size_t>(p)].grad();
+    S6_CHECK(g.defined() && g.device() == device_ && g.dtype() == DType::Float32 && g.is_contiguous(),
+             "gradient averaging: gradient of {} is {}, expected contiguous float32 on {}", r.names[p],
+             g.defined() ? g.describe() : std::string("undefined"), device_ == Device::CUDA ? "CUDA" : "the CPU");
+  }
+  if (nccl_) {
+    nccl_launch_bucket(b);
+    return;
+  }
+  for (int64_t p : bucket.params) {
+    Tensor g = r.params[static_cast<size_t>(p)].grad();
+    rendezvous_->all_reduce(g.data<float>(), static_cast<size_t>(g.numel()), Rendezvous::Reduce::Mean,
+                            "gradient all-reduce");
+  }
+}
+
+void DataParallel::sum(std::vector<double>& values) {
+  if (values.empty()) return;
+  if (nccl_) nccl_sum(values);
+  else rendezvous_->all_reduce(values.data(), values.size(), Rendezvous::Reduce::Sum, "value all-reduce");
 }
 
 #ifdef S6_HAVE_NCCL_RUNTIME
@@ -132,22 +170,18 @@ struct DataParallel::Nccl {
   cudaEvent_t ready = nullptr, done = nullptr;
 };
 
-DataParallel::DataParallel(const LaunchEnv& env, std::chrono::milliseconds timeout)
-    : env_(env), timeout_(timeout), nccl_(std::make_unique<Nccl>()),
-      bucket_mb_(bucket_mb_from_env(std::getenv("S6_DP_BUCKET_MB"))) {
-  S6_CHECK(cuda::available(), "data parallelism needs a CUDA device on every rank (rank {})", env.rank);
-  cuda::set_device(env.local_rank);
-  rendezvous_ = std::make_unique<Rendezvous>(rendezvous_options(env, timeout));
+void DataParallel::init_nccl() {
+  nccl_ = std::make_unique<Nccl>();
   ncclUniqueId id;
   std::memset(&id, 0, sizeof(id));
-  if (env.rank == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId", env.rank);
+  if (env_.rank == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId", env_.rank);
   rendezvous_->broadcast(&id, sizeof(id), "NCCL unique id");
   cuda_check(cudaStreamCreateWithFlags(&nccl_->stream, cudaStreamNonBlocking), "comm stream");
   cuda_check(cudaEventCreateWithFlags(&nccl_->ready, cudaEventDisableTiming), "comm event");
   cuda_check(cudaEventCreateWithFlags(&nccl_->done, cudaEventDisableTiming), "comm event");
   // Blocking init: the rendezvous has just seen every peer alive, and a blocking communicator
   // keeps enqueueing simple (collectives return once enqueued; completion is polled below).
-  nccl_check(ncclCommInitRank(&nccl_->comm, env.world_size, id, env.rank), "ncclCommInitRank", env.rank);
+  nccl_check(ncclCommInitRank(&nccl_->comm, env_.world_size, id, env_.rank), "ncclCommInitRank", env_.rank);
 }
 
 DataParallel::~DataParallel() {
@@ -158,7 +192,7 @@ DataParallel::~DataParallel() {
   if (nccl_->stream) cudaStreamDestroy(nccl_->stream);
 }
 
-void DataParallel::wait(const std::string& what, void* compute_stream) {
+void DataParallel::nccl_wait(const std::string& what, void* compute_stream) {
   cuda_check(cudaEventRecord(nccl_->done, nccl_->stream), "record comm event");
   poll_with_timeout(what, env_.rank, timeout_,
                     [&] {
@@ -175,15 +209,9 @@ void DataParallel::wait(const std::string& what, void* compute_stream) {
 
 // Launches bucket b: the communicator stream waits for what the compute stream has queued so far
 // (which includes the kernels that produced these gradients), then reduces them in place.
-void DataParallel::launch_bucket(size_t b) {
+void DataParallel::nccl_launch_bucket(size_t b) {
   const Reducer& r = *reducer_;
   const GradientBucket& bucket = r.schedule->buckets()[b];
-  for (int64_t p : bucket.params) {  // checked before the group opens, so a throw leaves none open
-    Tensor g = r.params[static_cast<size_t>(p)].grad();
-    S6_CHECK(g.defined() && g.is_cuda() && g.dtype() == DType::Float32 && g.is_contiguous(),
-             "gradient averaging: gradient of {} is {}, expected contiguous float32 on CUDA", r.names[p],
-             g.defined() ? g.describe() : std::string("undefined"));
-  }
   cuda_check(cudaEventRecord(nccl_->ready, static_cast<cudaStream_t>(cuda::current_stream())),
              "record compute event");
   cuda_check(cudaStreamWaitEvent(nccl_->stream, nccl_->ready, 0), "order comm after compute");
@@ -197,8 +225,7 @@ void DataParallel::launch_bucket(size_t b) {
   nccl_check(ncclGroupEnd(), "ncclGroupEnd", env_.rank);
 }
 
-void DataParallel::sum(std::vector<double>& values) {
-  if (values.empty()) return;
+void DataParallel::nccl_sum(std::vector<double>& values) {
   void* compute = cuda::current_stream();
   Tensor buf = Tensor::from_vector(values, {static_cast<int64_t>(values.size())}, Device::CUDA);
   cuda_check(cudaEventRecord(nccl_->ready, static_cast<cudaStream_t>(compute)), "record compute event");
@@ -206,23 +233,23 @@ void DataParallel::sum(std::vector<double>& values) {
   nccl_check(ncclAllReduce(buf.data_ptr(), buf.data_ptr(), values.size(), ncclFloat64, ncclSum, nccl_->comm,
                            nccl_->stream),
              "ncclAllReduce (values)", env_.rank);
-  wait("value all-reduce", compute);
+  nccl_wait("value all-reduce", compute);
   values = buf.to_vector<double>();
 }
 
-#else  // no NCCL in this build
+#else  // no NCCL in this build: the CPU backend only
 
 struct DataParallel::Nccl {};
 
-DataParallel::DataParallel(const LaunchEnv& env, std::chrono::milliseconds timeout) : env_(env), timeout_(timeout) {
-  throw CommError(fmt::format("rank {}: data parallelism needs a build with CUDA and NCCL; this one has none "
-                              "(launch a single process instead)",
-                              env.rank));
+void DataParallel::init_nccl() {
+  throw CommError(fmt::format("rank {}: data parallelism on CUDA needs a build with NCCL; this one has none "
+                              "(use device=cpu, or launch a single process)",
+                              env_.rank));
 }
 DataParallel::~DataParallel() = default;
-void DataParallel::wait(const std::string&, void*) {}
-void DataParallel::launch_bucket(size_t) {}
-void DataParallel::sum(std::vector<double>&) {}
+void DataParallel::nccl_wait(const std::string&, void*) {}
+void DataParallel::nccl_launch_bucket(size_t) {}
+void DataParallel::nccl_sum(std::vector<double>&) {}
 
 #endif
 

@@ -1,5 +1,7 @@
-// Data parallelism, one process per GPU: rendezvous and startup agreement over TCP, an NCCL
-// communicator, gradient averaging and small host-value reductions, each guarded by a timeout.
+// Data parallelism, one process per GPU (or per CPU process): rendezvous and startup agreement
+// over TCP, gradient averaging and small host-value reductions, each guarded by a timeout. On CUDA
+// the collectives go through an NCCL communicator; on the CPU through the rendezvous's TCP star
+// (rank 0 sums in rank order), which is what lets the multi-rank logic run and be tested anywhere.
 #pragma once
 #include <chrono>
 #include <memory>
@@ -17,9 +19,10 @@ class Rendezvous;
 
 class DataParallel {
  public:
-  // Connects every rank (TCP), creates the NCCL communicator on device local_rank (set before the
-  // communicator, as NCCL requires). Throws CommError on timeouts or a missing peer.
-  DataParallel(const LaunchEnv& env, std::chrono::milliseconds timeout);
+  // Connects every rank (TCP); on CUDA also creates the NCCL communicator on device local_rank
+  // (set before the communicator, as NCCL requires). Throws CommError on timeouts or a missing
+  // peer. `device` is where the gradients live (the training device).
+  DataParallel(const LaunchEnv& env, std::chrono::milliseconds timeout, Device device);
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
@@ -37,7 +40,8 @@ class DataParallel {
   // or set_bucket_mb says otherwise) in reverse parameter order (assign_gradient_buckets). The returned hook marks a parameter ready when backward reports its
   // gradient final; a bucket whose parameters are all ready is launched at once (an event on the
   // compute stream, which the communicator stream waits on, then one grouped in-place ncclAllReduce
-  // ncclAvg of its gradients), so communication overlaps the rest of backward. Buckets launch
+  // ncclAvg of its gradients), so communication overlaps the rest of backward (on the CPU a
+  // bucket is averaged there and then, through the TCP star, before backward goes on). Buckets launch
   // strictly in bucket order: NCCL needs every rank to issue the same collectives in the same
   // order, so a bucket waits for the ones before it even when its gradients are final sooner.
   // finish launches every bucket not launched yet, with zeros as the gradient of any parameter the
@@ -61,10 +65,15 @@ class DataParallel {
  private:
   struct Nccl;
   struct Reducer;
-  void wait(const std::string& what, void* stream);
+  // The NCCL half (data_parallel.cpp; without NCCL in the build, init_nccl throws CommError).
+  void init_nccl();
+  void nccl_wait(const std::string& what, void* stream);
+  void nccl_launch_bucket(size_t bucket);
+  void nccl_sum(std::vector<double>& values);
   void mark_ready(const AutogradMeta& leaf);
   void launch_bucket(size_t bucket);
   LaunchEnv env_;
+  Device device_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Rendezvous> rendezvous_;
   std::unique_ptr<Nccl> nccl_;

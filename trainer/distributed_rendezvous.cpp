@@ -296,6 +296,40 @@ void Rendezvous::barrier(const std::string& what) {
   broadcast(std::string(), what);
 }
 
+template <typename T>
+void Rendezvous::all_reduce_impl(T* data, size_t n, Reduce op, const std::string& what) {
+  if (opt_.world_size == 1 || n == 0) return;  // a mean over one rank is the value itself
+  const size_t chunk = kMaxFrame / sizeof(T);
+  std::vector<double> acc;
+  for (size_t start = 0; start < n; start += chunk) {
+    const size_t count = std::min(chunk, n - start);
+    T* part = data + start;
+    std::vector<std::string> all =
+        gather(std::string(reinterpret_cast<const char*>(part), count * sizeof(T)), what);
+    if (opt_.rank == 0) {
+      acc.assign(count, 0.0);
+      for (int r = 0; r < opt_.world_size; ++r) {
+        if (all[r].size() != count * sizeof(T))
+          fail(r, "all-reduce '" + what + "'",
+               fmt::format("sent {} bytes where rank 0 expected {}", all[r].size(), count * sizeof(T)));
+        const T* v = reinterpret_cast<const T*>(all[r].data());
+        for (size_t i = 0; i < count; ++i) acc[i] += static_cast<double>(v[i]);
+      }
+      const double divisor = op == Reduce::Mean ? static_cast<double>(opt_.world_size) : 1.0;
+      for (size_t i = 0; i < count; ++i) part[i] = static_cast<T>(acc[i] / divisor);
+    }
+    broadcast(part, count * sizeof(T), what);
+  }
+}
+
+void Rendezvous::all_reduce(float* data, size_t n, Reduce op, const std::string& what) {
+  all_reduce_impl(data, n, op, what);
+}
+
+void Rendezvous::all_reduce(double* data, size_t n, Reduce op, const std::string& what) {
+  all_reduce_impl(data, n, op, what);
+}
+
 int find_free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   S6_CHECK(fd >= 0, "find_free_port: socket(): {}", std::strerror(errno));

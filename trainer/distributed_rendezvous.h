@@ -23,7 +23,8 @@ struct RendezvousOptions {
 
 RendezvousOptions rendezvous_options(const LaunchEnv& env, std::chrono::milliseconds timeout);
 
-// A star of TCP connections around rank 0, used only at startup (not in the training loop).
+// A star of TCP connections around rank 0: the startup exchanges, and on the CPU the collectives
+// of data parallelism (all_reduce below; NCCL does them on GPUs).
 // Every failure throws CommError naming this rank, the peer rank and address and the operation:
 // a refused or silent rank 0 until the deadline, a peer that closes its socket (it died), a peer
 // that stays silent (timeout), a peer with another world size or a duplicate rank. No call
@@ -52,8 +53,16 @@ class Rendezvous {
   std::vector<std::string> gather(const std::string& data, const std::string& what);
   // Every rank waits until all ranks have arrived (gather, then broadcast).
   void barrier(const std::string& what);
+  // In place, element-wise over every rank's `n` values: the sum, or the mean (sum / world_size).
+  // Rank 0 adds the ranks' values in rank order in float64 and sends the result back, so every
+  // rank ends with the same bits and a rerun gives them again. Sent in frames under the frame limit.
+  enum class Reduce { Sum, Mean };
+  void all_reduce(float* data, size_t n, Reduce op, const std::string& what);
+  void all_reduce(double* data, size_t n, Reduce op, const std::string& what);
 
  private:
+  template <typename T>
+  void all_reduce_impl(T* data, size_t n, Reduce op, const std::string& what);
   void connect_to_root();
   void accept_peers();
   [[noreturn]] void fail(int peer, const std::string& what, const std::string& reason) const;

@@ -26,7 +26,8 @@ const char* kUsage =
     "  --print-config  print the resolved config (YAML) and exit\n"
     "  --resume      auto (default): newest valid checkpoint in run.dir, else a fresh start;\n"
     "                never: always start fresh; PATH: that checkpoint or fail\n"
-    "  --nproc N     start N worker processes on this node, one per GPU (data parallelism);\n"
+    "  --nproc N     start N worker processes on this node, one per GPU (data parallelism; with\n"
+    "                device=cpu, N CPU processes);\n"
     "                under torchrun or srun the launcher's environment is read instead\n";
 
 struct Cli {
@@ -104,9 +105,7 @@ int main(int argc, char** argv) {
     options.world_size = env.world_size;
     std::unique_ptr<DataParallel> data_parallel;
     if (env.launcher != Launcher::None) {  // any launcher, world size 1 included: one code path
-      if (config.device == "cpu")
-        throw ConfigError("device: data parallelism (a launcher or --nproc) runs on CUDA; device=cpu is a single process");
-      data_parallel = std::make_unique<DataParallel>(env, std::chrono::minutes(5));
+      data_parallel = std::make_unique<DataParallel>(env, std::chrono::minutes(5), resolve_device(config.device));
       options.data_parallel = data_parallel.get();
     }
     return run_training(config, options);

@@ -38,18 +38,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-Device resolve_device(const std::string& name) {
-  if (name == "cpu") return Device::CPU;
-  if (name == "cuda") {
-    if (!cuda::available())
-      throw ConfigError(cuda::compiled_with_cuda()
-                            ? "device: cuda was requested but no CUDA device is visible"
-                            : "device: cuda was requested but this build has no CUDA support");
-    return Device::CUDA;
-  }
-  return cuda::available() ? Device::CUDA : Device::CPU;
-}
-
 // Test hook: S6_FAULT_INJECT=sigterm_at_step=N or sigkill_at_step=N makes the process signal
 // itself after step N, so the kill tests are deterministic (the signal path is the real one).
 void maybe_inject_signal(int64_t done) {
@@ -129,6 +117,18 @@ void print_startup(const TrainConfig& c, const RunOptions& o, const MambaLM& mod
 }
 
 }  // namespace
+
+Device resolve_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  if (name == "cuda") {
+    if (!cuda::available())
+      throw ConfigError(cuda::compiled_with_cuda()
+                            ? "device: cuda was requested but no CUDA device is visible"
+                            : "device: cuda was requested but this build has no CUDA support");
+    return Device::CUDA;
+  }
+  return cuda::available() ? Device::CUDA : Device::CPU;
+}
 
 int run_training(const TrainConfig& config, const RunOptions& options) {
   const Device device = resolve_device(config.device);

@@ -1,0 +1,142 @@
+// Data parallelism end to end on the CPU, with real `train` processes talking over the TCP star:
+// 2 ranks x batch b against 1 rank x batch 2b, a 2-rank run stopped by SIGTERM and resumed, and a
+// rank killed mid-run. The same trainer code runs under NCCL on GPUs; only the reductions differ.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "trainer/checkpoint.h"
+#include "trainer/distributed_rendezvous.h"
+#include "trainer/exit_codes.h"
+#include "tests/train_helpers.h"
+
+using namespace s6;
+using namespace s6::trainer;
+using namespace s6::testing;
+
+namespace {
+
+// Two processes on two cores: one OpenMP thread each.
+const std::vector<std::string> kOneThread = {"OMP_NUM_THREADS=1"};
+
+double loss_of(const std::string& step_and_loss) {
+  return std::stod(step_and_loss.substr(step_and_loss.find(':') + 1));
+}
+
+// Largest |a - b| / |b| over every element of every model dataset of two checkpoints.
+double max_weight_difference(const std::string& a, const std::string& b) {
+  CheckpointContents x = read_checkpoint(a), y = read_checkpoint(b);
+  double worst = 0;
+  for (const auto& [name, t] : x.model) {
+    std::vector<float> u = t.to_vector<float>(), v = y.model.at(name).to_vector<float>();
+    REQUIRE(u.size() == v.size());
+    for (size_t i = 0; i < u.size(); ++i)
+      worst = std::max(worst, std::fabs(double(u[i]) - v[i]) / std::max(1e-3, std::fabs(double(v[i]))));
+  }
+  return worst;
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// wait_exit with a deadline: a child still running then is SIGKILLed and reported as -1.
+int wait_exit_within(pid_t pid, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) != pid) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+}  // namespace
+
+TEST_CASE("data parallel (CPU): 2 ranks x batch 8 track 1 rank x batch 16 (--nproc 2)") {
+  fs::path one = fresh_dir("dp_one"), two = fresh_dir("dp_two");
+  write_yaml(one / "cfg.yaml", tiny_config(one, 40));
+  write_yaml(two / "cfg.yaml", tiny_config(two, 40));  // global batch 16: 8 per rank
+  REQUIRE(wait_exit(spawn_train(one / "cfg.yaml", {}, kOneThread)) == kExitOk);
+  REQUIRE(wait_exit(spawn_train(two / "cfg.yaml", {"--nproc", "2"}, kOneThread, two / "log.txt")) == kExitOk);
+  CHECK(read_file(two / "log.txt").find("gradient averaging: ") != std::string::npos);
+  std::vector<std::string> a = train_losses(one), b = train_losses(two);
+  REQUIRE(a.size() == 40);
+  REQUIRE(b.size() == 40);
+  // Not bitwise: one rank takes the mean over 16 rows, two ranks each over 8 and then average, so
+  // the float sums are grouped differently; the differences stay at float rounding.
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(loss_of(b[i]) - loss_of(a[i])) / loss_of(a[i]));
+  MESSAGE("largest relative loss difference over 40 steps: ", worst);
+  CHECK(worst < 1e-5);
+  CHECK(loss_of(a.back()) < loss_of(a.front()));  // it did train
+  CHECK(max_weight_difference(final_checkpoint(two), final_checkpoint(one)) < 1e-3);
+  fs::remove_all(one);
+  fs::remove_all(two);
+}
+
+TEST_CASE("data parallel (CPU): a 2-rank run stopped by SIGTERM resumes bit for bit") {
+  fs::path straight = fresh_dir("dp_straight"), split = fresh_dir("dp_split");
+  TrainConfig c = tiny_config(straight, 24);
+  c.checkpoint.every = 0;  // only the stop and the end write checkpoints
+  write_yaml(straight / "cfg.yaml", c);
+  c.run_dir = split.string();
+  write_yaml(split / "cfg.yaml", c);
+  REQUIRE(wait_exit(spawn_train(straight / "cfg.yaml", {"--nproc", "2"}, kOneThread)) == kExitOk);
+  // Every rank raises SIGTERM after step 10, as the launcher forwards a SIGTERM to every worker;
+  // the ranks agree on stopping at the next step boundary, rank 0 saves, all exit 5.
+  std::vector<std::string> env = kOneThread;
+  env.push_back("S6_FAULT_INJECT=sigterm_at_step=10");
+  CHECK(wait_exit(spawn_train(split / "cfg.yaml", {"--nproc", "2"}, env)) == kExitInterrupted);
+  auto saved = list_checkpoints((split / "checkpoints").string());
+  REQUIRE(saved.size() == 1);
+  CHECK(saved.back().first > 10);
+  CHECK(saved.back().first < 24);
+  REQUIRE(wait_exit(spawn_train(split / "cfg.yaml", {"--nproc", "2"}, kOneThread)) == kExitOk);
+  CHECK(train_losses(straight).size() == 24);
+  CHECK(train_losses(straight) == train_losses(split));
+  check_identical(final_checkpoint(straight), final_checkpoint(split));
+  fs::remove_all(straight);
+  fs::remove_all(split);
+}
+
+TEST_CASE("data parallel (CPU): when a rank is killed the other exits with code 6, naming it") {
+  fs::path dir = fresh_dir("dp_kill");
+  TrainConfig c = tiny_config(dir, 200);
+  write_yaml(dir / "cfg.yaml", c);
+  const std::string port = std::to_string(find_free_port());
+  auto rank_env = [&](int rank) {
+    std::vector<std::string> env = {"RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(rank),
+                                    "WORLD_SIZE=2", "LOCAL_WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1",
+                                    "MASTER_PORT=" + port, "OMP_NUM_THREADS=1"};
+    if (rank == 1) env.push_back("S6_FAULT_INJECT=sigkill_at_step=5");
+    return env;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  pid_t r0 = spawn_train(dir / "cfg.yaml", {}, rank_env(0), dir / "rank0.log");
+  pid_t r1 = spawn_train(dir / "cfg.yaml", {}, rank_env(1), dir / "rank1.log");
+  CHECK(wait_exit_within(r1, std::chrono::seconds(60)) == 128 + SIGKILL);
+  CHECK(wait_exit_within(r0, std::chrono::seconds(60)) == kExitCommError);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string log = read_file(dir / "rank0.log");
+  INFO(log);
+  CHECK(log.find("communication error") != std::string::npos);
+  CHECK(log.find("rank 1") != std::string::npos);
+  MESSAGE("rank 0 exited ", seconds, " s after the start (rank 1 killed itself after step 5)");
+  fs::remove_all(dir);
+}
