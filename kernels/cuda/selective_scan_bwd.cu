@@ -1,0 +1,517 @@
+// CUDA selective scan backward: B1 (super-chunk adjoints), B2 (the combine in reverse,
+// scan_common.cuh), B3 (every chunk's gradients) and B4 (deterministic column sums);
+// kernels/cuda/scan_common.cuh has the overview.
+#include "kernels/cuda/scan_common.cuh"
+
+namespace s6::kernels::cuda {
+
+namespace {
+
+// ---- B1: per super-chunk s >= 1, the adjoint it passes to super-chunk s - 1 (from zero), and its
+// sum of dt; written to the slot of the last chunk of super-chunk s - 1 -----------------------------
+template <class CF, typename T>
+__global__ void __launch_bounds__(CF::NT)
+    scan_bwd_chunk_adj_kernel(float* adj, float* dts, const T* dout, const T* delta,
+                              const float* A, const T* Cm, const T* z, const float* bias,
+                              bool softplus, int64_t L, int dim, int N, int nc, int K, int ns) {
+  constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD, IT = Tile<CF>::IT,
+                ITB = Tile<CF>::ITB;
+  extern __shared__ float4 smem_f4[];
+  float* s_dt = reinterpret_cast<float*>(smem_f4);
+  float* s_gy = s_dt + CF::TD;
+  float* s_C = s_gy + CF::TD;
+  const int s = blockIdx.x + 1, b = blockIdx.z, d0 = blockIdx.y * DPB;
+  const int g = threadIdx.x % CF::LPD, dl = threadIdx.x / CF::LPD, d = d0 + dl;
+  const int dS = d0 + threadIdx.x % DPB;
+  const float bias_s = (bias && dS < dim) ? bias[dS] : 0.f;
+  float A2[NS], dh[NS];
+  load_A<CF>(A2, A, d, g, dim, N);
+#pragma unroll
+  for (int i = 0; i < NS; ++i) dh[i] = 0.f;
+  const int64_t c0 = (int64_t)s * K * kChunk, cend = min(L, c0 + (int64_t)K * kChunk);
+  const int nsub = static_cast<int>((cend - c0 + kTS - 1) / kTS);
+  T rd[IT], rg[IT], rz[IT], rC[ITB];
+  {
+    const int64_t t0 = c0 + (int64_t)(nsub - 1) * kTS;
+    prefetch_seq<CF, T>(rd, delta, b, t0, cend, dS, L, dim);
+    prefetch_seq<CF, T>(rg, dout, b, t0, cend, dS, L, dim);
+    prefetch_seq<CF, T>(rz, z, b, t0, cend, dS, L, dim);
+    prefetch_bc<CF, T>(rC, Cm, b, t0, cend, L, N);
+  }
+  float dsum = 0.f;
+  for (int j = nsub - 1; j >= 0; --j) {
+    const int64_t t0 = c0 + (int64_t)j * kTS;
+    __syncthreads();
+    store_dt<CF, T>(s_dt, nullptr, rd, bias_s, softplus, t0, cend, dS < dim);
+    {
+      float gy[IT];
+#pragma unroll
+      for (int k = 0; k < IT; ++k) {
+        gy[k] = to_f(rg[k]);
+        if (z) gy[k] *= to_f(rz[k]) * sigmoid_f(to_f(rz[k]));
+      }
+      store_seq<CF, float>(s_gy, gy);
+    }
+    store_bc<CF, T>(s_C, rC);
+    __syncthreads();
+    if (j > 0) {
+      prefetch_seq<CF, T>(rd, delta, b, t0 - kTS, cend, dS, L, dim);
+      prefetch_seq<CF, T>(rg, dout, b, t0 - kTS, cend, dS, L, dim);
+      prefetch_seq<CF, T>(rz, z, b, t0 - kTS, cend, dS, L, dim);
+      prefetch_bc<CF, T>(rC, Cm, b, t0 - kTS, cend, L, N);
+    }
+#pragma unroll 4
+    for (int tt = kTS - 1; tt >= 0; --tt) {
+      const float dtv = s_dt[tt * DPB + dl], gy = s_gy[tt * DPB + dl];
+      dsum += dtv;
+      float Ct[NS];
+      load_vec<NS>(Ct, s_C + tt * NPAD + g * NS);
+#pragma unroll
+      for (int i = 0; i < NS; ++i) dh[i] = fast_exp2(dtv * A2[i]) * (dh[i] + Ct[i] * gy);
+    }
+  }
+  if (d < dim) {
+    float* dst = adj + (((int64_t)b * nc + (int64_t)s * K - 1) * dim + d) * N;
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+      const int n = g * NS + i;
+      if (n < N) dst[n] = dh[i];
+    }
+    if (g == 0) dts[((int64_t)b * ns + s) * dim + d] = dsum;
+  }
+}
+
+// Sums V values per lane over the 32/LPD channels of a warp (lanes differing in the bits above
+// LOG_LPD), scattering the results: afterwards the lane holds max(V >> K, 1) sums, of the values
+// idx0, idx0 + 1, ... Fixed butterfly order: deterministic.
+template <int V, int LOG_LPD>
+__device__ __forceinline__ void warp_reduce_scatter(float (&v)[V], int lane, int& idx0) {
+  constexpr int K = 5 - LOG_LPD;
+  idx0 = 0;
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int mask = (1 << LOG_LPD) << j;
+    const bool hi = (lane & mask) != 0;
+    const int cnt = V >> j;
+    if (cnt >= 2) {
+      const int half = cnt >> 1;
+#pragma unroll
+      for (int k = 0; k < half; ++k) {
+        const float send = hi ? v[k] : v[k + half];
+        const float keep = hi ? v[k + half] : v[k];
+        v[k] = keep + __shfl_xor_sync(0xffffffffu, send, mask);
+      }
+      if (hi) idx0 += half;
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], mask);
+    }
+  }
+}
+
+// ---- B3: the gradients of every chunk ----------------------------------------------------------
+template <class CF, typename T>
+__global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
+    scan_bwd_main_kernel(T* du, T* ddelta, T* dz, float* dB_part, float* dC_part, float* adj,
+                         float* dD_part, float* dbias_part, const T* dout, const T* u,
+                         const T* delta, const float* A, const T* Bm, const T* Cm, const float* Dv,
+                         const T* z, const float* bias, const float* states, bool softplus,
+                         int64_t L, int dim, int N, int nc, int batch, int KC) {
+  constexpr int NS = CF::NS, LPD = CF::LPD, DPB = CF::DPB, NPAD = CF::NPAD, TD = CF::TD;
+  constexpr int TSB = CF::TSB, NW = CF::NW, V = 2 * NS;
+  constexpr int LOGV = log2c(V), K = 5 - CF::LOG_LPD;
+  constexpr int CNT = (V >> K) > 1 ? (V >> K) : 1;
+  extern __shared__ float4 smem_f4[];
+  float* s_dt = reinterpret_cast<float*>(smem_f4);
+  float* s_dsp = s_dt + TD;
+  float* s_u = s_dsp + TD;
+  float* s_dout = s_u + TD;
+  float* s_z = s_dout + TD;
+  float* s_du = s_z + TD;
+  float* s_ddt = s_du + TD;
+  float* s_dz = s_ddt + TD;
+  float* s_B = s_dz + TD;
+  float* s_C = s_B + kTS * NPAD;
+  float* s_part = s_C + kTS * NPAD;  // [NW][TSB][2][NPAD]
+  float* s_red = s_part + NW * TSB * 2 * NPAD;  // [2][NW][V/4 slabs], when CF::kSmemReduce
+  const int dblk = blockIdx.y, b = blockIdx.z, d0 = dblk * DPB;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = threadIdx.x % LPD, dl = threadIdx.x / LPD, d = d0 + dl;
+  const bool has_z = z != nullptr;
+  const bool writer = (lane >> (CF::LOG_LPD + LOGV)) == 0;
+
+  float A2[NS];  // A * log2(e); the ddelta sum is scaled back by ln 2 once per step
+  load_A<CF>(A2, A, d, g, dim, N);
+  const float Dd = (Dv && d < dim) ? Dv[d] : 0.f;
+  // Super-chunk blockIdx.x: its chunks last to first, the adjoint carried across them in registers
+  // (B2 gave the adjoint entering the last one).
+  const int c_lo = blockIdx.x * KC, c_hi = min(nc, c_lo + KC) - 1;
+  float dh[NS];
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const bool v = d < dim && g * NS + i < N;
+    dh[i] = v ? adj[(((int64_t)b * nc + c_hi) * dim + d) * N + g * NS + i] : 0.f;
+  }
+#pragma unroll 1
+  for (int c = c_hi; c >= c_lo; --c) {
+  const int64_t rowoff = (((int64_t)b * nc + c) * dim + d) * N + g * NS;
+  float h[NS];
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const bool v = d < dim && g * NS + i < N;
+    h[i] = v ? states[rowoff + i] : 0.f;
+  }
+  const int64_t c0 = (int64_t)c * kChunk, cend = min(L, c0 + kChunk);
+
+  // Checkpoints: the state entering every sub-chunk.
+  float ck[kNSub][NS];  // indexed by a runtime sub-chunk: local memory, read twice per sub-chunk
+#pragma unroll 1
+  for (int s = 0; s < kNSub; ++s) {
+#pragma unroll
+    for (int i = 0; i < NS; ++i) ck[s][i] = h[i];
+    const int64_t t0 = c0 + (int64_t)s * kTS;
+    if (s == kNSub - 1 || t0 >= cend) continue;
+    __syncthreads();
+    stage_seq<CF, T>(s_dt, nullptr, s_u, nullptr, nullptr, nullptr, u, delta, nullptr, nullptr,
+                     bias, softplus, b, t0, cend, d0, L, dim);
+    stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N);
+    if (s + 2 < kNSub)  // the sweep's next sub-chunk
+      prefetch_stage<CF, T>({u, delta}, Bm, nullptr, b, t0 + kTS, cend, d0, L, dim, N);
+    else  // the main loop's first: the last sub-chunk, all of its inputs
+      prefetch_stage<CF, T>({u, delta, dout, z}, Bm, Cm, b, t0 + kTS, cend, d0, L, dim, N);
+    __syncthreads();
+#pragma unroll 4
+    for (int tt = 0; tt < kTS; ++tt) {
+      const float dtv = s_dt[tt * DPB + dl];
+      const float dtu = dtv * s_u[tt * DPB + dl];
+      float Bt[NS];
+      load_vec<NS>(Bt, s_B + tt * NPAD + g * NS);
+#pragma unroll
+      for (int i = 0; i < NS; ++i) h[i] = fast_exp2(dtv * A2[i]) * h[i] + dtu * Bt[i];
+    }
+  }
+
+  float dA_acc[NS];
+#pragma unroll
+  for (int i = 0; i < NS; ++i) dA_acc[i] = 0.f;
+  float dD_acc = 0.f, db_acc = 0.f;
+#pragma unroll 1
+  for (int s = kNSub - 1; s >= 0; --s) {
+    const int64_t t0 = c0 + (int64_t)s * kTS;
+    if (t0 >= cend) continue;
+    __syncthreads();
+    stage_seq<CF, T>(s_dt, s_dsp, s_u, s_dout, has_z ? s_z : nullptr, nullptr, u, delta, dout, z,
+                     bias, softplus, b, t0, cend, d0, L, dim);
+    stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N);
+    stage_bc<CF, T>(s_C, Cm, b, t0, cend, L, N);
+    if (s > 0)  // the next sub-chunk back (u, delta, B were read by the sweep: dout, z, C are new)
+      prefetch_stage<CF, T>({dout, z}, nullptr, Cm, b, t0 - kTS, t0, d0, L, dim, N);
+    else if (c > c_lo)  // the previous chunk's first sub-chunk, for its sweep
+      prefetch_stage<CF, T>({u, delta}, Bm, nullptr, b, t0 - kChunk, t0 - kChunk + kTS, d0, L,
+                            dim, N);
+    __syncthreads();
+    // The 16 states of this sub-chunk, in registers.
+    float hist[kTS][NS];
+    {
+      float hc[NS];
+#pragma unroll
+      for (int i = 0; i < NS; ++i) hc[i] = ck[s][i];
+#pragma unroll
+      for (int tt = 0; tt < kTS; ++tt) {
+        const float dtv = s_dt[tt * DPB + dl];
+        const float dtu = dtv * s_u[tt * DPB + dl];
+        float Bt[NS];
+        load_vec<NS>(Bt, s_B + tt * NPAD + g * NS);
+#pragma unroll
+        for (int i = 0; i < NS; ++i) {
+          hc[i] = fast_exp2(dtv * A2[i]) * hc[i] + dtu * Bt[i];
+          hist[tt][i] = hc[i];
+        }
+      }
+    }
+#pragma unroll
+    for (int tt = kTS - 1; tt >= 0; --tt) {
+      const int o = tt * DPB + dl;
+      const float dtv = s_dt[o], uv = s_u[o], dov = s_dout[o];
+      float Bt[NS], Ct[NS];
+      load_vec<NS>(Bt, s_B + tt * NPAD + g * NS);
+      load_vec<NS>(Ct, s_C + tt * NPAD + g * NS);
+      float gy = dov, dzv = 0.f;
+      if (has_z) {
+        float yp = 0.f;
+#pragma unroll
+        for (int i = 0; i < NS; ++i) yp += Ct[i] * hist[tt][i];
+        const float y = lane_allreduce<LPD>(yp) + Dd * uv;
+        const float zz = s_z[o], sz = sigmoid_f(zz);
+        gy = dov * zz * sz;
+        dzv = dov * y * sz * (1.f + zz * (1.f - sz));
+      }
+      // ddelta = sum_n dhn (B u + A a h_prev) = u * (sum_n dhn B) + sum_n (dhn a h_prev) A.
+      const float dtu = dtv * uv;
+      float dup = 0.f, ddp = 0.f, vals[V];
+#pragma unroll
+      for (int i = 0; i < NS; ++i) {
+        const float hp = tt > 0 ? hist[tt > 0 ? tt - 1 : 0][i] : ck[s][i];
+        const float a = fast_exp2(dtv * A2[i]);
+        const float ah = a * hp;
+        const float dhn = dh[i] + Ct[i] * gy;
+        dup += dhn * Bt[i];
+        const float q = dhn * ah;
+        ddp += q * A2[i];
+        dA_acc[i] += q * dtv;
+        vals[i] = dhn * dtu;
+        vals[NS + i] = gy * hist[tt][i];
+        dh[i] = a * dhn;
+      }
+      dup = lane_allreduce<LPD>(dup);
+      ddp = lane_allreduce<LPD>(ddp) * kLn2 + uv * dup;
+      if (g == 0) {
+        const float ddt = ddp * s_dsp[o];
+        s_du[o] = Dd * gy + dtv * dup;
+        s_ddt[o] = ddt;
+        s_dz[o] = dzv;
+        dD_acc += gy * uv;
+        db_acc += ddt;
+      }
+      // dB, dC: sum over the warp's channels, then over the block's warps at the flush.
+      float* dst = s_part + ((warp * TSB + tt % TSB) * 2) * NPAD;
+      if constexpr (CF::kSmemReduce) {
+        // Lane = channel * LPD + g writes its V values; lane o then sums output o (and o + 32)
+        // of the LPD * V per channel, o = g * V + v, over the warp's channels in a fixed order.
+        // Two buffers, so one __syncwarp per step orders the reads after the writes and the
+        // next step's writes after the reads.
+        constexpr int CPW = 32 / LPD, OUT = LPD * V, SLAB = CF::kRedSlab;
+        float* red = s_red + ((tt & 1) * NW + warp) * CF::kRedWarpFloats;
+#pragma unroll
+        for (int k = 0; k < V; k += 4)
+          *reinterpret_cast<float4*>(red + (k / 4) * SLAB + lane * 4) =
+              make_float4(vals[k], vals[k + 1], vals[k + 2], vals[k + 3]);
+        __syncwarp();
+#pragma unroll
+        for (int o = lane; o < OUT; o += 32) {
+          const int go = o / V, vo = o - go * V;
+          const float* src = red + (vo / 4) * SLAB + go * 4 + (vo % 4);
+          float sum = src[0];
+#pragma unroll
+          for (int c = 1; c < CPW; ++c) sum += src[c * LPD * 4];
+          const int which = vo / NS, nn = go * NS + (vo - which * NS);
+          dst[which * NPAD + nn] = sum;
+        }
+      } else {
+        int idx0;
+        warp_reduce_scatter<V, CF::LOG_LPD>(vals, lane, idx0);
+        if (writer) {
+#pragma unroll
+          for (int k = 0; k < CNT; ++k) {
+            const int vi = idx0 + k;
+            const int which = vi / NS, nn = g * NS + (vi - which * NS);
+            dst[which * NPAD + nn] = vals[k];
+          }
+        }
+      }
+      if (tt % TSB == 0) {
+        __syncthreads();
+        for (int i = threadIdx.x; i < TSB * 2 * NPAD; i += CF::NT) {
+          const int j = i / (2 * NPAD), rem = i - j * 2 * NPAD;
+          const int which = rem / NPAD, n = rem - which * NPAD;
+          const int64_t t = t0 + tt + j;
+          float sum = 0.f;
+#pragma unroll
+          for (int w = 0; w < NW; ++w) sum += s_part[(w * TSB + j) * 2 * NPAD + rem];
+          if (t < cend && n < N)
+            (which ? dC_part : dB_part)[(((int64_t)dblk * batch + b) * L + t) * N + n] = sum;
+        }
+        __syncthreads();
+      }
+    }
+    for (int i = threadIdx.x; i < TD; i += CF::NT) {
+      const int tt = i / DPB, dd = i - tt * DPB;
+      const int64_t t = t0 + tt;
+      const int dch = d0 + dd;
+      if (t < cend && dch < dim) {
+        const int64_t idx = ((int64_t)b * L + t) * dim + dch;
+        if (du) du[idx] = from_f<T>(s_du[i]);
+        if (ddelta) ddelta[idx] = from_f<T>(s_ddt[i]);
+        if (dz && has_z) dz[idx] = from_f<T>(s_dz[i]);
+      }
+    }
+  }
+  if (d < dim) {
+#pragma unroll
+    for (int i = 0; i < NS; ++i)
+      if (g * NS + i < N) adj[rowoff + i] = dA_acc[i];  // dA partial replaces the adjoint
+    if (g == 0) {
+      dD_part[((int64_t)b * nc + c) * dim + d] = dD_acc;
+      dbias_part[((int64_t)b * nc + c) * dim + d] = db_acc;
+    }
+  }
+  }  // chunk loop
+}
+
+// ---- B4: out[m] = sum over rows r (fixed order) of in[r, m] -----------------------------------
+template <typename TO>
+__global__ void colsum_kernel(TO* out, const float* in, int64_t R, int64_t M,
+                              int64_t rows_per_split) {
+  const int64_t m = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (m >= M) return;
+  const int64_t r0 = (int64_t)blockIdx.y * rows_per_split;
+  const int64_t r1 = min(R, r0 + rows_per_split);
+  float s = 0.f;
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const float a0 = in[r * M + m], a1 = in[(r + 1) * M + m], a2 = in[(r + 2) * M + m],
+                a3 = in[(r + 3) * M + m];
+    s += a0;
+    s += a1;
+    s += a2;
+    s += a3;
+  }
+  for (; r < r1; ++r) s += in[r * M + m];
+  out[(int64_t)blockIdx.y * M + m] = from_f<TO>(s);
+}
+
+constexpr int64_t kColsumSplitRows = 32;
+constexpr int64_t kColsumOnePass = 32;
+
+int64_t colsum_temp_floats(int64_t R, int64_t M) {
+  return R <= kColsumOnePass ? 0 : ((R + kColsumSplitRows - 1) / kColsumSplitRows) * M;
+}
+
+template <typename TO>
+void colsum(TO* out, const float* in, int64_t R, int64_t M, float* temp, cudaStream_t stream) {
+  if (M == 0) return;
+  const unsigned bx = static_cast<unsigned>((M + 255) / 256);
+  if (R <= kColsumOnePass) {
+    colsum_kernel<TO><<<dim3(bx, 1), 256, 0, stream>>>(out, in, R, M, R > 0 ? R : 1);
+    return;
+  }
+  const int64_t RS = (R + kColsumSplitRows - 1) / kColsumSplitRows;
+  colsum_kernel<float><<<dim3(bx, static_cast<unsigned>(RS)), 256, 0, stream>>>(temp, in, R, M,
+                                                                                kColsumSplitRows);
+  colsum_kernel<TO><<<dim3(bx, 1), 256, 0, stream>>>(out, temp, RS, M, RS);
+}
+
+
+}  // namespace
+
+namespace {
+struct BwdLayout {
+  int64_t adj, dts, dD, dbias, dB, dC, temp, total;
+};
+BwdLayout bwd_layout(int64_t batch, int64_t length, int64_t dim, int64_t dstate) {
+  const int64_t nc = scan_num_chunks(length);
+  const int64_t ndb = (dim + channels_per_block(dstate) - 1) / channels_per_block(dstate);
+  const int64_t rows = batch * nc;
+  auto up = [](int64_t v) { return (v + 3) / 4 * 4; };  // keep 16-byte alignment
+  BwdLayout l{};
+  int64_t off = 0;
+  l.adj = off, off += up(rows * dim * dstate);
+  l.dts = off, off += up(rows * dim);
+  l.dD = off, off += up(rows * dim);
+  l.dbias = off, off += up(rows * dim);
+  l.dB = off, off += up(ndb * batch * length * dstate);
+  l.dC = off, off += up(ndb * batch * length * dstate);
+  l.temp = off;
+  off += up(std::max({colsum_temp_floats(rows, dim * dstate), colsum_temp_floats(rows, dim),
+                      colsum_temp_floats(ndb, batch * length * dstate)}));
+  l.total = std::max<int64_t>(off, 1);
+  return l;
+}
+}  // namespace
+
+int64_t scan_bwd_workspace_floats(int64_t batch, int64_t length, int64_t dim, int64_t dstate) {
+  return bwd_layout(batch, length, dim, dstate).total;
+}
+
+void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, float* dD, void* dz,
+                        float* ddelta_bias, float* workspace, const void* dout, const void* u,
+                        const void* delta, const float* A, const void* B, const void* C,
+                        const float* D, const void* z, const float* delta_bias,
+                        const float* chunk_states, bool delta_softplus, int64_t batch,
+                        int64_t length, int64_t dim, int64_t dstate, ScanDType dtype,
+                        void* stream_ptr) {
+  const char* what = "selective_scan_bwd (CUDA)";
+  check_dims(what, batch, length, dim, dstate);
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  auto zero = [&](float* p, int64_t n) {
+    if (!p || n == 0) return;
+    cudaError_t e = cudaMemsetAsync(p, 0, size_t(n) * 4, stream);
+    S6_CHECK(e == cudaSuccess, "{}: {}", what, cudaGetErrorString(e));
+  };
+  if (batch == 0 || length == 0 || dim == 0) {
+    zero(dA, dim * dstate);
+    zero(dD, dim);
+    zero(ddelta_bias, dim);
+    return;
+  }
+  S6_CHECK(workspace && dout && u && delta && A && B && C && chunk_states,
+           "{}: workspace, dout, u, delta, A, B, C and chunk_states are required", what);
+  S6_CHECK(!dz || z, "{}: dz requested without z", what);
+  const size_t es = dtype == ScanDType::Float32 ? 4 : 2;
+  for (auto [name, p] : std::initializer_list<NamedPtr>{{"du", du}, {"ddelta", ddelta},
+                         {"dB", dB}, {"dC", dC}, {"dz", dz}, {"dout", dout}, {"u", u},
+                         {"delta", delta}, {"B", B}, {"C", C}, {"z", z}})
+    if (p) check_aligned(what, name, p, es);
+  for (auto [name, p] : std::initializer_list<NamedPtr>{{"dA", dA}, {"dD", dD},
+                         {"ddelta_bias", ddelta_bias}, {"workspace", workspace}, {"A", A},
+                         {"D", D}, {"delta_bias", delta_bias}, {"chunk_states", chunk_states}})
+    if (p) check_aligned(what, name, p, 4);
+  check_aligned(what, "workspace", workspace, 16);
+  const int64_t nc = scan_num_chunks(length);
+  const BwdLayout lay = bwd_layout(batch, length, dim, dstate);
+  float* adj = workspace + lay.adj;
+  float* dts = workspace + lay.dts;
+  float* dD_part = workspace + lay.dD;
+  float* dbias_part = workspace + lay.dbias;
+  float* dB_part = workspace + lay.dB;
+  float* dC_part = workspace + lay.dC;
+  float* temp = workspace + lay.temp;
+  const int64_t ndb = (dim + channels_per_block(dstate) - 1) / channels_per_block(dstate);
+  dispatch_dtype(dtype, [&](auto ttag) {
+    using T = decltype(ttag);
+    dispatch_cfg(dstate, [&](auto cf) {
+      using CF = decltype(cf);
+      const unsigned dblocks = static_cast<unsigned>((dim + CF::DPB - 1) / CF::DPB);
+      const T* ut = static_cast<const T*>(u);
+      const T* dt = static_cast<const T*>(delta);
+      const T* Bt = static_cast<const T*>(B);
+      const T* Ct = static_cast<const T*>(C);
+      const T* zt = static_cast<const T*>(z);
+      const T* dot = static_cast<const T*>(dout);
+      const Split sp = split_chunks(nc, int64_t(dblocks) * batch, "S6_SCAN_BWD_BLOCKS",
+                                    kBwdBlocksPerSm);
+      if (sp.ns > 1) {
+        const size_t smem = (2 * CF::TD + kTS * CF::NPAD) * sizeof(float);
+        auto k1 = scan_bwd_chunk_adj_kernel<CF, T>;
+        set_smem(k1, smem);
+        k1<<<dim3(static_cast<unsigned>(sp.ns - 1), dblocks, static_cast<unsigned>(batch)),
+             CF::NT, smem, stream>>>(adj, dts, dot, dt, A, Ct, zt, delta_bias, delta_softplus,
+                                     length, static_cast<int>(dim), static_cast<int>(dstate),
+                                     static_cast<int>(nc), static_cast<int>(sp.K),
+                                     static_cast<int>(sp.ns));
+        check_launch("selective_scan_bwd chunk adjoints");
+      }
+      launch_combine<true>(adj, dts, A, nullptr, nc, sp.ns, sp.K, batch, dim, dstate, stream);
+      check_launch("selective_scan_bwd chunk combine");
+      const size_t smem = CF::kBwdSmemFloats * sizeof(float);
+      auto k3 = scan_bwd_main_kernel<CF, T>;
+      set_smem(k3, smem);
+      k3<<<dim3(static_cast<unsigned>(sp.ns), dblocks, static_cast<unsigned>(batch)), CF::NT, smem,
+           stream>>>(static_cast<T*>(du), static_cast<T*>(ddelta), static_cast<T*>(dz), dB_part,
+                     dC_part, adj, dD_part, dbias_part, dot, ut, dt, A, Bt, Ct, D, zt, delta_bias,
+                     chunk_states, delta_softplus, length, static_cast<int>(dim),
+                     static_cast<int>(dstate), static_cast<int>(nc), static_cast<int>(batch),
+                     static_cast<int>(sp.K));
+      check_launch("selective_scan_bwd main");
+      const int64_t rows = batch * nc;
+      if (dA) colsum<float>(dA, adj, rows, dim * dstate, temp, stream);
+      if (dD) colsum<float>(dD, dD_part, rows, dim, temp, stream);
+      if (ddelta_bias) colsum<float>(ddelta_bias, dbias_part, rows, dim, temp, stream);
+      if (dB) colsum<T>(static_cast<T*>(dB), dB_part, ndb, batch * length * dstate, temp, stream);
+      if (dC) colsum<T>(static_cast<T*>(dC), dC_part, ndb, batch * length * dstate, temp, stream);
+      check_launch("selective_scan_bwd reductions");
+    });
+  });
+}
+
+
+}  // namespace s6::kernels::cuda
