@@ -127,20 +127,19 @@ ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const T
                              const Tensor& B_in, const Tensor& C_in, const Tensor& D_in,
                              const Tensor& z_in, const Tensor& bias_in, const ScanOptions& options) {
   const char* op = "selective_scan";
-  if (u_in.defined() && u_in.is_cuda()) {
-    detail::check_rank(op, "u (batch, length, channels)", u_in, 3);
-    detail::check_rank(op, "A (channels, state)", A_in, 2);
-    const int64_t batch = u_in.size(0), length = u_in.size(1), dim = u_in.size(2),
-                  dstate = A_in.size(1);
-    detail::check_shape(op, "delta", delta_in, u_in.shape());
-    detail::check_shape(op, "A", A_in, {dim, dstate});
-    detail::check_shape(op, "B", B_in, {batch, length, dstate});
-    detail::check_shape(op, "C", C_in, {batch, length, dstate});
-    if (D_in.defined()) detail::check_shape(op, "D", D_in, {dim});
-    if (z_in.defined()) detail::check_shape(op, "z", z_in, u_in.shape());
-    if (bias_in.defined()) detail::check_shape(op, "delta_bias", bias_in, {dim});
-    if (options.initial_state.defined())
-      detail::check_shape(op, "initial_state", options.initial_state, {batch, dim, dstate});
+  detail::check_rank(op, "u (batch, length, channels)", u_in, 3);
+  detail::check_rank(op, "A (channels, state)", A_in, 2);
+  const int64_t batch = u_in.size(0), length = u_in.size(1), dim = u_in.size(2), dstate = A_in.size(1);
+  detail::check_shape(op, "delta", delta_in, u_in.shape());
+  detail::check_shape(op, "A", A_in, {dim, dstate});
+  detail::check_shape(op, "B", B_in, {batch, length, dstate});
+  detail::check_shape(op, "C", C_in, {batch, length, dstate});
+  if (D_in.defined()) detail::check_shape(op, "D", D_in, {dim});
+  if (z_in.defined()) detail::check_shape(op, "z", z_in, u_in.shape());
+  if (bias_in.defined()) detail::check_shape(op, "delta_bias", bias_in, {dim});
+  if (options.initial_state.defined())
+    detail::check_shape(op, "initial_state", options.initial_state, {batch, dim, dstate});
+  if (u_in.is_cuda()) {
 #ifdef S6_WITH_CUDA
     return selective_scan_cuda(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, options);
 #else
@@ -157,19 +156,6 @@ ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const T
   }
   detail::check_same_float(op, {&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in,
                                 &options.initial_state});
-  detail::check_rank(op, "u (batch, length, channels)", u_in, 3);
-  int64_t batch = u_in.size(0), length = u_in.size(1), dim = u_in.size(2);
-  detail::check_rank(op, "A (channels, state)", A_in, 2);
-  int64_t dstate = A_in.size(1);
-  detail::check_shape(op, "delta", delta_in, u_in.shape());
-  detail::check_shape(op, "A", A_in, {dim, dstate});
-  detail::check_shape(op, "B", B_in, {batch, length, dstate});
-  detail::check_shape(op, "C", C_in, {batch, length, dstate});
-  if (D_in.defined()) detail::check_shape(op, "D", D_in, {dim});
-  if (z_in.defined()) detail::check_shape(op, "z", z_in, u_in.shape());
-  if (bias_in.defined()) detail::check_shape(op, "delta_bias", bias_in, {dim});
-  if (options.initial_state.defined())
-    detail::check_shape(op, "initial_state", options.initial_state, {batch, dim, dstate});
   detail::check_cpu(op, u_in);
 
   auto c = [](const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); };
