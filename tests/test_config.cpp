@@ -95,6 +95,17 @@ TEST_CASE("config: every shipped config loads with the paper's values") {
   CHECK(ih.optim.lr == doctest::Approx(1e-3));
   REQUIRE(ih.eval.lengths.size() == 15);
   for (size_t i = 0; i < 15; ++i) CHECK(ih.eval.lengths[i] == (int64_t{64} << i));
+
+  // The LM throughput config: TARGETS.md's LM shape in bf16 mixed precision.
+  TrainConfig lm = load_config((kConfigs / "lm_throughput.yaml").string(), {});
+  CHECK(lm.run_dir == "runs/lm_throughput");
+  CHECK(lm.model.d_model == 768);
+  CHECK(lm.model.n_layer == 24);
+  CHECK(lm.model.padded_vocab() == 50280);
+  CHECK(lm.train.batch_size * lm.task.seq_len == 8 * 2048);
+  CHECK(lm.train.precision == "bf16");
+  CHECK(compute_dtype(lm) == DType::BFloat16);
+  CHECK(lm.task.loss_positions == "all");
 }
 
 TEST_CASE("config: overrides apply on top of the file, before validation") {
