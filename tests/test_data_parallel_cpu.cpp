@@ -44,6 +44,21 @@ double max_weight_difference(const std::string& a, const std::string& b) {
   return worst;
 }
 
+// The {"split": "eval"} line of a run's metrics.jsonl (its final evaluation).
+std::string final_eval_line(const fs::path& run_dir) {
+  std::ifstream in(run_dir / "metrics.jsonl");
+  std::string last;
+  for (std::string line; std::getline(in, line);)
+    if (line.find("\"split\": \"eval\"") != std::string::npos) last = line;
+  return last;
+}
+
+double json_number(const std::string& line, const std::string& key) {
+  const size_t at = line.find("\"" + key + "\": ");
+  REQUIRE(at != std::string::npos);
+  return std::stod(line.substr(at + key.size() + 4));
+}
+
 std::string read_file(const fs::path& p) {
   std::ifstream in(p);
   std::stringstream s;
@@ -70,8 +85,11 @@ int wait_exit_within(pid_t pid, std::chrono::seconds limit) {
 
 TEST_CASE("data parallel (CPU): 2 ranks x batch 8 track 1 rank x batch 16 (--nproc 2)") {
   fs::path one = fresh_dir("dp_one"), two = fresh_dir("dp_two");
-  write_yaml(one / "cfg.yaml", tiny_config(one, 40));
-  write_yaml(two / "cfg.yaml", tiny_config(two, 40));  // global batch 16: 8 per rank
+  TrainConfig c = tiny_config(one, 40);  // global batch 16: 8 per rank
+  c.eval.batch_size = 8;                 // 4 evaluation forwards: 2 per rank
+  write_yaml(one / "cfg.yaml", c);
+  c.run_dir = two.string();
+  write_yaml(two / "cfg.yaml", c);
   REQUIRE(wait_exit(spawn_train(one / "cfg.yaml", {}, kOneThread)) == kExitOk);
   REQUIRE(wait_exit(spawn_train(two / "cfg.yaml", {"--nproc", "2"}, kOneThread, two / "log.txt")) == kExitOk);
   CHECK(read_file(two / "log.txt").find("gradient averaging: ") != std::string::npos);
@@ -86,6 +104,11 @@ TEST_CASE("data parallel (CPU): 2 ranks x batch 8 track 1 rank x batch 16 (--npr
   CHECK(worst < 1e-5);
   CHECK(loss_of(a.back()) < loss_of(a.front()));  // it did train
   CHECK(max_weight_difference(final_checkpoint(two), final_checkpoint(one)) < 1e-3);
+  // The final evaluation is split across the ranks (forward j on rank j mod 2) and summed.
+  const std::string e1 = final_eval_line(one), e2 = final_eval_line(two);
+  MESSAGE("final evaluation, 1 rank: ", e1, "; 2 ranks: ", e2);
+  CHECK(json_number(e2, "accuracy") == json_number(e1, "accuracy"));
+  CHECK(json_number(e2, "loss") == doctest::Approx(json_number(e1, "loss")).epsilon(1e-5));
   fs::remove_all(one);
   fs::remove_all(two);
 }
