@@ -440,6 +440,22 @@ TEST_CASE("distributed: --nproc launcher sets the environment and reports the fi
     CHECK((std::atoi(p.c_str()) > 0 && (port.empty() || p == port)));
     port = p;
   }
+  // Each of the 3 workers gets a third of the cores as OpenMP threads, unless the user set them.
+  const char* user_threads = std::getenv("OMP_NUM_THREADS");
+  const std::string saved = user_threads ? user_threads : "";
+  auto threads_seen = [&] {
+    CHECK(launch_local(sh("echo $OMP_NUM_THREADS > " + dir.string() + "/omp_$RANK")) == 0);
+    std::ifstream f(dir / "omp_1");
+    std::string v;
+    f >> v;
+    return v;
+  };
+  unsetenv("OMP_NUM_THREADS");
+  CHECK(threads_seen() == std::to_string(std::max(1u, std::max(1u, std::thread::hardware_concurrency()) / 3)));
+  setenv("OMP_NUM_THREADS", "5", 1);
+  CHECK(threads_seen() == "5");
+  if (user_threads) setenv("OMP_NUM_THREADS", saved.c_str(), 1);
+  else unsetenv("OMP_NUM_THREADS");
   // `exit $RANK`-style: only rank 2 fails; the others are terminated instead of waiting 30 s.
   CHECK(launch_local(sh("[ $RANK = 2 ] && exit 7; exec sleep 30")) == 7);
   // Workers that ignore SIGTERM are SIGKILLed after the grace period.

@@ -47,6 +47,12 @@ std::vector<std::string> worker_env(int rank, int nproc, const std::string& addr
     for (const char* k : kOverridden) skip = skip || std::strncmp(*e, k, std::strlen(k)) == 0;
     if (!skip) env.emplace_back(*e);
   }
+  // N ranks on one node share its cores: unless the user chose, each gets its share of OpenMP
+  // threads (the CPU kernels' threads; without this N x cores threads contend for the cores).
+  if (!std::getenv("OMP_NUM_THREADS")) {
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    env.push_back(fmt::format("OMP_NUM_THREADS={}", std::max(1u, cores / static_cast<unsigned>(nproc))));
+  }
   for (const auto& kv : {std::pair<const char*, std::string>{"RANK", std::to_string(rank)},
                          {"LOCAL_RANK", std::to_string(rank)}, {"WORLD_SIZE", std::to_string(nproc)},
                          {"LOCAL_WORLD_SIZE", std::to_string(nproc)}, {"MASTER_ADDR", addr},
