@@ -348,7 +348,10 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   progress.finish();
   if (device == Device::CUDA) cuda::synchronize();
   const double train_seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
-  if (lead)
+  if (lead && start_step >= config.train.steps)
+    log::info("nothing to train: the run is at step {} of train.steps {}; evaluating only", start_step,
+              config.train.steps);
+  else if (lead)
     log::info("trained steps {}..{} in {:.1f} s; data generation took {:.3f} s ({:.2f}% of it)", start_step + 1,
             config.train.steps, train_seconds, data_seconds, 100.0 * data_seconds / std::max(train_seconds, 1e-9));
   if (last_saved != config.train.steps) save(config.train.steps);
