@@ -7,9 +7,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
+#include <vector>
 
 #include "core/cuda_runtime.h"
 #include "core/log.h"
@@ -139,10 +141,18 @@ void DataParallel::launch_bucket(size_t b) {
     nccl_launch_bucket(b);
     return;
   }
+  // CPU: the bucket's gradients packed into one buffer, so a bucket costs one round trip.
+  std::vector<float> packed;
   for (int64_t p : bucket.params) {
     Tensor g = r.params[static_cast<size_t>(p)].grad();
-    rendezvous_->all_reduce(g.data<float>(), static_cast<size_t>(g.numel()), Rendezvous::Reduce::Mean,
-                            "gradient all-reduce");
+    packed.insert(packed.end(), g.data<float>(), g.data<float>() + g.numel());
+  }
+  rendezvous_->all_reduce(packed.data(), packed.size(), Rendezvous::Reduce::Mean, "gradient all-reduce");
+  size_t offset = 0;
+  for (int64_t p : bucket.params) {
+    Tensor g = r.params[static_cast<size_t>(p)].grad();
+    std::copy(packed.begin() + offset, packed.begin() + offset + g.numel(), g.data<float>());
+    offset += static_cast<size_t>(g.numel());
   }
 }
 

@@ -41,7 +41,8 @@ class DataParallel {
   // gradient final; a bucket whose parameters are all ready is launched at once (an event on the
   // compute stream, which the communicator stream waits on, then one grouped in-place ncclAllReduce
   // ncclAvg of its gradients), so communication overlaps the rest of backward (on the CPU a
-  // bucket is averaged there and then, through the TCP star, before backward goes on). Buckets launch
+  // bucket is packed into one buffer and averaged there and then, through the TCP star, before
+  // backward goes on). Buckets launch
   // strictly in bucket order: NCCL needs every rank to issue the same collectives in the same
   // order, so a bucket waits for the ones before it even when its gradients are final sooner.
   // finish launches every bucket not launched yet, with zeros as the gradient of any parameter the

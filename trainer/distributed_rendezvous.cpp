@@ -312,8 +312,12 @@ void Rendezvous::all_reduce_impl(T* data, size_t n, Reduce op, const std::string
         if (all[r].size() != count * sizeof(T))
           fail(r, "all-reduce '" + what + "'",
                fmt::format("sent {} bytes where rank 0 expected {}", all[r].size(), count * sizeof(T)));
-        const T* v = reinterpret_cast<const T*>(all[r].data());
-        for (size_t i = 0; i < count; ++i) acc[i] += static_cast<double>(v[i]);
+        const char* bytes = all[r].data();
+        for (size_t i = 0; i < count; ++i) {
+          T v;
+          std::memcpy(&v, bytes + i * sizeof(T), sizeof(T));  // the frame's bytes need not be aligned
+          acc[i] += static_cast<double>(v);
+        }
       }
       const double divisor = op == Reduce::Mean ? static_cast<double>(opt_.world_size) : 1.0;
       for (size_t i = 0; i < count; ++i) part[i] = static_cast<T>(acc[i] / divisor);
