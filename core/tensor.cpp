@@ -254,6 +254,20 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   return *this;
 }
 
+Tensor Tensor::argmax_last() const {
+  S6_CHECK(dim() >= 1 && size(-1) >= 1 && size(-1) < (int64_t{1} << 31),
+           "argmax_last: needs a last dimension of 1 to 2^31-1 elements; got {}", describe());
+  S6_CHECK(dtype_ == DType::Float32 || dtype_ == DType::Float64 || dtype_ == DType::BFloat16,
+           "argmax_last: needs a floating tensor; got {}", describe());
+  Shape out_shape(shape_.begin(), shape_.end() - 1);
+  Tensor out = empty(out_shape, DType::Int32, device_);
+  Tensor src = contiguous();
+  const int64_t width = size(-1), rows = numel() / width;
+  if (device_ == Device::CPU) detail::argmax_rows_cpu(out.data<int32_t>(), src.data_ptr(), dtype_, rows, width);
+  else detail::argmax_rows_cuda(out.data<int32_t>(), src.data_ptr(), dtype_, rows, width);
+  return out;
+}
+
 bool Tensor::requires_grad() const {
   if (!meta_) return false;
   if (meta_->requires_grad) return true;

@@ -86,6 +86,10 @@ class Tensor {
   Tensor& zero_();
   Tensor& copy_(const Tensor& src);  // same shape; converts dtype and device
   Tensor& add_(const Tensor& other, double alpha = 1.0);  // same shape, dtype and device
+  // Index of the largest element along the last dimension (int32, same device, last dim dropped):
+  // the first maximum on ties; NaNs never win (a row whose first element is NaN gives 0, as a
+  // sequential "if (x > best)" scan does). Floating types only; used for accuracy on the device.
+  Tensor argmax_last() const;
 
   // Autograd.
   bool requires_grad() const;  // a leaf that wants grad, or an output recorded on the live tape

@@ -28,9 +28,11 @@ void coalesce_dims(StridedShape& shape, StridedView* views, int num_views);
 void fill_cpu(const StridedShape& shape, const StridedView& dst, double value);
 void copy_cpu(const StridedShape& shape, const StridedView& dst, const StridedView& src);
 void add_cpu(void* dst, const void* src, DType dtype, int64_t n, double alpha);
+void argmax_rows_cpu(int32_t* out, const void* src, DType dtype, int64_t rows, int64_t width);
 
 void fill_cuda(const StridedShape& shape, const StridedView& dst, double value);
 void copy_cuda(const StridedShape& shape, const StridedView& dst, const StridedView& src);
 void add_cuda(void* dst, const void* src, DType dtype, int64_t n, double alpha);
+void argmax_rows_cuda(int32_t* out, const void* src, DType dtype, int64_t rows, int64_t width);
 
 }  // namespace s6::detail

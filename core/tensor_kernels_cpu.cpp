@@ -127,4 +127,19 @@ void add_cpu(void* dst, const void* src, DType dtype, int64_t n, double alpha) {
   });
 }
 
+void argmax_rows_cpu(int32_t* out, const void* src, DType dtype, int64_t rows, int64_t width) {
+  dispatch_all(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* base = static_cast<const T*>(src);
+#pragma omp parallel for if (rows * width > 65536)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = base + r * width;
+      int64_t best = 0;
+      for (int64_t v = 1; v < width; ++v)
+        if (to_double<T>(row[v]) > to_double<T>(row[best])) best = v;
+      out[r] = static_cast<int32_t>(best);
+    }
+  });
+}
+
 }  // namespace s6::detail

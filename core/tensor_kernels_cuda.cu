@@ -1,4 +1,7 @@
 // CUDA element loops for core: strided fill/copy (with conversion) and contiguous accumulate.
+#include <algorithm>
+#include <cmath>
+
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -107,7 +110,52 @@ void check_launch(const char* what) {
 
 cudaStream_t stream() { return static_cast<cudaStream_t>(cuda::current_stream()); }
 
+// One warp per row: each lane scans its strided share in increasing index order, then the warp
+// combines (value, index) pairs keeping the larger value and, on ties, the smaller index. NaNs are
+// skipped; a row whose first element is NaN gives 0 (what the CPU's sequential scan gives).
+template <typename T>
+__global__ void argmax_rows_kernel(int32_t* out, const T* src, int64_t rows, int64_t width) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; r < rows;
+       r += warps) {
+    const T* row = src + r * width;
+    double best = -INFINITY;
+    int64_t best_i = width;  // none yet
+    for (int64_t v = lane; v < width; v += 32) {
+      double x = to_double<T>(row[v]);
+      if (x > best || (x == best && best_i == width)) {
+        best = x;
+        best_i = v;
+      }
+    }
+    for (int offset = 16; offset > 0; offset /= 2) {
+      double other = __shfl_down_sync(0xffffffffu, best, offset);
+      int64_t other_i = __shfl_down_sync(0xffffffffu, best_i, offset);
+      if (other_i < width && (best_i == width || other > best || (other == best && other_i < best_i))) {
+        best = other;
+        best_i = other_i;
+      }
+    }
+    if (lane == 0) {
+      bool first_nan = to_double<T>(row[0]) != to_double<T>(row[0]);
+      out[r] = static_cast<int32_t>(first_nan || best_i == width ? 0 : best_i);
+    }
+  }
+}
+
 }  // namespace
+
+void argmax_rows_cuda(int32_t* out, const void* src, DType dtype, int64_t rows, int64_t width) {
+  if (rows == 0) return;
+  const int64_t blocks = std::min<int64_t>((rows + 7) / 8, 65535 * 8);
+  dispatch_all(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    argmax_rows_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream()>>>(
+        out, static_cast<const T*>(src), rows, width);
+  });
+  check_launch("argmax_last");
+}
 
 void fill_cuda(const StridedShape& shape_in, const StridedView& dst_in, double value) {
   if (shape_in.numel == 0) return;

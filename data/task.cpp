@@ -84,51 +84,40 @@ std::unique_ptr<Task> make_task(const std::string& name, const TaskParams& param
   S6_FAIL("task name = '{}' must be one of: copying, selective_copying, induction_heads", name);
 }
 
-namespace {
-template <typename T>
-Accuracy count_correct(const T* logits, const int32_t* tgt, int64_t rows, int64_t vocab) {
+Accuracy accuracy(const Tensor& logits, const Tensor& targets_in) {
+  S6_CHECK(logits.defined() && targets_in.defined() && !targets_in.is_cuda(),
+           "accuracy: needs logits (CPU or CUDA) and CPU targets");
+  S6_CHECK(logits.dim() == 2 || logits.dim() == 3,
+           "accuracy: logits must be (rows, vocab) or (B, L, vocab); got {}", logits.describe());
+  S6_CHECK(targets_in.dtype() == DType::Int32,
+           "accuracy: targets must be int32; got {}", targets_in.describe());
+  S6_CHECK(logits.dtype() == DType::Float32 || logits.dtype() == DType::Float64 ||
+               logits.dtype() == DType::BFloat16,
+           "accuracy: logits must be float32, float64 or bfloat16; got {}", logits.describe());
+  const int64_t vocab = logits.size(-1), rows = logits.numel() / std::max<int64_t>(vocab, 1);
+  S6_CHECK(rows == targets_in.numel() && vocab >= 1,
+           "accuracy: logits {} have {} rows but targets {} have {} elements", logits.describe(),
+           rows, targets_in.describe(), targets_in.numel());
+  // The argmax runs where the logits are: only `rows` int32 predictions cross to the host (an LM's
+  // bf16 logits are gigabytes).
+  Tensor predicted = logits.argmax_last().to(Device::CPU);
+  Tensor targets = targets_in.contiguous();
+  const int32_t* pred = predicted.data<int32_t>();
+  const int32_t* tgt = targets.data<int32_t>();
   int64_t correct = 0, total = 0, bad = -1;
-#pragma omp parallel for schedule(static) reduction(+ : correct, total) reduction(max : bad) \
-    if (rows * vocab >= 65536)
   for (int64_t r = 0; r < rows; ++r) {
     const int32_t t = tgt[r];
     if (t == kIgnoreIndex) continue;
     if (t < 0 || t >= vocab) {
-      bad = std::max(bad, r);
+      if (bad < 0) bad = r;
       continue;
     }
-    const T* row = logits + r * vocab;
-    int64_t best = 0;
-    for (int64_t v = 1; v < vocab; ++v)
-      if (row[v] > row[best]) best = v;
-    correct += best == t;
+    correct += pred[r] == t;
     ++total;
   }
   S6_CHECK(bad < 0, "accuracy: target {} at row {} is outside [0, {}) and is not the ignore index {}",
            tgt[bad], bad, vocab, kIgnoreIndex);
   return {correct, total};
-}
-}  // namespace
-
-Accuracy accuracy(const Tensor& logits_in, const Tensor& targets_in) {
-  S6_CHECK(logits_in.defined() && targets_in.defined() && !logits_in.is_cuda() &&
-               !targets_in.is_cuda(),
-           "accuracy: logits and targets must be CPU tensors");
-  S6_CHECK(logits_in.dim() == 2 || logits_in.dim() == 3,
-           "accuracy: logits must be (rows, vocab) or (B, L, vocab); got {}", logits_in.describe());
-  S6_CHECK(targets_in.dtype() == DType::Int32,
-           "accuracy: targets must be int32; got {}", targets_in.describe());
-  const int64_t vocab = logits_in.size(-1), rows = logits_in.numel() / std::max<int64_t>(vocab, 1);
-  S6_CHECK(rows == targets_in.numel() && vocab >= 1,
-           "accuracy: logits {} have {} rows but targets {} have {} elements", logits_in.describe(),
-           rows, targets_in.describe(), targets_in.numel());
-  Tensor logits = logits_in.contiguous(), targets = targets_in.contiguous();
-  if (logits.dtype() == DType::BFloat16) logits = logits.to(DType::Float32);  // exact widening
-  if (logits.dtype() == DType::Float64)
-    return count_correct(logits.data<double>(), targets.data<int32_t>(), rows, vocab);
-  S6_CHECK(logits.dtype() == DType::Float32,
-           "accuracy: logits must be float32, float64 or bfloat16; got {}", logits.describe());
-  return count_correct(logits.data<float>(), targets.data<int32_t>(), rows, vocab);
 }
 
 }  // namespace s6::data

@@ -42,12 +42,14 @@ Tensor MambaMixer::forward(const Tensor& hidden, LayerState* state) const {
   S6_CHECK(hidden.dim() == 3 && hidden.size(2) == c.d_model,
            "MambaMixer: hidden should be (batch, length, {}) but is {}", c.d_model, hidden.describe());
 
-  Tensor xz = linear(to_dtype(hidden, compute_), compute_param("in_proj.weight"), compute_param("in_proj.bias"));
-  Tensor x = xz, z;
-  if (c.block == BlockKind::Mamba) {
-    std::vector<Tensor> parts = split(xz, {din, din}, -1);
-    x = parts[0];
-    z = parts[1];
+  Tensor h = to_dtype(hidden, compute_), x, z;
+  if (c.block == BlockKind::Mamba) {  // x and z come out contiguous: the conv and scan copy nothing
+    std::vector<Tensor> xz =
+        linear_split(h, compute_param("in_proj.weight"), compute_param("in_proj.bias"), {din, din});
+    x = xz[0];
+    z = xz[1];
+  } else {
+    x = linear(h, compute_param("in_proj.weight"), compute_param("in_proj.bias"));
   }
   Tensor conv_init;
   if (state && c.d_conv > 1) conv_init = state->conv_state.narrow(2, 1, c.d_conv - 1).contiguous();
@@ -87,9 +89,9 @@ MambaBlock::MambaBlock(const MambaConfig& config, Tensor norm_weight, MambaMixer
 
 std::pair<Tensor, Tensor> MambaBlock::forward(const Tensor& hidden, const Tensor& residual,
                                               LayerState* state) const {
-  // The residual stream and the norm stay in the parameters' dtype (the reference's residual_in_fp32).
-  auto [normed, new_residual] = rmsnorm_add(to_dtype(hidden, norm_weight_.dtype()), residual, norm_weight_,
-                                            config_.norm_eps);
+  // The residual stream and the norm stay in the parameters' dtype (the reference's residual_in_fp32);
+  // a bf16 mixer output goes in as it is and the normed activations come out bf16 (mixed precision).
+  auto [normed, new_residual] = rmsnorm_add(hidden, residual, norm_weight_, config_.norm_eps);
   return {mixer_.forward(normed, state), new_residual};
 }
 
@@ -146,8 +148,7 @@ Tensor MambaLM::forward_embeddings(const Tensor& embeddings, InferenceState* sta
     hidden = h;
     residual = r;
   }
-  Tensor normed =
-      rmsnorm_add(to_dtype(hidden, dtype_), residual, parameter("backbone.norm_f.weight"), config_.norm_eps).first;
+  Tensor normed = rmsnorm_add(hidden, residual, parameter("backbone.norm_f.weight"), config_.norm_eps).first;
   Tensor head = config_.tie_embeddings ? parameter("backbone.embedding.weight") : parameter("lm_head.weight");
   return linear(to_dtype(normed, compute_), to_dtype(head, compute_));
 }

@@ -12,6 +12,10 @@ namespace s6 {
 // ---- Fused model ops --------------------------------------------------------------------------
 // x (..., in) W^T (out, in) + b (out) -> (..., out). bias may be undefined.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// linear(x, weight, bias) split along its output features into contiguous parts of the given sizes
+// (they add up to weight.size(0)): one tape node, no copies; equal to split(linear(...), sizes, -1).
+std::vector<Tensor> linear_split(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                 const std::vector<int64_t>& sizes);
 
 // Depthwise causal conv over time with optional fused SiLU. x (B, L, D); weight (D, W) or the
 // reference's (D, 1, W); bias (D) or undefined; initial_state (B, D, W-1): the inputs before t=0
@@ -39,7 +43,9 @@ ScanResult selective_scan_ex(const Tensor& u, const Tensor& delta, const Tensor&
                              const Tensor& delta_bias, const ScanOptions& options);
 
 // Fused residual add + RMSNorm (SPEC 1.5): s = x + residual (residual may be undefined),
-// y = s / sqrt(mean(s^2) + eps) * weight. Returns {y, s}; s is the new residual stream.
+// y = s / sqrt(mean(s^2) + eps) * weight. Returns {y, s}; s is the new residual stream. Mixed
+// precision: a bf16 x over a float32 residual and weight gives a bf16 y and a float32 s (one pass,
+// no separate casts); otherwise all inputs share one dtype.
 std::pair<Tensor, Tensor> rmsnorm_add(const Tensor& x, const Tensor& residual, const Tensor& weight,
                                       double eps);
 

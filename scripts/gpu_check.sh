@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 s6_gpu_build || exit 1
 filter=()
 [ $# -ge 1 ] && filter=(-R "$1")
-ctest --test-dir build-gpu --output-on-failure -j 4 "${filter[@]}" >"$OUT/ctest.log" 2>&1
+timeout "${CTEST_TIMEOUT:-400}" ctest --test-dir build-gpu --output-on-failure -j 4 "${filter[@]}" >"$OUT/ctest.log" 2>&1
 rc=$?
 grep -E "Failed|\*\*\*|tests passed|tests failed|Skipped" "$OUT/ctest.log" | tail -30
 if [ -z "${NO_BENCH:-}" ] && [ -x build-gpu/bench/bench ]; then

@@ -169,6 +169,23 @@ TEST_CASE("cuda ops: linear vs CPU (fp32 and bf16 / bias on/off / odd sizes / on
   }
 }
 
+TEST_CASE("cuda ops: linear_split vs CPU (parts of odd sizes / a part without gradient / bias)") {
+  SKIP_WITHOUT_CUDA();
+  Philox rng(111);
+  for (DType dt : kDtypes) {
+    for (bool bias : {true, false}) {
+      CAPTURE(bias);
+      Tensor x = rand_input({3, 17, 33}, rng, dt), w = rand_input({29, 33}, rng, dt);
+      Tensor b = bias ? rand_input({29}, rng, dt) : Tensor();
+      compare_op("linear_split", [](const auto& in) { return linear_split(in[0], in[1], in[2], {13, 1, 15}); },
+                 {x, w, b}, {true, true, true}, dt, rng);
+      compare_op("linear_split (second part only)",
+                 [](const auto& in) { return std::vector<Tensor>{linear_split(in[0], in[1], in[2], {13, 16})[1]}; },
+                 {x, w, b}, {true, true, true}, dt, rng);
+    }
+  }
+}
+
 TEST_CASE("cuda ops: causal_conv1d + SiLU vs CPU (widths 1-4 / bias / initial state / L=1 / chunks)") {
   SKIP_WITHOUT_CUDA();
   Philox rng(102);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cuda_runtime.h"
 #include "data/copying.h"
 #include "data/induction.h"
 #include "data/task.h"
@@ -235,8 +236,15 @@ TEST_CASE("data: accuracy counts argmax == target at non-ignored positions") {
   CHECK(a.correct == 2);
   CHECK(a.fraction() == doctest::Approx(0.5));
   CHECK(accuracy(lg.to(DType::Float64).view({2, 3, 4}), tg).correct == 2);
+  CHECK(accuracy(lg.to(DType::BFloat16), tg).correct == 2);
   Tensor bad = Tensor::from_vector<int32_t>({1, 4, 2, 1, 0, 0}, {2, 3});
   CHECK_THROWS_WITH_AS(accuracy(lg, bad), doctest::Contains("outside [0, 4)"), Error);
+  if (cuda::available()) {  // the argmax runs on the device; the counts must not change
+    Tensor d = lg.to(Device::CUDA);
+    CHECK(accuracy(d, tg).correct == 2);
+    CHECK(accuracy(d.to(DType::BFloat16), tg).total == 4);
+    CHECK_THROWS_WITH_AS(accuracy(d, bad), doctest::Contains("outside [0, 4)"), Error);
+  }
 }
 
 TEST_CASE("data: generation time per batch") {

@@ -25,6 +25,27 @@ TEST_CASE("grad: linear with and without bias") {
         "");
 }
 
+TEST_CASE("grad: linear_split equals split(linear) and checks against finite differences") {
+  Philox rng(11);
+  Tensor x = param({2, 3, 5}, rng), w = param({7, 5}, rng), b = param({7}, rng);
+  const std::vector<int64_t> sizes{3, 0, 4};
+  std::vector<Tensor> parts = linear_split(x, w, b, sizes);
+  std::vector<Tensor> want = split(linear(x, w, b), sizes, -1);
+  REQUIRE(parts.size() == 3);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    CHECK(parts[i].is_contiguous());
+    CHECK(parts[i].shape() == want[i].shape());
+    CHECK(parts[i].to_vector<double>() == want[i].contiguous().to_vector<double>());
+  }
+  CHECK(gradcheck([&](const auto& in) { return linear_split(in[0], in[1], in[2], sizes); }, {x, w, b}) == "");
+  CHECK(gradcheck([](const auto& in) { return linear_split(in[0], in[1], Tensor(), {2, 5}); }, {x, w}) == "");
+  // Only the second part reaches the loss: the first part's weight and bias rows get zero gradients.
+  CHECK(gradcheck([](const auto& in) { return std::vector<Tensor>{linear_split(in[0], in[1], in[2], {2, 5})[1]}; },
+                  {x, w, b}) == "");
+  CHECK_THROWS_WITH_AS(linear_split(x, w, b, {3, 3}), doctest::Contains("add up to the weight's 7"), Error);
+  CHECK_THROWS_WITH_AS(linear_split(x, w, b, {8, -1}), doctest::Contains(">= 0"), Error);
+}
+
 TEST_CASE("grad: causal_conv1d with SiLU, bias, initial state, widths 2-4") {
   Philox rng(2);
   for (int64_t width : {2, 3, 4}) {

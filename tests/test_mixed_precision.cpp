@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "autograd/tape.h"
@@ -149,6 +150,17 @@ TEST_CASE("mixed precision (CPU): every fused op takes bf16, computes in fp32, r
       },
       {bf16_input({4, 3, 12}, rng), bf16_input({4, 3, 12}, rng), bf16_input({12}, rng, 0.5, 1.5)}, {bf, bf},
       tol, rng);
+  // Mixed: bf16 mixer output over a float32 residual stream and weight -> bf16 y, float32 s.
+  compare_with_float64(
+      "rmsnorm_add (bf16 x, float32 residual stream)",
+      [](const auto& in) {
+        auto [y, s] = rmsnorm_add(in[0], in[1], in[2], 1e-5);
+        return std::vector<Tensor>{y, s};
+      },
+      {bf16_input({4, 3, 12}, rng), f32_input({4, 3, 12}, rng), f32_input({12}, rng, 0.5, 1.5)}, {bf, f32},
+      tol, rng);
+  CHECK_THROWS_WITH_AS(rmsnorm_add(Tensor::zeros({2, 4}, bf), Tensor::zeros({2, 4}, bf), Tensor::zeros({4}), 1e-5),
+                       doctest::Contains("inputs disagree"), Error);
   Tensor ids = randint({3, 4}, 0, 9, rng, DType::Int64);
   compare_with_float64(
       "embedding", [](const auto& in) { return std::vector<Tensor>{embedding(in[0], in[1])}; },
@@ -259,6 +271,64 @@ TEST_CASE("mixed precision (cuda): the CUDA bf16 model matches the CPU bf16 mode
       const double oracle = rel_err(a.grads[i], truth.grads[i]);
       CAPTURE(oracle);
       CHECK(rel_err(b.grads[i], truth.grads[i]) < 2 * oracle + 1e-2);
+    }
+  }
+}
+
+TEST_CASE("mixed precision (cuda): the mixed rmsnorm_add is bitwise the casts around the fp32 norm") {
+  if (!cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+  Philox rng(601);
+  for (int64_t width : {12, 768, 1500}) {  // warp-per-row widths and a block-per-row width
+    for (bool with_residual : {true, false}) {
+      CAPTURE(width);
+      CAPTURE(with_residual);
+      const Shape shape{3, 37, width};
+      Tensor x0 = rounded(uniform(shape, -2, 2, rng, DType::Float32));
+      Tensor r0 = uniform(shape, -2, 2, rng, DType::Float32), w0 = uniform({width}, 0.5, 1.5, rng, DType::Float32);
+      Tensor gy = rounded(uniform(shape, -1, 1, rng, DType::Float32)), gs = uniform(shape, -1, 1, rng, DType::Float32);
+      struct Run {
+        Tensor y, s, dx, dr, dw;
+      };
+      auto run = [&](bool fused, Device device) {
+        Tensor x = x0.to(DType::BFloat16).to(device).requires_grad_();
+        Tensor r = with_residual ? r0.to(device).requires_grad_() : Tensor();
+        Tensor w = w0.to(device).requires_grad_();
+        Tensor y, s;
+        if (fused) {
+          std::tie(y, s) = rmsnorm_add(x, r, w, 1e-5);
+        } else {  // the pre-fusion model: cast up, fp32 norm, cast the output down
+          std::tie(y, s) = rmsnorm_add(to_dtype(x, DType::Float32), r, w, 1e-5);
+          y = to_dtype(y, DType::BFloat16);
+        }
+        Tensor loss = add(sum(mul(to_dtype(y, DType::Float32), gy.to(device))), sum(mul(s, gs.to(device))));
+        autograd::backward(loss);
+        return Run{y.detach(), s.detach(), x.grad(), with_residual ? r.grad() : Tensor(), w.grad()};
+      };
+      Run fused = run(true, Device::CUDA), composed = run(false, Device::CUDA), cpu = run(true, Device::CPU);
+      CHECK(fused.y.dtype() == DType::BFloat16);
+      CHECK(fused.s.dtype() == DType::Float32);
+      CHECK(fused.dx.dtype() == DType::BFloat16);
+      CHECK(fused.dw.dtype() == DType::Float32);
+      auto same = [](const Tensor& a, const Tensor& b) {
+        return a.to(Device::CPU).to(DType::Float64).to_vector<double>() ==
+               b.to(Device::CPU).to(DType::Float64).to_vector<double>();
+      };
+      CHECK(same(fused.y, composed.y));
+      CHECK(same(fused.s, composed.s));
+      CHECK(same(fused.dx, composed.dx));
+      CHECK(same(fused.dw, composed.dw));
+      CHECK(rel_err(fused.y, cpu.y) < 1e-2);
+      CHECK(rel_err(fused.s, cpu.s) < 1e-6);
+      CHECK(rel_err(fused.dx, cpu.dx) < 1e-2);
+      CHECK(rel_err(fused.dw, cpu.dw) < 1e-4);
+      if (with_residual) {
+        CHECK(fused.dr.dtype() == DType::Float32);
+        CHECK(same(fused.dr, composed.dr));
+        CHECK(rel_err(fused.dr, cpu.dr) < 1e-4);
+      }
     }
   }
 }

@@ -167,3 +167,76 @@ TEST_CASE("cuda: device copies round-trip (skips without a GPU)") {
   for (int i = 0; i < 10; ++i) Tensor::empty({3, 5, 7}, DType::Float32, Device::CUDA);
   CHECK(cuda::allocator_stats().device_allocations == before);  // served from the cache
 }
+
+namespace {
+// Row-wise argmax written out the plain way: the first maximum, NaNs never win unless first.
+std::vector<int32_t> naive_argmax(const std::vector<float>& v, int64_t rows, int64_t width) {
+  std::vector<int32_t> out(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t best = 0;
+    for (int64_t j = 1; j < width; ++j)
+      if (v[r * width + j] > v[r * width + best]) best = j;
+    out[r] = static_cast<int32_t>(best);
+  }
+  return out;
+}
+
+// Rows with ties, -inf, NaN (first and not first), and values drawn from a few levels so that
+// ties between lanes of a warp are common.
+Tensor awkward_rows(int64_t rows, int64_t width, Philox& rng) {
+  std::vector<float> v(rows * width);
+  for (auto& x : v) x = static_cast<float>(std::floor(rng.uniform() * 5.0));
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = v.data() + r * width;
+    switch (r % 6) {
+      case 1: std::fill(row, row + width, -INFINITY); break;
+      case 2: row[0] = NAN; break;
+      case 3: row[width / 2] = NAN; break;
+      case 4: std::fill(row, row + width, 7.0f); break;  // all tied: index 0
+      default: break;
+    }
+  }
+  return Tensor::from_vector<float>(v, {rows, width});
+}
+}  // namespace
+
+TEST_CASE("tensor: argmax_last takes the first maximum and never a NaN, in every float dtype") {
+  Philox rng(21);
+  for (int64_t width : {1, 2, 5, 31, 32, 33, 100}) {
+    CAPTURE(width);
+    Tensor t = awkward_rows(13, width, rng);
+    std::vector<int32_t> want = naive_argmax(t.to_vector<float>(), 13, width);
+    CHECK(t.argmax_last().to_vector<int32_t>() == want);
+    CHECK(t.to(DType::Float64).argmax_last().to_vector<int32_t>() == want);
+    CHECK(t.view({13, 1, width}).argmax_last().shape() == Shape{13, 1});
+    Tensor bf = t.to(DType::BFloat16);  // the small integer levels are exact in bf16
+    CHECK(bf.argmax_last().to_vector<int32_t>() == want);
+  }
+  CHECK_THROWS_WITH_AS(Tensor::zeros({3, 4}, DType::Int32).argmax_last(), doctest::Contains("floating"), Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({3, 0}).argmax_last(), doctest::Contains("last dimension"), Error);
+}
+
+TEST_CASE("cuda: argmax_last matches the CPU on awkward rows (skips without a GPU)") {
+  if (!cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+  Philox rng(22);
+  struct Case { int64_t rows, width; };
+  for (Case c : {Case{1, 1}, Case{7, 16}, Case{300, 33}, Case{12, 50280}, Case{70001, 3}}) {
+    CAPTURE(c.rows);
+    CAPTURE(c.width);
+    Tensor t = awkward_rows(c.rows, c.width, rng);
+    std::vector<int32_t> want = t.argmax_last().to_vector<int32_t>();
+    for (DType dt : {DType::Float32, DType::Float64, DType::BFloat16}) {
+      Tensor got = t.to(dt).to(Device::CUDA).argmax_last();
+      CHECK(got.is_cuda());
+      CHECK(got.to(Device::CPU).to_vector<int32_t>() == want);
+    }
+  }
+  // Non-contiguous input: a transposed view is made contiguous first.
+  Tensor t = awkward_rows(40, 24, rng);
+  Tensor tv = t.transpose(0, 1);
+  CHECK(tv.to(Device::CUDA).argmax_last().to(Device::CPU).to_vector<int32_t>() ==
+        tv.argmax_last().to_vector<int32_t>());
+}

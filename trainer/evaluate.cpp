@@ -47,7 +47,7 @@ EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t len
     for (int32_t t : targets.to_vector<int32_t>()) counted += t != data::kIgnoreIndex;
     loss_sum += cross_entropy(flat, targets.to(model.device())).item() * static_cast<double>(counted);
     loss_count += counted;
-    acc += data::accuracy(flat.to(Device::CPU), batch.eval_targets);
+    acc += data::accuracy(flat, batch.eval_targets);  // argmax on the device
     result.examples += b;
   }
   if (dp) {

@@ -310,7 +310,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       if (device == Device::CUDA) cuda::synchronize();
       double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
       double ms = 1e3 * seconds / std::max<int64_t>(window_steps, 1);
-      data::Accuracy acc = data::accuracy(logits.detach().view({batch * length, vocab}).to(Device::CPU),
+      data::Accuracy acc = data::accuracy(logits.detach().view({batch * length, vocab}),
                                           host_batch.eval_targets);
       if (dp) {
         std::vector<double> counts{static_cast<double>(acc.correct), static_cast<double>(acc.total)};

@@ -64,12 +64,14 @@ __global__ void fill_bias_kernel(T* c, const T* bias, int64_t rows, int64_t cols
     c[i] = bias ? bias[i % cols] : T(0.f);
 }
 
-// Row-major C (m, n) = op(A) (m, k) op(B) (k, n) [+ bias over columns]. A is (m, k), or (k, m)
-// when trans_a; B is (k, n), or (n, k) when trans_b.
+// Row-major C (m, n) = op(A) (m, k) op(B) (k, n) [+ bias over columns] [+ C when accumulate]. A
+// is (m, k), or (k, m) when trans_a; B is (k, n), or (n, k) when trans_b.
 template <typename T>
 void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* A, const T* B,
-             const T* bias, T* C, cudaStream_t stream) {
+             const T* bias, T* C, cudaStream_t stream, bool accumulate = false) {
+  S6_CHECK(!(accumulate && bias), "linear: a bias cannot be added into an accumulated product");
   if (m == 0 || n == 0) return;
+  if (k == 0 && accumulate) return;
   if (k == 0) {
     fill_bias_kernel<<<blocks_for(m * n, 256), 256, 0, stream>>>(dev(C), dev(bias), m, n);
     check_launch("linear (k = 0)");
@@ -83,7 +85,7 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
   const cublasOperation_t op1 = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // first operand: B
   const cublasOperation_t op2 = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // second operand: A
   const int64_t ld1 = trans_b ? k : n, ld2 = trans_a ? m : k;
-  const float alpha = 1.f, beta = 0.f;
+  const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
 
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t l1 = nullptr, l2 = nullptr, lc = nullptr;
@@ -130,7 +132,7 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
   cublasLtMatrixLayoutDestroy(l1);
   cublasLtMatmulDescDestroy(desc);
   if (!done) {  // fallback: bias pre-filled, then C = A B + 1 * C
-    const float beta1 = bias ? 1.f : 0.f;
+    const float beta1 = bias || accumulate ? 1.f : 0.f;
     if (bias) {
       fill_bias_kernel<<<blocks_for(m * n, 256), 256, 0, stream>>>(dev(C), dev(bias), m, n);
       check_launch("linear bias fill");
@@ -157,10 +159,10 @@ void linear_fwd(T* y, const T* x, const T* w, const T* bias, int64_t rows, int64
 
 template <typename T>
 void linear_bwd_input(T* dx, const T* dy, const T* w, int64_t rows, int64_t in, int64_t out,
-                      void* stream) {
+                      void* stream, bool accumulate) {
   S6_CHECK(rows >= 0 && in >= 0 && out >= 0, "linear_bwd_input: bad sizes ({}, {}, {})", rows, in,
            out);
-  gemm_rm<T>(false, false, rows, in, out, dy, w, nullptr, dx, as_stream(stream));
+  gemm_rm<T>(false, false, rows, in, out, dy, w, nullptr, dx, as_stream(stream), accumulate);
 }
 
 template <typename T>
@@ -173,7 +175,7 @@ void linear_bwd_weight(T* dw, const T* dy, const T* x, int64_t rows, int64_t in,
 
 #define S6_INSTANTIATE(T)                                                                       \
   template void linear_fwd<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, void*); \
-  template void linear_bwd_input<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, void*);   \
+  template void linear_bwd_input<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, void*, bool); \
   template void linear_bwd_weight<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, void*);
 S6_INSTANTIATE(float)
 S6_INSTANTIATE(BFloat16)

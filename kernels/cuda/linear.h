@@ -13,10 +13,10 @@ template <typename T>
 void linear_fwd(T* y, const T* x, const T* w, const T* bias, int64_t rows, int64_t in,
                 int64_t out, void* stream);
 
-// dx (rows, in) = dy (rows, out) w.
+// dx (rows, in) = dy (rows, out) w, or dx += dy w when accumulate.
 template <typename T>
 void linear_bwd_input(T* dx, const T* dy, const T* w, int64_t rows, int64_t in, int64_t out,
-                      void* stream);
+                      void* stream, bool accumulate = false);
 
 // dw (out, in) = dy^T x. (The bias gradient is sum_rows(dy) from kernels/cuda/elementwise.h.)
 template <typename T>

@@ -1,4 +1,6 @@
 // CUDA fused add + RMSNorm. Forward: a warp per row up to width 1024, else a block per row.
+// X is the activations' type (x, y, dy, the gradient for x), R the residual stream's (residual, s,
+// weight, ds); both are float or bf16, or bf16 over a float residual stream under mixed precision.
 // Backward: each block owns a fixed range of rows; widths up to 1024 give each warp its own rows (a row's sums are warp shuffles, no block
 // barrier per row: narrow rows were latency-bound), wider rows a whole block per row. Each block
 // writes one dweight partial row; a second pass sums the partial rows in order (deterministic).
@@ -17,8 +19,8 @@ int threads_for(int64_t width) {
   return static_cast<int>(t < 32 ? 32 : (t > 256 ? 256 : t));
 }
 
-template <typename D>
-__global__ void rmsnorm_fwd_kernel(D* y, D* s, const D* x, const D* residual, const D* weight,
+template <typename X, typename R>
+__global__ void rmsnorm_fwd_kernel(X* y, R* s, const X* x, const R* residual, const R* weight,
                                    int64_t rows, int64_t width, float eps) {
   __shared__ float scratch[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -38,9 +40,9 @@ __global__ void rmsnorm_fwd_kernel(D* y, D* s, const D* x, const D* residual, co
   }
 }
 
-template <typename D>
-__global__ void rmsnorm_bwd_kernel(D* ds, float* partial, const D* dy, const D* dres, const D* s,
-                                   const D* weight, int64_t rows, int64_t width, float eps,
+template <typename X, typename R>
+__global__ void rmsnorm_bwd_kernel(R* ds, X* dsx, float* partial, const X* dy, const R* dres, const R* s,
+                                   const R* weight, int64_t rows, int64_t width, float eps,
                                    int64_t rows_per_block) {
   __shared__ float scratch[32];
   const int64_t r0 = blockIdx.x * rows_per_block;
@@ -65,10 +67,11 @@ __global__ void rmsnorm_bwd_kernel(D* ds, float* partial, const D* dy, const D* 
       const float g = to_acc(dy[base + j]);
       const float xhat = to_acc(s[base + j]) * rstd;
       if (prow) prow[j] += g * xhat;
-      if (ds) {
+      if (ds || dsx) {
         float v = (to_acc(weight[j]) * g - xhat * c) * rstd;
         if (dres) v += to_acc(dres[base + j]);
-        store(ds + base + j, v);
+        if (ds) store(ds + base + j, v);
+        if (dsx) store(dsx + base + j, v);
       }
     }
   }
@@ -84,10 +87,10 @@ constexpr int kWarpRowThreads = 256;  // 8 warps, each walking its own rows
 
 // Lane l of a warp owns columns l, l+32, ... (VPT of them); the warps' dweight sums are combined in
 // warp order through shared memory at the end.
-template <int VPT, typename D>
+template <int VPT, typename X, typename R>
 __global__ void __launch_bounds__(kWarpRowThreads)
-rmsnorm_bwd_warp_kernel(D* ds, float* partial, const D* dy, const D* dres, const D* s, const D* weight,
-                        int64_t rows, int64_t width, float eps, int64_t rows_per_block) {
+rmsnorm_bwd_warp_kernel(R* ds, X* dsx, float* partial, const X* dy, const R* dres, const R* s,
+                        const R* weight, int64_t rows, int64_t width, float eps, int64_t rows_per_block) {
   constexpr int kWarps = kWarpRowThreads / 32;
   extern __shared__ float warp_dw[];  // [kWarps][width]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -123,10 +126,11 @@ rmsnorm_bwd_warp_kernel(D* ds, float* partial, const D* dy, const D* dres, const
       if (j >= width) continue;
       const float xhat = sv[k] * rstd;
       dw[k] += g[k] * xhat;
-      if (ds) {
+      if (ds || dsx) {
         float v = (w[k] * g[k] - xhat * c) * rstd;
         if (dres) v += to_acc(dres[base + j]);
-        store(ds + base + j, v);
+        if (ds) store(ds + base + j, v);
+        if (dsx) store(dsx + base + j, v);
       }
     }
   }
@@ -147,9 +151,9 @@ rmsnorm_bwd_warp_kernel(D* ds, float* partial, const D* dy, const D* dres, const
 
 // Forward with a warp per row (widths up to 32 * VPT): same arithmetic as rmsnorm_fwd_kernel, with
 // the row's sum of squares reduced by shuffles.
-template <int VPT, typename D>
+template <int VPT, typename X, typename R>
 __global__ void __launch_bounds__(kWarpRowThreads)
-rmsnorm_fwd_warp_kernel(D* y, D* s, const D* x, const D* residual, const D* weight, int64_t rows,
+rmsnorm_fwd_warp_kernel(X* y, R* s, const X* x, const R* residual, const R* weight, int64_t rows,
                         int64_t width, float eps) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (kWarpRowThreads / 32);
@@ -194,8 +198,8 @@ bool dispatch_vpt(int64_t width, Fn&& fn) {
 
 }  // namespace
 
-template <typename T>
-void rmsnorm_add_fwd(T* y, T* s, const T* x, const T* residual, const T* weight, int64_t rows,
+template <typename X, typename R>
+void rmsnorm_add_fwd(X* y, R* s, const X* x, const R* residual, const R* weight, int64_t rows,
                      int64_t width, double eps, void* stream) {
   S6_CHECK(rows >= 0 && width >= 0, "rmsnorm_add_fwd: bad sizes ({}, {})", rows, width);
   if (rows == 0 || width == 0) return;
@@ -214,11 +218,11 @@ void rmsnorm_add_fwd(T* y, T* s, const T* x, const T* residual, const T* weight,
   check_launch("rmsnorm_add_fwd");
 }
 
-template <typename T>
-void rmsnorm_add_bwd(T* ds, T* dweight, const T* dy, const T* dresidual_out, const T* s,
-                     const T* weight, int64_t rows, int64_t width, double eps, void* stream) {
+template <typename X, typename R>
+void rmsnorm_add_bwd(R* ds, X* dsx, R* dweight, const X* dy, const R* dresidual_out, const R* s,
+                     const R* weight, int64_t rows, int64_t width, double eps, void* stream) {
   S6_CHECK(rows >= 0 && width >= 0, "rmsnorm_add_bwd: bad sizes ({}, {})", rows, width);
-  if (width == 0 || (!ds && !dweight)) return;
+  if (width == 0 || (!ds && !dsx && !dweight)) return;
   cudaStream_t st = as_stream(stream);
   // Block count depends on the sizes only, so results do not depend on the device.
   int64_t per = (rows + 1023) / 1024;
@@ -229,13 +233,13 @@ void rmsnorm_add_bwd(T* ds, T* dweight, const T* dy, const T* dresidual_out, con
     constexpr int VPT = decltype(vtag)::value;
     const size_t smem = dweight ? sizeof(float) * (kWarpRowThreads / 32) * static_cast<size_t>(width) : 0;
     rmsnorm_bwd_warp_kernel<VPT><<<static_cast<unsigned>(blocks), kWarpRowThreads, smem, st>>>(
-        dev(ds), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows, width,
-        static_cast<float>(eps), per);
+        dev(ds), dev(dsx), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows,
+        width, static_cast<float>(eps), per);
   });
   if (!by_warp)
     rmsnorm_bwd_kernel<<<static_cast<unsigned>(blocks), threads_for(width), 0, st>>>(
-        dev(ds), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows, width,
-        static_cast<float>(eps), per);
+        dev(ds), dev(dsx), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows,
+        width, static_cast<float>(eps), per);
   check_launch("rmsnorm_add_bwd");
   if (dweight) {
     launch_colsum(dev(dweight), partial.as<float>(), blocks, width, st);
@@ -243,13 +247,14 @@ void rmsnorm_add_bwd(T* ds, T* dweight, const T* dy, const T* dresidual_out, con
   }
 }
 
-#define S6_INSTANTIATE(T)                                                                       \
-  template void rmsnorm_add_fwd<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t,      \
-                                   double, void*);                                              \
-  template void rmsnorm_add_bwd<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t,     \
-                                   int64_t, double, void*);
-S6_INSTANTIATE(float)
-S6_INSTANTIATE(BFloat16)
+#define S6_INSTANTIATE(X, R)                                                                     \
+  template void rmsnorm_add_fwd<X, R>(X*, R*, const X*, const R*, const R*, int64_t, int64_t,    \
+                                      double, void*);                                            \
+  template void rmsnorm_add_bwd<X, R>(R*, X*, R*, const X*, const R*, const R*, const R*,        \
+                                      int64_t, int64_t, double, void*);
+S6_INSTANTIATE(float, float)
+S6_INSTANTIATE(BFloat16, BFloat16)
+S6_INSTANTIATE(BFloat16, float)  // mixed precision: bf16 activations, fp32 residual stream
 #undef S6_INSTANTIATE
 
 }  // namespace s6::kernels::cuda
