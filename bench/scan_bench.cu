@@ -2,6 +2,7 @@
 //   bench [--scan]   selective scan alone at the TARGETS.md section-2 shapes (default)
 //   bench --train    whole training steps at the TARGETS.md configs (bench/train_bench.cpp)
 //   bench --all      every mode
+//   bench --train --case <text>   only the training configs whose name contains <text>
 // Times are CUDA-event medians after warm-up; the floor is the forward's bytes (read u, delta, z,
 // B, C; write out) over the device-to-device copy bandwidth (read + write) measured in this run.
 #include <cuda_bf16.h>
@@ -166,12 +167,14 @@ void run_scan(double bandwidth) {
 
 int main(int argc, char** argv) {
   bool scan = false, train = false, all = false;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--scan")) scan = true;
     else if (!std::strcmp(argv[i], "--train")) train = true;
     else if (!std::strcmp(argv[i], "--all")) all = true;
+    else if (!std::strcmp(argv[i], "--case") && i + 1 < argc) only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: bench [--scan] [--train] [--all]\n");
+      std::fprintf(stderr, "usage: bench [--scan] [--train [--case <text>]] [--all]\n");
       return 2;
     }
   }
@@ -186,6 +189,6 @@ int main(int argc, char** argv) {
   std::printf("device: %s\n", prop.name);
   const double bw = copy_bandwidth();
   if (scan || all) run_scan(bw);
-  if (train || all) run_train_bench();
+  if (train || all) run_train_bench(only);
   return 0;
 }

@@ -118,7 +118,7 @@ constexpr double kPeakFlops = 989.4e12;
 
 }  // namespace
 
-void run_train_bench() {
+void run_train_bench(const std::string& only) {
   const std::vector<StepCase> cases = {
       {"induction heads", "induction_heads", 64, 2, 16, 8, 256, "fp32", 200, 9.46, 0.08, "fp32"},
       {"selective copying", "selective_copying", 64, 2, 16, 64, 4096, "fp32", 20, 17.2, 2.35, "fp32"},
@@ -135,6 +135,7 @@ void run_train_bench() {
   fmt::print("| config | precision | mode | ms/step | tokens/s | MFU | peak GiB | ref ms/step (ref dtype) | ref peak GiB | ref/ours |\n");
   fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const StepCase& s : cases) {
+    if (!only.empty() && std::string(s.name).find(only) == std::string::npos) continue;
     for (bool graph : {false, true}) {
       Measured m = measure(s, graph, s.steps);
       const double tokens = static_cast<double>(s.batch * s.length);

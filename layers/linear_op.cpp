@@ -23,6 +23,15 @@ namespace {
 // Flattens (..., features) to rows; returns the row count.
 int64_t rows_of(const Tensor& x) { return x.numel() / x.size(-1); }
 
+// CUDA reads x in place when its rows are evenly spaced and its features contiguous (a column
+// block of a wider matrix, such as a part of split()): the row stride, else 0 (x is copied).
+int64_t row_stride_in_place(const Tensor& x) {
+  if (!x.is_cuda() || x.dim() < 2 || x.stride(-1) != 1 || x.stride(-2) < x.size(-1)) return 0;
+  for (int64_t d = x.dim() - 3; d >= 0; --d)
+    if (x.stride(d) != x.size(d + 1) * x.stride(d + 1)) return 0;
+  return x.stride(-2);
+}
+
 // One output part: rows [offset, offset + size) of W (contiguous in a row-major W) and of b.
 struct Part {
   int64_t offset, size;
@@ -30,7 +39,8 @@ struct Part {
 
 // The kernel calls, by device (cuBLASLt with a bias epilogue on CUDA, BLAS on the CPU); the
 // checks and the recording around them are shared. y = x W[part]^T + b[part].
-void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& b, Part part) {
+void linear_forward(const Tensor& y, const Tensor& x, int64_t ldx, const Tensor& w, const Tensor& b,
+                    Part part) {
   const int64_t rows = rows_of(x), in = w.size(1), n = part.size;
 #ifdef S6_WITH_CUDA
   if (x.is_cuda()) {
@@ -38,7 +48,7 @@ void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Ten
       using T = decltype(tag);
       const T* bp = b.defined() ? b.data<T>() + part.offset : nullptr;
       kernels::cuda::linear_fwd<T>(y.data<T>(), x.data<T>(), w.data<T>() + part.offset * in, bp, rows, in, n,
-                                   cuda::current_stream());
+                                   cuda::current_stream(), ldx);
     });
     return;
   }
@@ -59,7 +69,7 @@ void linear_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Ten
 // For one part's output gradient dy: dx (+)= dy W[part], dW[part] = dy^T x, db[part] = column
 // sums of dy; each only where its tensor is defined. The first part written into dx overwrites it.
 void linear_backward(const Tensor& dx, bool accumulate, const Tensor& dw, const Tensor& db, const Tensor& dy,
-                     const Tensor& x, const Tensor& w, Part part) {
+                     const Tensor& x, int64_t ldx, const Tensor& w, Part part) {
   const int64_t rows = rows_of(x), in = w.size(1), n = part.size, off = part.offset;
 #ifdef S6_WITH_CUDA
   if (x.is_cuda()) {
@@ -71,7 +81,7 @@ void linear_backward(const Tensor& dx, bool accumulate, const Tensor& dw, const 
                                            stream, accumulate);
       if (dw.defined())
         kernels::cuda::linear_bwd_weight<T>(dw.data<T>() + off * in, dy.data<T>(), x.data<T>(), rows, in, n,
-                                            stream);
+                                            stream, ldx);
       if (db.defined()) kernels::cuda::sum_rows<T>(db.data<T>() + off, dy.data<T>(), rows, n, stream);
     });
     return;
@@ -115,7 +125,9 @@ std::vector<Tensor> linear_split(const Tensor& x_in, const Tensor& w_in, const T
     for (Tensor& t : wide) t = to_dtype(t, DType::BFloat16);
     return wide;
   }
-  Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = b_in.defined() ? b_in.contiguous() : b_in;
+  const int64_t ldx = row_stride_in_place(x_in);
+  Tensor x = ldx ? x_in : x_in.contiguous(), w = w_in.contiguous(),
+         b = b_in.defined() ? b_in.contiguous() : b_in;
   std::vector<Tensor> ys;
   std::vector<Tensor*> outputs;
   ys.reserve(parts.size());
@@ -123,11 +135,11 @@ std::vector<Tensor> linear_split(const Tensor& x_in, const Tensor& w_in, const T
     Shape out_shape = x.shape();
     out_shape.back() = part.size;
     ys.push_back(Tensor::empty(out_shape, x.dtype(), x.device()));
-    if (part.size > 0) linear_forward(ys.back(), x, w, b, part);
+    if (part.size > 0) linear_forward(ys.back(), x, ldx, w, b, part);
   }
   for (Tensor& y : ys) outputs.push_back(&y);
   if (autograd::should_record({&x_in, &w_in, &b_in})) {
-    autograd::record("linear", {x_in, w_in, b_in}, outputs, [x, w, parts, has_bias = b.defined()](
+    autograd::record("linear", {x_in, w_in, b_in}, outputs, [x, ldx, w, parts, has_bias = b.defined()](
                                                                const autograd::BackwardContext& ctx) {
       Tensor dx, dw, db;
       if (ctx.needs_input_grad[0]) dx = Tensor::empty_like(x);
@@ -142,7 +154,7 @@ std::vector<Tensor> linear_split(const Tensor& x_in, const Tensor& w_in, const T
           if (db.defined()) db.narrow(0, parts[i].offset, parts[i].size).zero_();
           continue;
         }
-        linear_backward(dx, dx_written, dw, db, g.contiguous(), x, w, parts[i]);
+        linear_backward(dx, dx_written, dw, db, g.contiguous(), x, ldx, w, parts[i]);
         dx_written = dx_written || dx.defined();
       }
       if (dx.defined() && !dx_written) dx.zero_();

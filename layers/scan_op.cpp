@@ -53,6 +53,20 @@ void check_kernel_dtypes(const Tensor& u_in, const Tensor& delta_in, const Tenso
 #ifdef S6_WITH_CUDA
 namespace {
 
+// The row stride the kernels can read B and C with in place: both (batch, length, dstate) with
+// contiguous states and rows the same distance apart (column blocks of x_proj's output); else 0
+// (they are copied).
+int64_t shared_row_stride(const Tensor& B, const Tensor& C) {
+  auto stride_of = [](const Tensor& t) -> int64_t {
+    if (t.dim() != 3 || t.stride(2) != 1 || t.stride(1) < t.size(2) ||
+        t.stride(0) != t.size(1) * t.stride(1))
+      return 0;
+    return t.stride(1);
+  };
+  const int64_t ld = stride_of(B);
+  return ld && stride_of(C) == ld ? ld : 0;
+}
+
 // CUDA path: u, delta, B, C, z float32 or bfloat16 (one dtype); A, D, delta_bias and
 // initial_state float32; everything on the device. Saves its inputs and the chunk-boundary states
 // (batch, n_chunks, dim, dstate); the backward recomputes the states inside each chunk.
@@ -70,8 +84,10 @@ ScanResult selective_scan_cuda(const Tensor& u_in, const Tensor& delta_in, const
            "{}: the CUDA kernel supports dstate 1..{}, got {}", op, kc::kScanMaxDState, dstate);
 
   auto c = [](const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); };
-  Tensor u = c(u_in), delta = c(delta_in), A = c(A_in), B = c(B_in), C = c(C_in), D = c(D_in),
-         z = c(z_in), bias = c(bias_in), init = c(options.initial_state);
+  const int64_t ldbc = shared_row_stride(B_in, C_in);
+  Tensor u = c(u_in), delta = c(delta_in), A = c(A_in), D = c(D_in), z = c(z_in), bias = c(bias_in),
+         init = c(options.initial_state);
+  Tensor B = ldbc ? B_in.detach() : c(B_in), C = ldbc ? C_in.detach() : c(C_in);
   const bool softplus = options.delta_softplus;
   const kc::ScanDType kd = io == DType::Float32 ? kc::ScanDType::Float32 : kc::ScanDType::BFloat16;
   auto fptr = [](const Tensor& t) -> const float* { return t.defined() ? t.data<float>() : nullptr; };
@@ -82,8 +98,8 @@ ScanResult selective_scan_cuda(const Tensor& u_in, const Tensor& delta_in, const
   result.out = Tensor::empty(u.shape(), io, Device::CUDA);
   if (options.return_final_state)
     result.final_state = Tensor::empty({batch, dim, dstate}, DType::Float32, Device::CUDA);
-  Tensor states = Tensor::empty({batch, kc::scan_num_chunks(length), dim, dstate}, DType::Float32,
-                                Device::CUDA);
+  Tensor states = Tensor::empty({batch, kc::scan_num_chunks(batch, length, dim, dstate), dim, dstate},
+                                DType::Float32, Device::CUDA);
   {
     Tensor ws = f32(kc::scan_fwd_workspace_floats(batch, length, dim, dstate));
     kc::selective_scan_fwd(result.out.data_ptr(),
@@ -91,13 +107,13 @@ ScanResult selective_scan_cuda(const Tensor& u_in, const Tensor& delta_in, const
                            states.data<float>(), ws.data<float>(), u.data_ptr(), delta.data_ptr(),
                            A.data<float>(), B.data_ptr(), C.data_ptr(), fptr(D), vptr(z), fptr(bias),
                            fptr(init), softplus, batch, length, dim, dstate, kd,
-                           cuda::current_stream());
+                           cuda::current_stream(), ldbc);
   }
   if (autograd::should_record({&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in})) {
     autograd::record(
         op, {u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in}, {&result.out},
-        [u, delta, A, B, C, D, z, bias, states, softplus, kd, batch, length, dim, dstate, fptr, vptr,
-         f32](const autograd::BackwardContext& ctx) {
+        [u, delta, A, B, C, D, z, bias, states, softplus, kd, batch, length, dim, dstate, ldbc, fptr,
+         vptr, f32](const autograd::BackwardContext& ctx) {
           Tensor dout = ctx.grad_outputs[0].to(Device::CUDA).to(u.dtype()).contiguous();
           const auto& need = ctx.needs_input_grad;
           auto grad_for = [&](size_t i, const Tensor& like) {
@@ -113,7 +129,7 @@ ScanResult selective_scan_cuda(const Tensor& u_in, const Tensor& delta_in, const
                                  mf(dbias), ws.data<float>(), dout.data_ptr(), u.data_ptr(),
                                  delta.data_ptr(), A.data<float>(), B.data_ptr(), C.data_ptr(),
                                  fptr(D), vptr(z), fptr(bias), states.data<float>(), softplus,
-                                 batch, length, dim, dstate, kd, cuda::current_stream());
+                                 batch, length, dim, dstate, kd, cuda::current_stream(), ldbc);
           return autograd::TensorList{du, ddelta, dA, dB, dC, dD, dz, dbias};
         });
   }

@@ -186,6 +186,20 @@ TEST_CASE("cuda ops: linear_split vs CPU (parts of odd sizes / a part without gr
   }
 }
 
+TEST_CASE("cuda ops: linear reads a column block of a wider input in place (as x_proj's dt part)") {
+  SKIP_WITHOUT_CUDA();
+  Philox rng(121);
+  for (DType dt : kDtypes) {
+    for (int64_t start : {0, 3}) {
+      CAPTURE(start);
+      Tensor x = rand_input({3, 17, 12}, rng, dt), w = rand_input({9, 5}, rng, dt);
+      compare_op("linear (column block)",
+                 [start](const auto& in) { return std::vector<Tensor>{linear(narrow(in[0], -1, start, 5), in[1])}; },
+                 {x, w}, {true, true}, dt, rng);
+    }
+  }
+}
+
 TEST_CASE("cuda ops: causal_conv1d + SiLU vs CPU (widths 1-4 / bias / initial state / L=1 / chunks)") {
   SKIP_WITHOUT_CUDA();
   Philox rng(102);

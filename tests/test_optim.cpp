@@ -104,8 +104,9 @@ TEST_CASE("optim: the AdamW class on CUDA (multi-tensor launches) matches it on 
     return;
   }
   Philox rng(10);
-  // Sizes around the 65536-element chunk; one parameter never gets a gradient.
-  const std::vector<int64_t> sizes = {1, 1000, 70001, 65536, 3};
+  // Sizes around the multi-tensor chunk; one parameter never gets a gradient.
+  const int64_t chunk = kernels::cuda::kMultiTensorChunk;
+  const std::vector<int64_t> sizes = {1, 1000, 8 * chunk + 1, chunk, 3, chunk - 1};
   std::vector<NamedParameter> host, dev;
   for (size_t i = 0; i < sizes.size(); ++i) {
     Tensor p = uniform({sizes[i]}, -1, 1, rng);

@@ -65,10 +65,12 @@ __global__ void fill_bias_kernel(T* c, const T* bias, int64_t rows, int64_t cols
 }
 
 // Row-major C (m, n) = op(A) (m, k) op(B) (k, n) [+ bias over columns] [+ C when accumulate]. A
-// is (m, k), or (k, m) when trans_a; B is (k, n), or (n, k) when trans_b.
+// is (m, k), or (k, m) when trans_a; B is (k, n), or (n, k) when trans_b. lda / ldb: the row
+// strides of A and B as stored (0: their row length, i.e. contiguous).
 template <typename T>
 void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* A, const T* B,
-             const T* bias, T* C, cudaStream_t stream, bool accumulate = false) {
+             const T* bias, T* C, cudaStream_t stream, bool accumulate = false, int64_t lda = 0,
+             int64_t ldb = 0) {
   S6_CHECK(!(accumulate && bias), "linear: a bias cannot be added into an accumulated product");
   if (m == 0 || n == 0) return;
   if (k == 0 && accumulate) return;
@@ -84,7 +86,8 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
   // Column-major: C^T (n x m, ld n) = opB' (n x k) * opA' (k x m).
   const cublasOperation_t op1 = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // first operand: B
   const cublasOperation_t op2 = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // second operand: A
-  const int64_t ld1 = trans_b ? k : n, ld2 = trans_a ? m : k;
+  const int64_t ld1 = ldb ? ldb : trans_b ? k : n, ld2 = lda ? lda : trans_a ? m : k;
+  S6_CHECK(ld1 < (1LL << 31) && ld2 < (1LL << 31), "linear: row stride exceeds the int32 range");
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
 
   cublasLtMatmulDesc_t desc = nullptr;
@@ -152,9 +155,9 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
 
 template <typename T>
 void linear_fwd(T* y, const T* x, const T* w, const T* bias, int64_t rows, int64_t in,
-                int64_t out, void* stream) {
+                int64_t out, void* stream, int64_t ldx) {
   S6_CHECK(rows >= 0 && in >= 0 && out >= 0, "linear_fwd: bad sizes ({}, {}, {})", rows, in, out);
-  gemm_rm<T>(false, true, rows, out, in, x, w, bias, y, as_stream(stream));
+  gemm_rm<T>(false, true, rows, out, in, x, w, bias, y, as_stream(stream), false, ldx);
 }
 
 template <typename T>
@@ -167,16 +170,17 @@ void linear_bwd_input(T* dx, const T* dy, const T* w, int64_t rows, int64_t in, 
 
 template <typename T>
 void linear_bwd_weight(T* dw, const T* dy, const T* x, int64_t rows, int64_t in, int64_t out,
-                       void* stream) {
+                       void* stream, int64_t ldx) {
   S6_CHECK(rows >= 0 && in >= 0 && out >= 0, "linear_bwd_weight: bad sizes ({}, {}, {})", rows, in,
            out);
-  gemm_rm<T>(true, false, out, in, rows, dy, x, nullptr, dw, as_stream(stream));
+  gemm_rm<T>(true, false, out, in, rows, dy, x, nullptr, dw, as_stream(stream), false, 0, ldx);
 }
 
 #define S6_INSTANTIATE(T)                                                                       \
-  template void linear_fwd<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, void*); \
+  template void linear_fwd<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, void*, \
+                              int64_t);                                                          \
   template void linear_bwd_input<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, void*, bool); \
-  template void linear_bwd_weight<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, void*);
+  template void linear_bwd_weight<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, void*, int64_t);
 S6_INSTANTIATE(float)
 S6_INSTANTIATE(BFloat16)
 #undef S6_INSTANTIATE

@@ -1,5 +1,7 @@
 // CUDA linear layer products through cuBLASLt (cuBLAS as a fallback): fp32, or bf16 operands with
-// fp32 accumulation. TF32 is never used. Row-major, contiguous; T is float or s6::BFloat16.
+// fp32 accumulation. TF32 is never used. Row-major; T is float or s6::BFloat16. Every matrix is
+// contiguous except x, whose rows may be ldx >= in elements apart (0: in), e.g. a column block of
+// a wider matrix.
 #pragma once
 #include <cstdint>
 
@@ -11,7 +13,7 @@ namespace s6::kernels::cuda {
 // cuBLASLt epilogue).
 template <typename T>
 void linear_fwd(T* y, const T* x, const T* w, const T* bias, int64_t rows, int64_t in,
-                int64_t out, void* stream);
+                int64_t out, void* stream, int64_t ldx = 0);
 
 // dx (rows, in) = dy (rows, out) w, or dx += dy w when accumulate.
 template <typename T>
@@ -21,6 +23,6 @@ void linear_bwd_input(T* dx, const T* dy, const T* w, int64_t rows, int64_t in, 
 // dw (out, in) = dy^T x. (The bias gradient is sum_rows(dy) from kernels/cuda/elementwise.h.)
 template <typename T>
 void linear_bwd_weight(T* dw, const T* dy, const T* x, int64_t rows, int64_t in, int64_t out,
-                       void* stream);
+                       void* stream, int64_t ldx = 0);
 
 }  // namespace s6::kernels::cuda

@@ -28,8 +28,9 @@ struct DeviceAdamWScalars {
 };
 DeviceAdamWScalars adamw_device_scalars(const AdamWParams& hp);  // computed as adamw() does
 // Multi-tensor forms: one launch covers every parameter, split into chunks of kMultiTensorChunk
-// elements (a parameter's chunks are consecutive). The tables live in device memory.
-constexpr int64_t kMultiTensorChunk = 65536;
+// elements (a parameter's chunks are consecutive). The tables live in device memory. A block per
+// chunk: small enough that a small model's few tensors still spread over many SMs.
+constexpr int64_t kMultiTensorChunk = 8192;
 struct MultiTensorEntry {
   float* param;
   float* exp_avg;

@@ -3,7 +3,8 @@
 //
 // CUDA selective scan (Mamba S6): chunked forward and backward, and the single-token step.
 //
-// Parallel over batch, channels and time. L is cut into chunks of kChunk (64) steps; a thread owns
+// Parallel over batch, channels and time. L is cut into chunks of 64 steps, or of 16 for problems
+// too small to fill the GPU otherwise (scan_chunk_length, selective_scan_fwd.cu); a thread owns
 // one channel d and NS consecutive states of one chunk and walks the chunk sequentially (LPD lanes
 // share a channel, so sums over the states take log2(LPD) shuffles). Channel-last layout makes a
 // block's loads of u/delta/z/dout coalesced over d; every 16-step sub-chunk of u, delta (turned into
@@ -17,8 +18,9 @@
 // Backward: B1 per chunk, the state adjoint leaving the chunk (towards earlier time) from zero;
 //           B2 the same scan in reverse gives the adjoint entering every chunk from later time;
 //           B3 per chunk: recompute the forward states from chunk_states, keeping one checkpoint
-//           per 16-step sub-chunk in registers, then per sub-chunk (last first) recompute its 16
-//           states into registers and run the reverse recurrence, producing du, ddelta, dz, and
+//           per 16-step sub-chunk in registers (a sweep that 16-step chunks do not need), then per
+//           sub-chunk (last first) recompute its 16 states into registers and run the reverse
+//           recurrence, producing du, ddelta, dz, and
 //           partials for dA/dD/ddelta_bias (per block) and dB/dC (per block of channels, reduced
 //           over the block's warps in a fixed order); B4 deterministic column sums of partials.
 #pragma once
@@ -39,12 +41,11 @@ namespace s6::kernels::cuda {
 
 namespace {
 
-constexpr int kChunk = static_cast<int>(kScanChunkLength);
-constexpr int kTS = 16;                 // steps per staged sub-chunk
-constexpr int kNSub = kChunk / kTS;     // sub-chunks per chunk
+constexpr int kTS = static_cast<int>(kScanShortChunkLength);  // steps per staged sub-chunk
+constexpr int kMaxNSub = static_cast<int>(kScanChunkLength) / kTS;  // sub-chunks per chunk, at most
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-static_assert(kChunk % kTS == 0, "chunk must be a multiple of the sub-chunk");
+static_assert(kScanChunkLength % kTS == 0, "a chunk must be a multiple of the sub-chunk");
 
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -190,7 +191,7 @@ __device__ __forceinline__ void stage_seq(float* s_dt, float* s_dsp, float* s_u,
 template <class CF, typename T>
 __device__ __forceinline__ void prefetch_stage(std::initializer_list<const T*> seqs, const T* Bm,
                                                const T* Cm, int b, int64_t t0, int64_t tend,
-                                               int d0, int64_t L, int dim, int N) {
+                                               int d0, int64_t L, int dim, int N, int64_t ld) {
   if (t0 >= tend) return;
   const int rows = tend - t0 < kTS ? static_cast<int>(tend - t0) : kTS;
   const int dlast = min(d0 + CF::DPB, dim) - 1;
@@ -203,12 +204,12 @@ __device__ __forceinline__ void prefetch_stage(std::initializer_list<const T*> s
     }
     i -= 2 * rows;
   }
-  // B and C rows of these steps are one contiguous span each.
-  const int64_t span = (int64_t)rows * N * sizeof(T);
+  // B and C rows of these steps (ld apart) lie in one span each.
+  const int64_t span = ((int64_t)(rows - 1) * ld + N) * sizeof(T);
   const int lines = static_cast<int>((span + 127) / 128) + 1;
   for (const T* m : {Bm, Cm}) {
     if (m && i >= 0 && i < lines) {
-      const char* base = reinterpret_cast<const char*>(m + ((int64_t)b * L + t0) * N);
+      const char* base = reinterpret_cast<const char*>(m + ((int64_t)b * L + t0) * ld);
       const int64_t off = (int64_t)i * 128 < span ? (int64_t)i * 128 : span - 1;
       asm volatile("prefetch.global.L1 [%0];" ::"l"(base + off));
     }
@@ -216,14 +217,14 @@ __device__ __forceinline__ void prefetch_stage(std::initializer_list<const T*> s
   }
 }
 
-// Stages kTS steps of B or C (batch, length, dstate), zero-padded to NPAD states.
+// Stages kTS steps of B or C (batch, length, dstate; rows ld apart), zero-padded to NPAD states.
 template <class CF, typename T>
 __device__ __forceinline__ void stage_bc(float* s, const T* src, int b, int64_t t0, int64_t tend,
-                                         int64_t L, int N) {
+                                         int64_t L, int N, int64_t ld) {
   for (int i = threadIdx.x; i < kTS * CF::NPAD; i += CF::NT) {
     const int tt = i / CF::NPAD, n = i - tt * CF::NPAD;
     const int64_t t = t0 + tt;
-    s[i] = (t < tend && n < N) ? to_f(src[((int64_t)b * L + t) * N + n]) : 0.f;
+    s[i] = (t < tend && n < N) ? to_f(src[((int64_t)b * L + t) * ld + n]) : 0.f;
   }
 }
 
@@ -297,13 +298,13 @@ __device__ __forceinline__ void store_dt(float* s_dt, float* s_dsp,
 
 template <class CF, typename T>
 __device__ __forceinline__ void prefetch_bc(T (&r)[Tile<CF>::ITB], const T* src, int b,
-                                            int64_t t0, int64_t tend, int64_t L, int N) {
+                                            int64_t t0, int64_t tend, int64_t L, int N, int64_t ld) {
 #pragma unroll
   for (int k = 0; k < Tile<CF>::ITB; ++k) {
     const int i = threadIdx.x + k * CF::NT;
     const int tt = i / CF::NPAD, n = i - tt * CF::NPAD;
     const int64_t t = t0 + tt;
-    r[k] = (tt < kTS && t < tend && n < N) ? src[((int64_t)b * L + t) * N + n] : from_f<T>(0.f);
+    r[k] = (tt < kTS && t < tend && n < N) ? src[((int64_t)b * L + t) * ld + n] : from_f<T>(0.f);
   }
 }
 
@@ -443,7 +444,8 @@ void check_dims(const char* what, int64_t batch, int64_t length, int64_t dim, in
            dstate, kScanMaxDState);
   S6_CHECK(batch <= 65535, "{}: batch {} exceeds 65535", what, batch);
   S6_CHECK(dim <= (int64_t(1) << 30) / dstate, "{}: dim {} too large", what, dim);
-  S6_CHECK(scan_num_chunks(length) < (int64_t(1) << 31), "{}: length {} too large", what, length);
+  S6_CHECK(scan_num_chunks(length, kScanShortChunkLength) < (int64_t(1) << 31),
+           "{}: length {} too large", what, length);
 }
 
 template <typename K>

@@ -13,7 +13,8 @@ template <class CF, typename T>
 __global__ void __launch_bounds__(CF::NT)
     scan_bwd_chunk_adj_kernel(float* adj, float* dts, const T* dout, const T* delta,
                               const float* A, const T* Cm, const T* z, const float* bias,
-                              bool softplus, int64_t L, int dim, int N, int nc, int K, int ns) {
+                              bool softplus, int64_t L, int dim, int N, int nc, int K, int ns,
+                              int chunk, int64_t ldbc) {
   constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD, IT = Tile<CF>::IT,
                 ITB = Tile<CF>::ITB;
   extern __shared__ float4 smem_f4[];
@@ -28,7 +29,7 @@ __global__ void __launch_bounds__(CF::NT)
   load_A<CF>(A2, A, d, g, dim, N);
 #pragma unroll
   for (int i = 0; i < NS; ++i) dh[i] = 0.f;
-  const int64_t c0 = (int64_t)s * K * kChunk, cend = min(L, c0 + (int64_t)K * kChunk);
+  const int64_t c0 = (int64_t)s * K * chunk, cend = min(L, c0 + (int64_t)K * chunk);
   const int nsub = static_cast<int>((cend - c0 + kTS - 1) / kTS);
   T rd[IT], rg[IT], rz[IT], rC[ITB];
   {
@@ -36,7 +37,7 @@ __global__ void __launch_bounds__(CF::NT)
     prefetch_seq<CF, T>(rd, delta, b, t0, cend, dS, L, dim);
     prefetch_seq<CF, T>(rg, dout, b, t0, cend, dS, L, dim);
     prefetch_seq<CF, T>(rz, z, b, t0, cend, dS, L, dim);
-    prefetch_bc<CF, T>(rC, Cm, b, t0, cend, L, N);
+    prefetch_bc<CF, T>(rC, Cm, b, t0, cend, L, N, ldbc);
   }
   float dsum = 0.f;
   for (int j = nsub - 1; j >= 0; --j) {
@@ -58,7 +59,7 @@ __global__ void __launch_bounds__(CF::NT)
       prefetch_seq<CF, T>(rd, delta, b, t0 - kTS, cend, dS, L, dim);
       prefetch_seq<CF, T>(rg, dout, b, t0 - kTS, cend, dS, L, dim);
       prefetch_seq<CF, T>(rz, z, b, t0 - kTS, cend, dS, L, dim);
-      prefetch_bc<CF, T>(rC, Cm, b, t0 - kTS, cend, L, N);
+      prefetch_bc<CF, T>(rC, Cm, b, t0 - kTS, cend, L, N, ldbc);
     }
 #pragma unroll 4
     for (int tt = kTS - 1; tt >= 0; --tt) {
@@ -115,7 +116,8 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
                          float* dD_part, float* dbias_part, const T* dout, const T* u,
                          const T* delta, const float* A, const T* Bm, const T* Cm, const float* Dv,
                          const T* z, const float* bias, const float* states, bool softplus,
-                         int64_t L, int dim, int N, int nc, int batch, int KC) {
+                         int64_t L, int dim, int N, int nc, int batch, int KC, int chunk,
+                         int64_t ldbc) {
   constexpr int NS = CF::NS, LPD = CF::LPD, DPB = CF::DPB, NPAD = CF::NPAD, TD = CF::TD;
   constexpr int TSB = CF::TSB, NW = CF::NW, V = 2 * NS;
   constexpr int LOGV = log2c(V), K = 5 - CF::LOG_LPD;
@@ -160,24 +162,25 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
     const bool v = d < dim && g * NS + i < N;
     h[i] = v ? states[rowoff + i] : 0.f;
   }
-  const int64_t c0 = (int64_t)c * kChunk, cend = min(L, c0 + kChunk);
+  const int64_t c0 = (int64_t)c * chunk, cend = min(L, c0 + chunk);
+  const int nsubc = chunk / kTS;  // 1 (short chunks: no sweep) or kMaxNSub
 
   // Checkpoints: the state entering every sub-chunk.
-  float ck[kNSub][NS];  // indexed by a runtime sub-chunk: local memory, read twice per sub-chunk
+  float ck[kMaxNSub][NS];  // indexed by a runtime sub-chunk: local memory, read twice per sub-chunk
 #pragma unroll 1
-  for (int s = 0; s < kNSub; ++s) {
+  for (int s = 0; s < nsubc; ++s) {
 #pragma unroll
     for (int i = 0; i < NS; ++i) ck[s][i] = h[i];
     const int64_t t0 = c0 + (int64_t)s * kTS;
-    if (s == kNSub - 1 || t0 >= cend) continue;
+    if (s == nsubc - 1 || t0 >= cend) continue;
     __syncthreads();
     stage_seq<CF, T>(s_dt, nullptr, s_u, nullptr, nullptr, nullptr, u, delta, nullptr, nullptr,
                      bias, softplus, b, t0, cend, d0, L, dim);
-    stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N);
-    if (s + 2 < kNSub)  // the sweep's next sub-chunk
-      prefetch_stage<CF, T>({u, delta}, Bm, nullptr, b, t0 + kTS, cend, d0, L, dim, N);
+    stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N, ldbc);
+    if (s + 2 < nsubc)  // the sweep's next sub-chunk
+      prefetch_stage<CF, T>({u, delta}, Bm, nullptr, b, t0 + kTS, cend, d0, L, dim, N, ldbc);
     else  // the main loop's first: the last sub-chunk, all of its inputs
-      prefetch_stage<CF, T>({u, delta, dout, z}, Bm, Cm, b, t0 + kTS, cend, d0, L, dim, N);
+      prefetch_stage<CF, T>({u, delta, dout, z}, Bm, Cm, b, t0 + kTS, cend, d0, L, dim, N, ldbc);
     __syncthreads();
 #pragma unroll 4
     for (int tt = 0; tt < kTS; ++tt) {
@@ -195,19 +198,19 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
   for (int i = 0; i < NS; ++i) dA_acc[i] = 0.f;
   float dD_acc = 0.f, db_acc = 0.f;
 #pragma unroll 1
-  for (int s = kNSub - 1; s >= 0; --s) {
+  for (int s = nsubc - 1; s >= 0; --s) {
     const int64_t t0 = c0 + (int64_t)s * kTS;
     if (t0 >= cend) continue;
     __syncthreads();
     stage_seq<CF, T>(s_dt, s_dsp, s_u, s_dout, has_z ? s_z : nullptr, nullptr, u, delta, dout, z,
                      bias, softplus, b, t0, cend, d0, L, dim);
-    stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N);
-    stage_bc<CF, T>(s_C, Cm, b, t0, cend, L, N);
+    stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N, ldbc);
+    stage_bc<CF, T>(s_C, Cm, b, t0, cend, L, N, ldbc);
     if (s > 0)  // the next sub-chunk back (u, delta, B were read by the sweep: dout, z, C are new)
-      prefetch_stage<CF, T>({dout, z}, nullptr, Cm, b, t0 - kTS, t0, d0, L, dim, N);
+      prefetch_stage<CF, T>({dout, z}, nullptr, Cm, b, t0 - kTS, t0, d0, L, dim, N, ldbc);
     else if (c > c_lo)  // the previous chunk's first sub-chunk, for its sweep
-      prefetch_stage<CF, T>({u, delta}, Bm, nullptr, b, t0 - kChunk, t0 - kChunk + kTS, d0, L,
-                            dim, N);
+      prefetch_stage<CF, T>({u, delta}, Bm, nullptr, b, t0 - chunk, t0 - chunk + kTS, d0, L,
+                            dim, N, ldbc);
     __syncthreads();
     // The 16 states of this sub-chunk, in registers.
     float hist[kTS][NS];
@@ -347,16 +350,41 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
   }  // chunk loop
 }
 
-// ---- B4: out[m] = sum over rows r (fixed order) of in[r, m] -----------------------------------
-template <typename TO>
-__global__ void colsum_kernel(TO* out, const float* in, int64_t R, int64_t M,
-                              int64_t rows_per_split) {
-  const int64_t m = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (m >= M) return;
-  const int64_t r0 = (int64_t)blockIdx.y * rows_per_split;
-  const int64_t r1 = min(R, r0 + rows_per_split);
+// ---- B4: deterministic column sums of the partials, all outputs in at most two launches --------
+// Job j: out[m] = sum over rows r (fixed order) of in[r, m]. Jobs of more than kColsumOnePass rows
+// sum splits of kColsumSplitRows rows into their own temp first (pass 1), then the splits (pass 2).
+constexpr int64_t kColsumSplitRows = 32;
+constexpr int64_t kColsumOnePass = 32;
+constexpr int kMaxColsumJobs = 5;
+
+struct ColsumJob {
+  void* out;  // T when out_t, else float
+  const float* in;
+  float* temp;
+  int64_t R, M;
+  bool out_t;
+};
+// A launch's blocks are the jobs' blocks back to back: job k owns [first[k], first[k + 1]).
+struct ColsumJobs {
+  ColsumJob job[kMaxColsumJobs];
+  int64_t first[kMaxColsumJobs + 1];
+  int n = 0;
+};
+
+__host__ __device__ int64_t colsum_splits(int64_t R) { return (R + kColsumSplitRows - 1) / kColsumSplitRows; }
+int64_t colsum_temp_floats(int64_t R, int64_t M) { return R <= kColsumOnePass ? 0 : colsum_splits(R) * M; }
+__host__ __device__ bool colsum_split(const ColsumJob& j) { return j.R > kColsumOnePass; }
+// Blocks of 256 columns x row splits a job needs in a pass: pass 1 sums the rows of one-pass jobs
+// and the splits of the others, pass 2 sums the splits.
+__host__ __device__ int64_t colsum_blocks(const ColsumJob& j, bool final_pass) {
+  const int64_t bx = (j.M + 255) / 256;
+  if (final_pass) return colsum_split(j) ? bx : 0;
+  return colsum_split(j) ? bx * colsum_splits(j.R) : bx;
+}
+
+__device__ __forceinline__ float column_sum(const float* in, int64_t r, int64_t r1, int64_t M,
+                                            int64_t m) {
   float s = 0.f;
-  int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
     const float a0 = in[r * M + m], a1 = in[(r + 1) * M + m], a2 = in[(r + 2) * M + m],
                 a3 = in[(r + 3) * M + m];
@@ -366,28 +394,38 @@ __global__ void colsum_kernel(TO* out, const float* in, int64_t R, int64_t M,
     s += a3;
   }
   for (; r < r1; ++r) s += in[r * M + m];
-  out[(int64_t)blockIdx.y * M + m] = from_f<TO>(s);
+  return s;
 }
 
-constexpr int64_t kColsumSplitRows = 32;
-constexpr int64_t kColsumOnePass = 32;
-
-int64_t colsum_temp_floats(int64_t R, int64_t M) {
-  return R <= kColsumOnePass ? 0 : ((R + kColsumSplitRows - 1) / kColsumSplitRows) * M;
-}
-
-template <typename TO>
-void colsum(TO* out, const float* in, int64_t R, int64_t M, float* temp, cudaStream_t stream) {
-  if (M == 0) return;
-  const unsigned bx = static_cast<unsigned>((M + 255) / 256);
-  if (R <= kColsumOnePass) {
-    colsum_kernel<TO><<<dim3(bx, 1), 256, 0, stream>>>(out, in, R, M, R > 0 ? R : 1);
+template <typename T>
+__global__ void colsum_jobs_kernel(ColsumJobs jobs, bool final_pass) {
+  int k = 0;
+  while (k + 1 < jobs.n && (int64_t)blockIdx.x >= jobs.first[k + 1]) ++k;
+  const ColsumJob& j = jobs.job[k];
+  const int64_t local = (int64_t)blockIdx.x - jobs.first[k], bx = (j.M + 255) / 256;
+  const int64_t split = local / bx, m = (local - split * bx) * 256 + threadIdx.x;
+  if (m >= j.M) return;
+  if (!final_pass && colsum_split(j)) {
+    const int64_t r0 = split * kColsumSplitRows;
+    j.temp[split * j.M + m] = column_sum(j.in, r0, min(j.R, r0 + kColsumSplitRows), j.M, m);
     return;
   }
-  const int64_t RS = (R + kColsumSplitRows - 1) / kColsumSplitRows;
-  colsum_kernel<float><<<dim3(bx, static_cast<unsigned>(RS)), 256, 0, stream>>>(temp, in, R, M,
-                                                                                kColsumSplitRows);
-  colsum_kernel<TO><<<dim3(bx, 1), 256, 0, stream>>>(out, temp, RS, M, RS);
+  const float s = final_pass ? column_sum(j.temp, 0, colsum_splits(j.R), j.M, m)
+                             : column_sum(j.in, 0, j.R, j.M, m);
+  if (j.out_t) static_cast<T*>(j.out)[m] = from_f<T>(s);
+  else static_cast<float*>(j.out)[m] = s;
+}
+
+template <typename T>
+void run_colsums(ColsumJobs jobs, cudaStream_t stream) {
+  for (bool final_pass : {false, true}) {
+    jobs.first[0] = 0;
+    for (int k = 0; k < jobs.n; ++k) jobs.first[k + 1] = jobs.first[k] + colsum_blocks(jobs.job[k], final_pass);
+    const int64_t blocks = jobs.first[jobs.n];
+    if (blocks == 0) continue;
+    S6_CHECK(blocks < (1LL << 31), "selective_scan_bwd: {} column-sum blocks", blocks);
+    colsum_jobs_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(jobs, final_pass);
+  }
 }
 
 
@@ -395,10 +433,10 @@ void colsum(TO* out, const float* in, int64_t R, int64_t M, float* temp, cudaStr
 
 namespace {
 struct BwdLayout {
-  int64_t adj, dts, dD, dbias, dB, dC, temp, total;
+  int64_t adj, dts, dD, dbias, dB, dC, temp_dA, temp_dD, temp_dbias, temp_dB, temp_dC, total;
 };
 BwdLayout bwd_layout(int64_t batch, int64_t length, int64_t dim, int64_t dstate) {
-  const int64_t nc = scan_num_chunks(length);
+  const int64_t nc = scan_num_chunks(batch, length, dim, dstate);
   const int64_t ndb = (dim + channels_per_block(dstate) - 1) / channels_per_block(dstate);
   const int64_t rows = batch * nc;
   auto up = [](int64_t v) { return (v + 3) / 4 * 4; };  // keep 16-byte alignment
@@ -410,9 +448,12 @@ BwdLayout bwd_layout(int64_t batch, int64_t length, int64_t dim, int64_t dstate)
   l.dbias = off, off += up(rows * dim);
   l.dB = off, off += up(ndb * batch * length * dstate);
   l.dC = off, off += up(ndb * batch * length * dstate);
-  l.temp = off;
-  off += up(std::max({colsum_temp_floats(rows, dim * dstate), colsum_temp_floats(rows, dim),
-                      colsum_temp_floats(ndb, batch * length * dstate)}));
+  // The column sums run at once, so each has its own temp: dA, dD, ddelta_bias, dB, dC.
+  l.temp_dA = off, off += up(colsum_temp_floats(rows, dim * dstate));
+  l.temp_dD = off, off += up(colsum_temp_floats(rows, dim));
+  l.temp_dbias = off, off += up(colsum_temp_floats(rows, dim));
+  l.temp_dB = off, off += up(colsum_temp_floats(ndb, batch * length * dstate));
+  l.temp_dC = off, off += up(colsum_temp_floats(ndb, batch * length * dstate));
   l.total = std::max<int64_t>(off, 1);
   return l;
 }
@@ -428,9 +469,11 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
                         const float* D, const void* z, const float* delta_bias,
                         const float* chunk_states, bool delta_softplus, int64_t batch,
                         int64_t length, int64_t dim, int64_t dstate, ScanDType dtype,
-                        void* stream_ptr) {
+                        void* stream_ptr, int64_t bc_row_stride) {
   const char* what = "selective_scan_bwd (CUDA)";
   check_dims(what, batch, length, dim, dstate);
+  const int64_t ldbc = bc_row_stride ? bc_row_stride : dstate;
+  S6_CHECK(ldbc >= dstate, "{}: B/C row stride {} is below dstate {}", what, ldbc, dstate);
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   auto zero = [&](float* p, int64_t n) {
     if (!p || n == 0) return;
@@ -456,7 +499,8 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
                          {"D", D}, {"delta_bias", delta_bias}, {"chunk_states", chunk_states}})
     if (p) check_aligned(what, name, p, 4);
   check_aligned(what, "workspace", workspace, 16);
-  const int64_t nc = scan_num_chunks(length);
+  const int64_t chunk = scan_chunk_length(batch, length, dim, dstate);
+  const int64_t nc = scan_num_chunks(length, chunk);
   const BwdLayout lay = bwd_layout(batch, length, dim, dstate);
   float* adj = workspace + lay.adj;
   float* dts = workspace + lay.dts;
@@ -464,7 +508,6 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
   float* dbias_part = workspace + lay.dbias;
   float* dB_part = workspace + lay.dB;
   float* dC_part = workspace + lay.dC;
-  float* temp = workspace + lay.temp;
   const int64_t ndb = (dim + channels_per_block(dstate) - 1) / channels_per_block(dstate);
   dispatch_dtype(dtype, [&](auto ttag) {
     using T = decltype(ttag);
@@ -487,7 +530,7 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
              CF::NT, smem, stream>>>(adj, dts, dot, dt, A, Ct, zt, delta_bias, delta_softplus,
                                      length, static_cast<int>(dim), static_cast<int>(dstate),
                                      static_cast<int>(nc), static_cast<int>(sp.K),
-                                     static_cast<int>(sp.ns));
+                                     static_cast<int>(sp.ns), static_cast<int>(chunk), ldbc);
         check_launch("selective_scan_bwd chunk adjoints");
       }
       launch_combine<true>(adj, dts, A, nullptr, nc, sp.ns, sp.K, batch, dim, dstate, stream);
@@ -500,14 +543,19 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
                      dC_part, adj, dD_part, dbias_part, dot, ut, dt, A, Bt, Ct, D, zt, delta_bias,
                      chunk_states, delta_softplus, length, static_cast<int>(dim),
                      static_cast<int>(dstate), static_cast<int>(nc), static_cast<int>(batch),
-                     static_cast<int>(sp.K));
+                     static_cast<int>(sp.K), static_cast<int>(chunk), ldbc);
       check_launch("selective_scan_bwd main");
-      const int64_t rows = batch * nc;
-      if (dA) colsum<float>(dA, adj, rows, dim * dstate, temp, stream);
-      if (dD) colsum<float>(dD, dD_part, rows, dim, temp, stream);
-      if (ddelta_bias) colsum<float>(ddelta_bias, dbias_part, rows, dim, temp, stream);
-      if (dB) colsum<T>(static_cast<T*>(dB), dB_part, ndb, batch * length * dstate, temp, stream);
-      if (dC) colsum<T>(static_cast<T*>(dC), dC_part, ndb, batch * length * dstate, temp, stream);
+      const int64_t rows = batch * nc, bln = batch * length * dstate;
+      ColsumJobs jobs;
+      auto add = [&](void* out, const float* in, int64_t temp_at, int64_t R, int64_t M, bool out_t) {
+        if (out) jobs.job[jobs.n++] = ColsumJob{out, in, workspace + temp_at, R, M, out_t};
+      };
+      add(dA, adj, lay.temp_dA, rows, dim * dstate, false);
+      add(dD, dD_part, lay.temp_dD, rows, dim, false);
+      add(ddelta_bias, dbias_part, lay.temp_dbias, rows, dim, false);
+      add(dB, dB_part, lay.temp_dB, ndb, bln, true);
+      add(dC, dC_part, lay.temp_dC, ndb, bln, true);
+      run_colsums<T>(jobs, stream);
       check_launch("selective_scan_bwd reductions");
     });
   });

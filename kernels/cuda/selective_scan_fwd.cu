@@ -13,7 +13,7 @@ template <class CF, typename T>
 __global__ void __launch_bounds__(CF::NT)
     scan_fwd_chunk_end_kernel(float* states, float* dts, const T* u, const T* delta,
                               const float* A, const T* Bm, const float* bias, bool softplus,
-                              int64_t L, int dim, int N, int nc, int K, int ns) {
+                              int64_t L, int dim, int N, int nc, int K, int ns, int chunk, int64_t ldbc) {
   constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD, IT = Tile<CF>::IT,
                 ITB = Tile<CF>::ITB;
   extern __shared__ float4 smem_f4[];
@@ -28,12 +28,12 @@ __global__ void __launch_bounds__(CF::NT)
   load_A<CF>(A2, A, d, g, dim, N);
 #pragma unroll
   for (int i = 0; i < NS; ++i) h[i] = 0.f;
-  const int64_t c0 = (int64_t)s * K * kChunk, cend = min(L, c0 + (int64_t)K * kChunk);
+  const int64_t c0 = (int64_t)s * K * chunk, cend = min(L, c0 + (int64_t)K * chunk);
   const int nsub = static_cast<int>((cend - c0 + kTS - 1) / kTS);
   T rd[IT], ru[IT], rB[ITB];
   prefetch_seq<CF, T>(rd, delta, b, c0, cend, dS, L, dim);
   prefetch_seq<CF, T>(ru, u, b, c0, cend, dS, L, dim);
-  prefetch_bc<CF, T>(rB, Bm, b, c0, cend, L, N);
+  prefetch_bc<CF, T>(rB, Bm, b, c0, cend, L, N, ldbc);
   float dsum = 0.f;
   for (int j = 0; j < nsub; ++j) {
     const int64_t t0 = c0 + (int64_t)j * kTS;
@@ -45,7 +45,7 @@ __global__ void __launch_bounds__(CF::NT)
     if (j + 1 < nsub) {
       prefetch_seq<CF, T>(rd, delta, b, t0 + kTS, cend, dS, L, dim);
       prefetch_seq<CF, T>(ru, u, b, t0 + kTS, cend, dS, L, dim);
-      prefetch_bc<CF, T>(rB, Bm, b, t0 + kTS, cend, L, N);
+      prefetch_bc<CF, T>(rB, Bm, b, t0 + kTS, cend, L, N, ldbc);
     }
 #pragma unroll 4
     for (int tt = 0; tt < kTS; ++tt) {
@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(CF::NT)
     scan_fwd_out_kernel(T* out, float* final_state, float* states, const T* u,
                         const T* delta, const float* A, const T* Bm, const T* Cm, const float* Dv,
                         const T* z, const float* bias, bool softplus, int64_t L, int dim, int N,
-                        int nc, int K, int ns) {
+                        int nc, int K, int ns, int chunk, int64_t ldbc) {
   constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD, IT = Tile<CF>::IT,
                 ITB = Tile<CF>::ITB;
   extern __shared__ float4 smem_f4[];
@@ -100,18 +100,18 @@ __global__ void __launch_bounds__(CF::NT)
 #pragma unroll
     for (int i = 0; i < NS; ++i) h[i] = (d < dim && g * NS + i < N) ? st[i] : 0.f;
   }
-  const int64_t c0 = cfirst * kChunk, cend = min(L, c0 + (int64_t)K * kChunk);
-  const int nsub = static_cast<int>((cend - c0 + kTS - 1) / kTS);
+  const int64_t c0 = cfirst * chunk, cend = min(L, c0 + (int64_t)K * chunk);
+  const int nsub = static_cast<int>((cend - c0 + kTS - 1) / kTS), per_chunk = chunk / kTS;
   T rd[IT], ru[IT], rz[IT], rB[ITB], rC[ITB];
   prefetch_seq<CF, T>(rd, delta, b, c0, cend, dS, L, dim);
   prefetch_seq<CF, T>(ru, u, b, c0, cend, dS, L, dim);
   prefetch_seq<CF, T>(rz, z, b, c0, cend, dS, L, dim);
-  prefetch_bc<CF, T>(rB, Bm, b, c0, cend, L, N);
-  prefetch_bc<CF, T>(rC, Cm, b, c0, cend, L, N);
+  prefetch_bc<CF, T>(rB, Bm, b, c0, cend, L, N, ldbc);
+  prefetch_bc<CF, T>(rC, Cm, b, c0, cend, L, N, ldbc);
   for (int j = 0; j < nsub; ++j) {
     const int64_t t0 = c0 + (int64_t)j * kTS;
-    if (j > 0 && j % kNSub == 0 && d < dim) {
-      float* dst = states + (((int64_t)b * nc + cfirst + j / kNSub) * dim + d) * N + g * NS;
+    if (j > 0 && j % per_chunk == 0 && d < dim) {
+      float* dst = states + (((int64_t)b * nc + cfirst + j / per_chunk) * dim + d) * N + g * NS;
 #pragma unroll
       for (int i = 0; i < NS; ++i)
         if (g * NS + i < N) dst[i] = h[i];
@@ -129,8 +129,8 @@ __global__ void __launch_bounds__(CF::NT)
       prefetch_seq<CF, T>(rd, delta, b, t0 + kTS, cend, dS, L, dim);
       prefetch_seq<CF, T>(ru, u, b, t0 + kTS, cend, dS, L, dim);
       prefetch_seq<CF, T>(rz, z, b, t0 + kTS, cend, dS, L, dim);
-      prefetch_bc<CF, T>(rB, Bm, b, t0 + kTS, cend, L, N);
-      prefetch_bc<CF, T>(rC, Cm, b, t0 + kTS, cend, L, N);
+      prefetch_bc<CF, T>(rB, Bm, b, t0 + kTS, cend, L, N, ldbc);
+      prefetch_bc<CF, T>(rC, Cm, b, t0 + kTS, cend, L, N, ldbc);
     }
 #pragma unroll 4
     for (int tt = 0; tt < kTS; ++tt) {
@@ -172,9 +172,20 @@ __global__ void __launch_bounds__(CF::NT)
 
 }  // namespace
 
+int64_t scan_chunk_length(int64_t batch, int64_t length, int64_t dim, int64_t dstate) {
+  if (const char* v = std::getenv("S6_SCAN_CHUNK")) {
+    const long long x = std::atoll(v);
+    if (x == kScanShortChunkLength || x == kScanChunkLength) return x;
+  }
+  // The grid the backward's main kernel could have with long chunks: (batch x channel blocks) x
+  // chunks. Under two blocks per SM, short chunks give it 4x the blocks and no checkpoint sweep.
+  const int64_t cols = batch * ((dim + channels_per_block(dstate) - 1) / channels_per_block(dstate));
+  return cols * scan_num_chunks(length, kScanChunkLength) < 2 * num_sms() ? kScanShortChunkLength
+                                                                          : kScanChunkLength;
+}
+
 int64_t scan_fwd_workspace_floats(int64_t batch, int64_t length, int64_t dim, int64_t dstate) {
-  (void)dstate;
-  return std::max<int64_t>(1, batch * scan_num_chunks(length) * dim);
+  return std::max<int64_t>(1, batch * scan_num_chunks(batch, length, dim, dstate) * dim);
 }
 
 void selective_scan_fwd(void* out, float* final_state, float* chunk_states, float* workspace,
@@ -182,9 +193,11 @@ void selective_scan_fwd(void* out, float* final_state, float* chunk_states, floa
                         const void* C, const float* D, const void* z, const float* delta_bias,
                         const float* initial_state, bool delta_softplus, int64_t batch,
                         int64_t length, int64_t dim, int64_t dstate, ScanDType dtype,
-                        void* stream_ptr) {
+                        void* stream_ptr, int64_t bc_row_stride) {
   const char* what = "selective_scan_fwd (CUDA)";
   check_dims(what, batch, length, dim, dstate);
+  const int64_t ldbc = bc_row_stride ? bc_row_stride : dstate;
+  S6_CHECK(ldbc >= dstate, "{}: B/C row stride {} is below dstate {}", what, ldbc, dstate);
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   if (batch == 0 || dim == 0) return;
   S6_CHECK(chunk_states && workspace && A, "{}: chunk_states, workspace and A are required", what);
@@ -209,7 +222,8 @@ void selective_scan_fwd(void* out, float* final_state, float* chunk_states, floa
                          {"workspace", workspace}, {"A", A}, {"D", D}, {"delta_bias", delta_bias},
                          {"initial_state", initial_state}, {"final_state", final_state}})
     if (p) check_aligned(what, name, p, 4);
-  const int64_t nc = scan_num_chunks(length);
+  const int64_t chunk = scan_chunk_length(batch, length, dim, dstate);
+  const int64_t nc = scan_num_chunks(length, chunk);
   float* dts = workspace;
   dispatch_dtype(dtype, [&](auto ttag) {
     using T = decltype(ttag);
@@ -231,7 +245,7 @@ void selective_scan_fwd(void* out, float* final_state, float* chunk_states, floa
              CF::NT, smem, stream>>>(chunk_states, dts, ut, dt, A, Bt, delta_bias, delta_softplus,
                                      length, static_cast<int>(dim), static_cast<int>(dstate),
                                      static_cast<int>(nc), static_cast<int>(sp.K),
-                                     static_cast<int>(sp.ns));
+                                     static_cast<int>(sp.ns), static_cast<int>(chunk), ldbc);
         check_launch("selective_scan_fwd chunk end states");
       }
       launch_combine<false>(chunk_states, dts, A, initial_state, nc, sp.ns, sp.K, batch, dim,
@@ -244,7 +258,7 @@ void selective_scan_fwd(void* out, float* final_state, float* chunk_states, floa
            stream>>>(static_cast<T*>(out), final_state, chunk_states, ut, dt, A, Bt, Ct, D, zt,
                      delta_bias, delta_softplus, length, static_cast<int>(dim),
                      static_cast<int>(dstate), static_cast<int>(nc), static_cast<int>(sp.K),
-                     static_cast<int>(sp.ns));
+                     static_cast<int>(sp.ns), static_cast<int>(chunk), ldbc);
       check_launch("selective_scan_fwd outputs");
     });
   });
