@@ -34,26 +34,33 @@ bool is_live_slot(const AutogradMeta& m) {
   return m.slot >= 0 && m.tape_generation == current_tape_generation();
 }
 
+// True when no other tensor can see g's memory: its storage is held by g alone and g covers it.
+bool sole_owner(const Tensor& g) {
+  return g.storage().use_count() == 1 && g.offset() == 0 && g.is_contiguous() &&
+         g.storage()->bytes == g.nbytes();
+}
+
 // A gradient handed to a slot may be the very tensor handed to another slot (an op returns one
-// tensor for two inputs), so a slot owns its buffer only after its first sum: add_ never writes
-// into memory another slot can see.
+// tensor for two inputs), so a slot sums into its buffer in place only once nothing else can see
+// it (after its first sum, or when no other tensor holds it any more): add_ never writes into
+// memory another slot can see.
 void accumulate_slot(Tensor& into, bool& owned, const Tensor& g) {
   if (!into.defined()) {
     into = g;
     owned = false;
     return;
   }
-  if (!owned) {
-    into = into.clone();
-    owned = true;
-  }
+  if (!owned && !sole_owner(into)) into = into.clone();
+  owned = true;
   into.add_(g);
 }
 
-// Leaf gradients persist across backward calls and are summed into later, so they own a copy.
-void accumulate_leaf(AutogradMeta& meta, const Tensor& g) {
+// Leaf gradients persist across backward calls and are summed into later, so they own their
+// buffer: a gradient nothing else can see becomes the leaf's as it is (on CUDA a copy is one more
+// graph node per parameter, the launch-bound small models' cost); any other is copied.
+void accumulate_leaf(AutogradMeta& meta, Tensor& g) {
   if (!meta.grad || !meta.grad->defined()) {
-    meta.grad = std::make_shared<Tensor>(g.clone());
+    meta.grad = std::make_shared<Tensor>(sole_owner(g) ? std::move(g) : g.clone());
   } else {
     meta.grad->add_(g);
   }
@@ -172,7 +179,7 @@ void backward(const Tensor& root, const Tensor& grad_root, const LeafReadyFn& on
                node.inputs.size());
       for (size_t i = 0; i < node.inputs.size(); ++i) {
         const InputEdge& edge = node.inputs[i];
-        const Tensor& g = input_grads[i];
+        Tensor& g = input_grads[i];
         if (!edge.meta || !g.defined()) continue;
         S6_CHECK(g.shape() == edge.shape && g.dtype() == edge.dtype && g.device() == edge.device,
                  "backward of {}: gradient {} for input {} does not match {}{} {}", node.name,

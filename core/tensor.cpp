@@ -174,6 +174,47 @@ Tensor Tensor::narrow(int64_t dim_, int64_t start, int64_t length) const {
   return t;
 }
 
+Tensor Tensor::concat(const std::vector<Tensor>& parts_in, int64_t dim_in) {
+  S6_CHECK(!parts_in.empty() && parts_in[0].defined(), "concat: needs at least one defined part");
+  const Tensor& first = parts_in[0];
+  const int64_t d = wrap_dim(dim_in, first.dim());
+  Shape shape = first.shape();
+  shape[d] = 0;
+  for (const Tensor& p : parts_in) {
+    S6_CHECK(p.defined() && p.dim() == first.dim() && p.dtype() == first.dtype() &&
+                 p.device() == first.device(),
+             "concat: part {} does not match the first part {}", p.defined() ? p.describe() : "undefined",
+             first.describe());
+    for (int64_t k = 0; k < first.dim(); ++k)
+      S6_CHECK(k == d || p.size(k) == first.size(k), "concat: part {} differs from {} outside dim {}",
+               p.describe(), first.describe(), dim_in);
+    shape[d] += p.size(d);
+  }
+  Tensor out = empty(shape, first.dtype(), first.device());
+  if (parts_in.size() > static_cast<size_t>(detail::kMaxConcatParts)) {
+    int64_t at = 0;
+    for (const Tensor& p : parts_in) {
+      out.narrow(d, at, p.size(d)).copy_(p);
+      at += p.size(d);
+    }
+    return out;
+  }
+  int64_t outer = 1, inner = 1;
+  for (int64_t k = 0; k < d; ++k) outer *= shape[k];
+  for (int64_t k = d + 1; k < first.dim(); ++k) inner *= shape[k];
+  std::vector<Tensor> parts;  // keeps the contiguous copies alive until the kernel is enqueued
+  detail::ConcatParts table{};
+  for (const Tensor& p : parts_in) {
+    parts.push_back(p.contiguous());
+    table.data[table.n] = parts.back().data_ptr();
+    table.size[table.n++] = p.size(d);
+  }
+  const int elem = static_cast<int>(dtype_size(first.dtype()));
+  if (first.is_cuda()) detail::concat_cuda(out.data_ptr(), table, elem, outer, shape[d], inner);
+  else detail::concat_cpu(out.data_ptr(), table, elem, outer, shape[d], inner);
+  return out;
+}
+
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
   int64_t a = wrap_dim(d0, dim()), b = wrap_dim(d1, dim());
   Tensor t = detach();

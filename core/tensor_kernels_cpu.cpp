@@ -142,4 +142,17 @@ void argmax_rows_cpu(int32_t* out, const void* src, DType dtype, int64_t rows, i
   });
 }
 
+void concat_cpu(void* dst, const ConcatParts& parts, int elem_bytes, int64_t outer, int64_t total,
+                int64_t inner) {
+  char* out = static_cast<char*>(dst);
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int k = 0; k < parts.n; ++k) {
+      const int64_t bytes = parts.size[k] * inner * elem_bytes;
+      std::memcpy(out, static_cast<const char*>(parts.data[k]) + o * bytes, static_cast<size_t>(bytes));
+      out += bytes;
+    }
+  }
+  (void)total;
+}
+
 }  // namespace s6::detail

@@ -208,4 +208,36 @@ void add_cuda(void* dst, const void* src, DType dtype, int64_t n, double alpha) 
   check_launch("add_");
 }
 
+namespace {
+// One thread per destination element; the part is found by its offset along the joined dimension.
+template <typename W>
+__global__ void concat_kernel(W* dst, ConcatParts parts, int64_t outer, int64_t total,
+                              int64_t inner) {
+  const int64_t n = outer * total * inner;
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
+       e += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t i = e % inner, j = (e / inner) % total, o = e / (inner * total);
+    int k = 0;
+    int64_t start = 0;
+    while (k + 1 < parts.n && j >= start + parts.size[k]) start += parts.size[k++];
+    dst[e] = static_cast<const W*>(parts.data[k])[(o * parts.size[k] + (j - start)) * inner + i];
+  }
+}
+}  // namespace
+
+void concat_cuda(void* dst, const ConcatParts& parts, int elem_bytes, int64_t outer, int64_t total,
+                 int64_t inner) {
+  const int64_t n = outer * total * inner;
+  if (n == 0) return;
+  auto launch = [&](auto tag) {
+    using W = decltype(tag);
+    concat_kernel<W><<<grid_for(n), 256, 0, stream()>>>(static_cast<W*>(dst), parts, outer, total, inner);
+  };
+  if (elem_bytes == 1) launch(uint8_t{});
+  else if (elem_bytes == 2) launch(uint16_t{});
+  else if (elem_bytes == 4) launch(uint32_t{});
+  else launch(uint64_t{});
+  check_launch("concat");
+}
+
 }  // namespace s6::detail

@@ -43,9 +43,11 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
     autograd::record("split", {x}, out_ptrs,
                      [sizes, dim, shape = x.shape(), dtype = x.dtype(), device = x.device()](
                          const autograd::BackwardContext& ctx) {
-                       bool all = true;  // every part has a gradient: no zero fill needed
-                       for (const Tensor& g : ctx.grad_outputs) all = all && g.defined();
-                       Tensor dx = all ? Tensor::empty(shape, dtype, device) : Tensor::zeros(shape, dtype, device);
+                       bool all = true;  // every part has a gradient: one concatenation
+                       for (const Tensor& g : ctx.grad_outputs)
+                         all = all && g.defined() && g.dtype() == dtype && g.device() == device;
+                       if (all) return autograd::TensorList{Tensor::concat(ctx.grad_outputs, dim)};
+                       Tensor dx = Tensor::zeros(shape, dtype, device);
                        int64_t offset = 0;
                        for (size_t k = 0; k < sizes.size(); ++k) {
                          if (ctx.grad_outputs[k].defined())

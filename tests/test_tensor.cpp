@@ -240,3 +240,51 @@ TEST_CASE("cuda: argmax_last matches the CPU on awkward rows (skips without a GP
   CHECK(tv.to(Device::CUDA).argmax_last().to(Device::CPU).to_vector<int32_t>() ==
         tv.argmax_last().to_vector<int32_t>());
 }
+
+namespace {
+// The reference join: each part copied into its slice.
+Tensor concat_by_slices(const std::vector<Tensor>& parts, int64_t dim) {
+  Shape shape = parts[0].shape();
+  shape[dim] = 0;
+  for (const Tensor& p : parts) shape[dim] += p.size(dim);
+  Tensor out = Tensor::zeros(shape, parts[0].dtype());
+  int64_t at = 0;
+  for (const Tensor& p : parts) {
+    out.narrow(dim, at, p.size(dim)).copy_(p);
+    at += p.size(dim);
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("tensor: concat joins parts along any dimension, on the CPU and on CUDA") {
+  Philox rng(31);
+  const bool gpu = cuda::available();
+  if (!gpu) MESSAGE("SKIPPED (CUDA half): no CUDA device on this machine");
+  for (int64_t dim : {0, 1, 2}) {
+    for (DType dt : {DType::Float32, DType::BFloat16, DType::Float64, DType::Int32}) {
+      CAPTURE(dim);
+      CAPTURE(dtype_name(dt));
+      std::vector<Tensor> parts;
+      for (int64_t size : {4, 1, 16, 0, 3}) {
+        Shape s = {3, 5, 7};
+        s[dim] = size;
+        parts.push_back(uniform(s, -4, 4, rng).to(dt));
+      }
+      parts[2] = parts[2].transpose(0, 2).contiguous().transpose(0, 2);  // a strided part
+      const std::vector<float> want = concat_by_slices(parts, dim).to(DType::Float32).to_vector<float>();
+      CHECK(Tensor::concat(parts, dim).to(DType::Float32).to_vector<float>() == want);
+      if (gpu) {
+        std::vector<Tensor> dev;
+        for (const Tensor& p : parts) dev.push_back(p.to(Device::CUDA));
+        Tensor got = Tensor::concat(dev, dim);
+        CHECK(got.is_cuda());
+        CHECK(got.to(Device::CPU).to(DType::Float32).to_vector<float>() == want);
+      }
+    }
+  }
+  std::vector<Tensor> nine(9, Tensor::full({2, 1}, 1.0));  // more parts than one launch takes
+  CHECK(Tensor::concat(nine, 1).to_vector<float>() == std::vector<float>(18, 1.f));
+  CHECK_THROWS_WITH_AS(Tensor::concat({Tensor::zeros({2, 3}), Tensor::zeros({3, 3})}, 1),
+                       doctest::Contains("differs from"), Error);
+}
