@@ -307,6 +307,7 @@ TEST_CASE("cuda scan: 16- and 64-step chunks both match the CPU reference") {
         compare({2, 80, 37, 16, false, false, true, true, true}, bf16, seed++);
         compare({1, 16, 9, 7, true, true, false, true, true}, bf16, seed++);
         compare({1, 300, 20, 64, true, true, true, true, true}, bf16, seed++);
+        compare({2, 500, 64, 16, true, true, true, true, true}, bf16, seed++);  // async staging
       }
     }
   }
@@ -336,6 +337,43 @@ TEST_CASE("cuda scan: B and C read in place as column blocks of one matrix give 
       for (size_t i = 0; i < plain.size(); ++i) {
         CAPTURE(i);
         CHECK(plain[i] == strided[i]);
+      }
+    }
+  }
+#endif
+}
+
+TEST_CASE("cuda scan: the backward's asynchronous staging gives the bits of synchronous staging") {
+  if (!s6::cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+#ifdef S6_WITH_CUDA
+  // Asynchronous staging needs dim a multiple of 16 bytes of elements; S6_SCAN_SYNC_STAGE turns
+  // it off. B and C both contiguous and as column blocks (row stride 36).
+  uint32_t seed = 1900;
+  for (bool bf16 : {false, true}) {
+    for (const ScanCase& c : {ScanCase{2, 1000, 64, 16, true, true, true, true, true},
+                              ScanCase{1, 333, 136, 16, true, true, true, true, false},
+                              ScanCase{3, 300, 32, 5, false, true, false, true, true},
+                              ScanCase{1, 200, 64, 64, true, true, true, true, true}}) {
+      for (int64_t lead : {int64_t(0), int64_t(4)}) {
+        INFO(c.describe() << (bf16 ? " bf16" : " fp32") << ", B/C lead " << lead);
+        HostInputs in = make_inputs(c, bf16, seed++);
+        std::vector<std::vector<uint8_t>> async_bits, sync_bits;
+        setenv("S6_SCAN_CHUNK", "64", 1);  // several sub-chunks per chunk
+        const Results a = cuda_run(c, in, bf16, &async_bits, lead);
+        setenv("S6_SCAN_SYNC_STAGE", "1", 1);
+        const Results b = cuda_run(c, in, bf16, &sync_bits, lead);
+        unsetenv("S6_SCAN_SYNC_STAGE");
+        unsetenv("S6_SCAN_CHUNK");
+        CHECK(a.out == b.out);
+        REQUIRE(async_bits.size() == sync_bits.size());
+        for (size_t i = 0; i < async_bits.size(); ++i) {
+          CAPTURE(i);
+          CHECK(async_bits[i] == sync_bits[i]);
+        }
+        if (lead == 0) compare(c, bf16, seed++);  // and against the CPU reference
       }
     }
   }

@@ -113,6 +113,10 @@ struct Cfg {
   static constexpr int kBwdMinBlocks = NS == 4 && LPD <= 16 ? 65536 / (128 * NT) : 1;
   static constexpr int kFwdSmemFloats = 3 * TD + 2 * kTS * NPAD;
   static constexpr int kBwdSmemFloats = 8 * TD + 2 * kTS * NPAD + NW * TSB * 2 * NPAD + kRedFloats;
+  // B3's raw tile for asynchronous staging (u, delta, dout, z; B, C), sized for float elements,
+  // after the rest (kBwdSmemFloats is a multiple of 4, so it starts 16-byte aligned).
+  static constexpr int kBwdRawFloats = 4 * TD + 2 * kTS * NPAD;
+  static_assert(kBwdSmemFloats % 4 == 0, "the raw tile must start 16-byte aligned");
   static_assert(kTS % TSB == 0, "flush group must divide the sub-chunk");
 };
 
@@ -317,6 +321,99 @@ __device__ __forceinline__ void store_bc(float* s, const T (&r)[Tile<CF>::ITB]) 
   }
 }
 
+
+// ---- asynchronous staging: cp.async of one sub-chunk's raw inputs into shared memory -------------
+// Used by B3 for the sub-chunk after the one it computes, so that no staging waits on L2/DRAM. The
+// per-channel rows go in 16-byte copies (dim a multiple of 16 / sizeof(T), 16-byte aligned
+// sequences), the B and C rows in 4-byte ones; entries past tend or dim are zero-filled.
+template <typename T>
+__host__ __device__ constexpr bool async_rows_fit(int dpb) { return dpb % (16 / static_cast<int>(sizeof(T))) == 0; }
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src, int src_bytes) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(d), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+// The raw tile: u, delta, dout, z as [kTS][DPB]; B, C as [kTS][N].
+template <class CF, typename T>
+struct RawTile {
+  T *u, *delta, *dout, *z, *B, *C;
+  __device__ explicit RawTile(float* base) {
+    T* r = reinterpret_cast<T*>(base);
+    u = r, delta = r + CF::TD, dout = r + 2 * CF::TD, z = r + 3 * CF::TD;
+    B = r + 4 * CF::TD, C = B + kTS * CF::NPAD;
+  }
+};
+
+template <class CF, typename T>
+__device__ __forceinline__ void stage_async(const RawTile<CF, T>& raw, const T* u, const T* delta,
+                                            const T* dout, const T* z, const T* Bm, const T* Cm,
+                                            int b, int64_t t0, int64_t tend, int d0, int64_t L,
+                                            int dim, int N, int64_t ld) {
+  if constexpr (async_rows_fit<T>(CF::DPB)) {
+    constexpr int E = 16 / static_cast<int>(sizeof(T)), CPR = CF::DPB / E;
+    for (int i = threadIdx.x; i < kTS * CPR; i += CF::NT) {
+      const int tt = i / CPR, k = i - tt * CPR;
+      const int64_t t = t0 + tt;
+      const int d = d0 + k * E;
+      const int valid = t < tend ? max(0, min(E, dim - d)) : 0;
+      const int64_t at = valid ? ((int64_t)b * L + t) * dim + d : 0;
+      const int bytes = valid * static_cast<int>(sizeof(T));
+      const int o = tt * CF::DPB + k * E;
+      cp_async16(raw.u + o, u + at, bytes);
+      cp_async16(raw.delta + o, delta + at, bytes);
+      cp_async16(raw.dout + o, dout + at, bytes);
+      if (z) cp_async16(raw.z + o, z + at, bytes);
+    }
+    const int W = N * static_cast<int>(sizeof(T)) / 4;  // 4-byte words per B/C row
+    for (int i = threadIdx.x; i < kTS * W; i += CF::NT) {
+      const int tt = i / W, w = i - tt * W;
+      const int64_t t = t0 + tt;
+      const int64_t at = t < tend ? ((int64_t)b * L + t) * ld : 0;
+      const int bytes = t < tend ? 4 : 0;
+      cp_async4(reinterpret_cast<char*>(raw.B + tt * N) + 4 * w,
+                reinterpret_cast<const char*>(Bm + at) + 4 * w, bytes);
+      cp_async4(reinterpret_cast<char*>(raw.C + tt * N) + 4 * w,
+                reinterpret_cast<const char*>(Cm + at) + 4 * w, bytes);
+    }
+  }
+}
+
+// The same values stage_seq / stage_bc write, from the raw tile (after cp_async_wait_all and a
+// barrier).
+template <class CF, typename T>
+__device__ __forceinline__ void unpack_stage(float* s_dt, float* s_dsp, float* s_u, float* s_dout,
+                                             float* s_z, float* s_B, float* s_C,
+                                             const RawTile<CF, T>& raw, const float* bias,
+                                             bool softplus, int64_t t0, int64_t tend, int d0,
+                                             int dim, int N) {
+  for (int i = threadIdx.x; i < CF::TD; i += CF::NT) {
+    const int tt = i / CF::DPB, dd = i - tt * CF::DPB;
+    const int d = d0 + dd;
+    const bool ok = t0 + tt < tend && d < dim;
+    float dtv = 0.f, sp = 1.f;
+    if (ok) {
+      const float v = to_f(raw.delta[i]) + (bias ? bias[d] : 0.f);
+      dtv = v;
+      if (softplus && v <= 20.f) softplus_fast(v, dtv, sp);
+    }
+    s_dt[i] = dtv;
+    s_dsp[i] = sp;
+    s_u[i] = to_f(raw.u[i]);
+    s_dout[i] = to_f(raw.dout[i]);
+    if (s_z) s_z[i] = to_f(raw.z[i]);
+  }
+  for (int i = threadIdx.x; i < kTS * CF::NPAD; i += CF::NT) {
+    const int tt = i / CF::NPAD, n = i - tt * CF::NPAD;
+    s_B[i] = n < N ? to_f(raw.B[tt * N + n]) : 0.f;
+    s_C[i] = n < N ? to_f(raw.C[tt * N + n]) : 0.f;
+  }
+}
 
 // ---- F2 / B2: in-place scan over super-chunks, per (b, m = d * N + n) ----------------------------
 // Position p = 0..ns-1 is super-chunk k = p (forward) or ns-1-p (reverse); its slot is chunk k K

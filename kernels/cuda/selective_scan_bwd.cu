@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
                          const T* delta, const float* A, const T* Bm, const T* Cm, const float* Dv,
                          const T* z, const float* bias, const float* states, bool softplus,
                          int64_t L, int dim, int N, int nc, int batch, int KC, int chunk,
-                         int64_t ldbc) {
+                         int64_t ldbc, bool async_stage) {
   constexpr int NS = CF::NS, LPD = CF::LPD, DPB = CF::DPB, NPAD = CF::NPAD, TD = CF::TD;
   constexpr int TSB = CF::TSB, NW = CF::NW, V = 2 * NS;
   constexpr int LOGV = log2c(V), K = 5 - CF::LOG_LPD;
@@ -135,6 +135,7 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
   float* s_C = s_B + kTS * NPAD;
   float* s_part = s_C + kTS * NPAD;  // [NW][TSB][2][NPAD]
   float* s_red = s_part + NW * TSB * 2 * NPAD;  // [2][NW][V/4 slabs], when CF::kSmemReduce
+  const RawTile<CF, T> raw(reinterpret_cast<float*>(smem_f4) + CF::kBwdSmemFloats);  // async_stage
   const int dblk = blockIdx.y, b = blockIdx.z, d0 = dblk * DPB;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = threadIdx.x % LPD, dl = threadIdx.x / LPD, d = d0 + dl;
@@ -197,21 +198,34 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
 #pragma unroll
   for (int i = 0; i < NS; ++i) dA_acc[i] = 0.f;
   float dD_acc = 0.f, db_acc = 0.f;
+  bool staged = false;  // the raw tile holds this sub-chunk's inputs (copied during the last one)
 #pragma unroll 1
   for (int s = nsubc - 1; s >= 0; --s) {
     const int64_t t0 = c0 + (int64_t)s * kTS;
     if (t0 >= cend) continue;
     __syncthreads();
-    stage_seq<CF, T>(s_dt, s_dsp, s_u, s_dout, has_z ? s_z : nullptr, nullptr, u, delta, dout, z,
-                     bias, softplus, b, t0, cend, d0, L, dim);
-    stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N, ldbc);
-    stage_bc<CF, T>(s_C, Cm, b, t0, cend, L, N, ldbc);
-    if (s > 0)  // the next sub-chunk back (u, delta, B were read by the sweep: dout, z, C are new)
+    if (staged) {
+      cp_async_wait_all();
+      __syncthreads();
+      unpack_stage<CF, T>(s_dt, s_dsp, s_u, s_dout, has_z ? s_z : nullptr, s_B, s_C, raw, bias,
+                          softplus, t0, cend, d0, dim, N);
+    } else {
+      stage_seq<CF, T>(s_dt, s_dsp, s_u, s_dout, has_z ? s_z : nullptr, nullptr, u, delta, dout,
+                       z, bias, softplus, b, t0, cend, d0, L, dim);
+      stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N, ldbc);
+      stage_bc<CF, T>(s_C, Cm, b, t0, cend, L, N, ldbc);
+    }
+    if (s > 0 && !async_stage)  // the next sub-chunk back (u, delta, B were read by the sweep)
       prefetch_stage<CF, T>({dout, z}, nullptr, Cm, b, t0 - kTS, t0, d0, L, dim, N, ldbc);
-    else if (c > c_lo)  // the previous chunk's first sub-chunk, for its sweep
+    else if (s == 0 && c > c_lo)  // the previous chunk's first sub-chunk, for its sweep
       prefetch_stage<CF, T>({u, delta}, Bm, nullptr, b, t0 - chunk, t0 - chunk + kTS, d0, L,
                             dim, N, ldbc);
     __syncthreads();
+    // The raw tile is free once every thread has unpacked it: copy the next sub-chunk back into
+    // it while this one computes.
+    staged = async_stage && s > 0;
+    if (staged)
+      stage_async<CF, T>(raw, u, delta, dout, z, Bm, Cm, b, t0 - kTS, cend, d0, L, dim, N, ldbc);
     // The 16 states of this sub-chunk, in registers.
     float hist[kTS][NS];
     {
@@ -535,7 +549,14 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
       }
       launch_combine<true>(adj, dts, A, nullptr, nc, sp.ns, sp.K, batch, dim, dstate, stream);
       check_launch("selective_scan_bwd chunk combine");
-      const size_t smem = CF::kBwdSmemFloats * sizeof(float);
+      // Asynchronous staging when the rows allow 16-byte (per-channel) and 4-byte (B, C) copies.
+      auto aligned = [](const void* p, size_t a) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % a == 0; };
+      const bool async_stage =
+          async_rows_fit<T>(CF::DPB) && dim % (16 / static_cast<int64_t>(sizeof(T))) == 0 &&
+          aligned(ut, 16) && aligned(dt, 16) && aligned(dot, 16) && aligned(zt, 16) &&
+          aligned(Bt, 4) && aligned(Ct, 4) && (ldbc * sizeof(T)) % 4 == 0 &&
+          (dstate * sizeof(T)) % 4 == 0 && std::getenv("S6_SCAN_SYNC_STAGE") == nullptr;
+      const size_t smem = (CF::kBwdSmemFloats + (async_stage ? CF::kBwdRawFloats : 0)) * sizeof(float);
       auto k3 = scan_bwd_main_kernel<CF, T>;
       set_smem(k3, smem);
       k3<<<dim3(static_cast<unsigned>(sp.ns), dblocks, static_cast<unsigned>(batch)), CF::NT, smem,
@@ -543,7 +564,7 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
                      dC_part, adj, dD_part, dbias_part, dot, ut, dt, A, Bt, Ct, D, zt, delta_bias,
                      chunk_states, delta_softplus, length, static_cast<int>(dim),
                      static_cast<int>(dstate), static_cast<int>(nc), static_cast<int>(batch),
-                     static_cast<int>(sp.K), static_cast<int>(chunk), ldbc);
+                     static_cast<int>(sp.K), static_cast<int>(chunk), ldbc, async_stage);
       check_launch("selective_scan_bwd main");
       const int64_t rows = batch * nc, bln = batch * length * dstate;
       ColsumJobs jobs;
