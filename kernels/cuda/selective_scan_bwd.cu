@@ -166,6 +166,8 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
   const int64_t c0 = (int64_t)c * chunk, cend = min(L, c0 + chunk);
   const int nsubc = chunk / kTS;  // 1 (short chunks: no sweep) or kMaxNSub
 
+  // The raw tile holds the inputs of the main loop's next sub-chunk (copied during the last one).
+  bool staged = false;
   // Checkpoints: the state entering every sub-chunk.
   float ck[kMaxNSub][NS];  // indexed by a runtime sub-chunk: local memory, read twice per sub-chunk
 #pragma unroll 1
@@ -178,10 +180,14 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
     stage_seq<CF, T>(s_dt, nullptr, s_u, nullptr, nullptr, nullptr, u, delta, nullptr, nullptr,
                      bias, softplus, b, t0, cend, d0, L, dim);
     stage_bc<CF, T>(s_B, Bm, b, t0, cend, L, N, ldbc);
-    if (s + 2 < nsubc)  // the sweep's next sub-chunk
+    if (s + 2 < nsubc) {  // the sweep's next sub-chunk
       prefetch_stage<CF, T>({u, delta}, Bm, nullptr, b, t0 + kTS, cend, d0, L, dim, N, ldbc);
-    else  // the main loop's first: the last sub-chunk, all of its inputs
+    } else if (async_stage && t0 + kTS < cend) {  // the main loop's first: the last sub-chunk
+      stage_async<CF, T>(raw, u, delta, dout, z, Bm, Cm, b, t0 + kTS, cend, d0, L, dim, N, ldbc);
+      staged = true;
+    } else {
       prefetch_stage<CF, T>({u, delta, dout, z}, Bm, Cm, b, t0 + kTS, cend, d0, L, dim, N, ldbc);
+    }
     __syncthreads();
 #pragma unroll 4
     for (int tt = 0; tt < kTS; ++tt) {
@@ -198,7 +204,6 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
 #pragma unroll
   for (int i = 0; i < NS; ++i) dA_acc[i] = 0.f;
   float dD_acc = 0.f, db_acc = 0.f;
-  bool staged = false;  // the raw tile holds this sub-chunk's inputs (copied during the last one)
 #pragma unroll 1
   for (int s = nsubc - 1; s >= 0; --s) {
     const int64_t t0 = c0 + (int64_t)s * kTS;
