@@ -364,7 +364,9 @@ TEST_CASE("cuda ops: cross_entropy vs CPU (ignore_index / all ignored / int32/in
   // Odd vocabularies put rows off the 16-byte vector boundary (scalar head and tail); 50280 is the
   // LM's; the wide range (+-30) makes the online log-sum-exp rescale often.
   struct Range { double lo, hi; };
-  const Dims cases[] = {{1, 5}, {13, 1000}, {300, 37}, {7, 5000}, {3, 50280}, {5, 50281}};
+  // Up to 1024 a warp takes a row (many rows of vocab 16: the synthetic tasks), above a block.
+  const Dims cases[] = {{1, 5}, {13, 1000}, {300, 37}, {7, 5000}, {3, 50280}, {5, 50281},
+                        {70001, 16}, {9, 1024}, {9, 1025}};
   for (DType dt : kDtypes) {
     for (const Dims& c : cases) {
       for (DType it : {DType::Int32, DType::Int64}) {

@@ -1,7 +1,8 @@
-// CUDA cross-entropy: one block per row reads the row once (16-byte loads) with an online
-// log-sum-exp in fp32 (merged in a fixed order), writes the row loss and log-sum-exp; a single
-// block then sums the row losses and counts in a fixed order. Backward recomputes
-// softmax = exp(x - lse) per element, also with 16-byte loads and stores.
+// CUDA cross-entropy: one block per row (one warp per row for vocabularies up to
+// kWarpRowVocab, where a block would leave most threads idle) reads the row once (16-byte loads
+// for long rows) with an online log-sum-exp in fp32 (merged in a fixed order), writes the row loss
+// and log-sum-exp; a single block then sums the row losses and counts in a fixed order. Backward
+// recomputes softmax = exp(x - lse) per element, also with 16-byte loads and stores.
 #include "kernels/cuda/cross_entropy.h"
 
 #include "kernels/cuda/ops_common.cuh"
@@ -13,6 +14,7 @@ namespace {
 using namespace detail;
 
 constexpr int kThreads = 256;
+constexpr int64_t kWarpRowVocab = 1024;
 
 // A row is read in 16-byte vectors (8 bf16 or 4 floats per load; scalar loads of 2 bytes kept an
 // LM's 1.6 GB of logits far below the copy bandwidth): a scalar head up to the first 16-byte
@@ -80,6 +82,22 @@ __device__ Lse block_lse(Lse v, float* scratch_m, float* scratch_s) {
   return total;
 }
 
+// Row r's log-sum-exp and loss, from its merged Lse (one thread).
+template <typename D>
+__device__ void finish_row(float* row_loss, float* lse_out, int64_t* err, const D* row, int64_t r,
+                           int64_t t, const Lse& total, int64_t vocab, int64_t ignore_index) {
+  const float lse = total.m + logf(total.s);
+  lse_out[r] = lse;
+  if (t == ignore_index) {
+    row_loss[r] = 0.f;
+  } else if (t < 0 || t >= vocab) {
+    flag_index_error(err, r, t, vocab);
+    row_loss[r] = __int_as_float(0x7fc00000);  // NaN: a bad target is never silent
+  } else {
+    row_loss[r] = lse - to_acc(row[t]);
+  }
+}
+
 template <typename D, typename I>
 __global__ void __launch_bounds__(kThreads)
 ce_rows_kernel(float* row_loss, float* lse_out, int64_t* err, const D* logits, const I* targets,
@@ -87,22 +105,34 @@ ce_rows_kernel(float* row_loss, float* lse_out, int64_t* err, const D* logits, c
   __shared__ float scratch_m[32], scratch_s[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const D* row = logits + r * vocab;
-    const int64_t t = static_cast<int64_t>(targets[r]);
     Lse acc;
     for_row(row, vocab, [&](int64_t, float x) { acc.add(x); });
     const Lse total = block_lse(acc, scratch_m, scratch_s);
-    const float lse = total.m + logf(total.s);
-    if (threadIdx.x == 0) {
-      lse_out[r] = lse;
-      if (t == ignore_index) {
-        row_loss[r] = 0.f;
-      } else if (t < 0 || t >= vocab) {
-        flag_index_error(err, r, t, vocab);
-        row_loss[r] = __int_as_float(0x7fc00000);  // NaN: a bad target is never silent
-      } else {
-        row_loss[r] = lse - to_acc(row[t]);
-      }
+    if (threadIdx.x == 0)
+      finish_row(row_loss, lse_out, err, row, r, static_cast<int64_t>(targets[r]), total, vocab,
+                 ignore_index);
+  }
+}
+
+// One warp per row (vocab <= kWarpRowVocab): lanes stride over the row, then a shuffle tree.
+template <typename D, typename I>
+__global__ void __launch_bounds__(kThreads)
+ce_rows_warp_kernel(float* row_loss, float* lse_out, int64_t* err, const D* logits,
+                    const I* targets, int64_t rows, int64_t vocab, int64_t ignore_index) {
+  const int lane = threadIdx.x & 31, per_block = blockDim.x >> 5;
+  for (int64_t r = (int64_t)blockIdx.x * per_block + (threadIdx.x >> 5); r < rows;
+       r += (int64_t)gridDim.x * per_block) {
+    const D* row = logits + r * vocab;
+    Lse acc;
+    for (int64_t v = lane; v < vocab; v += 32) acc.add(to_acc(row[v]));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, acc.m, o), s2 = __shfl_xor_sync(0xffffffffu, acc.s, o);
+      acc.merge(m2, s2);
     }
+    if (lane == 0)
+      finish_row(row_loss, lse_out, err, row, r, static_cast<int64_t>(targets[r]), acc, vocab,
+                 ignore_index);
   }
 }
 
@@ -162,9 +192,31 @@ ce_bwd_kernel(D* dlogits, const D* logits, const I* targets, const float* lse, c
   }
 }
 
+template <typename D, typename I>
+__global__ void __launch_bounds__(kThreads)
+ce_bwd_warp_kernel(D* dlogits, const D* logits, const I* targets, const float* lse,
+                   const float* grad_loss, const int32_t* counted, int64_t rows, int64_t vocab,
+                   int64_t ignore_index) {
+  const int n = counted[0];
+  const float scale = n > 0 ? grad_loss[0] / static_cast<float>(n) : 0.f;
+  const int lane = threadIdx.x & 31, per_block = blockDim.x >> 5;
+  for (int64_t r = (int64_t)blockIdx.x * per_block + (threadIdx.x >> 5); r < rows;
+       r += (int64_t)gridDim.x * per_block) {
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    const bool skip = t == ignore_index || t < 0 || t >= vocab;
+    const float l = lse[r];
+    for (int64_t v = lane; v < vocab; v += 32) {
+      const float x = to_acc(logits[r * vocab + v]);
+      store(dlogits + r * vocab + v, skip ? 0.f : (__expf(x - l) - (v == t ? 1.f : 0.f)) * scale);
+    }
+  }
+}
+
 unsigned row_blocks(int64_t rows) {
   return static_cast<unsigned>(rows < 65535 * 4 ? (rows > 0 ? rows : 1) : 65535 * 4);
 }
+// Blocks of kThreads / 32 rows for the warp-per-row kernels.
+unsigned warp_row_blocks(int64_t rows) { return row_blocks((rows + kThreads / 32 - 1) / (kThreads / 32)); }
 
 }  // namespace
 
@@ -176,7 +228,11 @@ void cross_entropy_fwd(float* loss, int32_t* counted, float* lse, int64_t* error
   S6_CHECK(rows < (1LL << 31), "cross_entropy_fwd: {} rows exceed the int32 count", rows);
   cudaStream_t s = as_stream(stream);
   Scratch row_loss(rows * static_cast<int64_t>(sizeof(float)));
-  if (rows > 0) {
+  if (rows > 0 && vocab <= kWarpRowVocab) {
+    ce_rows_warp_kernel<<<warp_row_blocks(rows), kThreads, 0, s>>>(
+        row_loss.as<float>(), lse, error_info, dev(logits), targets, rows, vocab, ignore_index);
+    check_launch("cross_entropy_fwd");
+  } else if (rows > 0) {
     ce_rows_kernel<<<row_blocks(rows), kThreads, 0, s>>>(row_loss.as<float>(), lse, error_info,
                                                          dev(logits), targets, rows, vocab,
                                                          ignore_index);
@@ -193,8 +249,12 @@ void cross_entropy_bwd(T* dlogits, const T* logits, const I* targets, const floa
                        int64_t ignore_index, void* stream) {
   S6_CHECK(rows >= 0 && vocab > 0, "cross_entropy_bwd: bad sizes ({}, {})", rows, vocab);
   if (rows == 0) return;
-  ce_bwd_kernel<<<row_blocks(rows), kThreads, 0, as_stream(stream)>>>(
-      dev(dlogits), dev(logits), targets, lse, grad_loss, counted, rows, vocab, ignore_index);
+  if (vocab <= kWarpRowVocab)
+    ce_bwd_warp_kernel<<<warp_row_blocks(rows), kThreads, 0, as_stream(stream)>>>(
+        dev(dlogits), dev(logits), targets, lse, grad_loss, counted, rows, vocab, ignore_index);
+  else
+    ce_bwd_kernel<<<row_blocks(rows), kThreads, 0, as_stream(stream)>>>(
+        dev(dlogits), dev(logits), targets, lse, grad_loss, counted, rows, vocab, ignore_index);
   check_launch("cross_entropy_bwd");
 }
 
