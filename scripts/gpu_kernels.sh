@@ -17,9 +17,9 @@ rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))
 head, body = rows[0], rows[1:]
 name_i, val_i, unit_i = head.index("Kernel Name"), head.index("Metric Value"), head.index("Metric Unit")
 total = collections.defaultdict(float); count = collections.Counter()
-scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6, "second": 1e6}
 for r in body:
-    k = r[name_i].split("(")[0].split("<")[0][:60]
+    k = r[name_i].replace("(anonymous namespace)::", "").replace("<unnamed>::", "").split("(")[0][:60]
     total[k] += float(r[val_i].replace(",", "")) * scale.get(r[unit_i], 1.0); count[k] += 1
 steps = int(sys.argv[2]); all_us = sum(total.values())
 print(f"{len(body)} kernel launches over {steps} steps (+ final eval): {all_us/1e3:.2f} ms GPU time")

@@ -8,7 +8,8 @@
 // one channel d and NS consecutive states of one chunk and walks the chunk sequentially (LPD lanes
 // share a channel, so sums over the states take log2(LPD) shuffles). Channel-last layout makes a
 // block's loads of u/delta/z/dout coalesced over d; every 16-step sub-chunk of u, delta (turned into
-// dt = softplus(delta + bias) once per element), B and C is staged through shared memory.
+// dt = softplus(delta + bias) once per element), B and C is staged through shared memory (B3
+// copies the next one in with cp.async while it computes the current one).
 //
 // Forward:  F1 per chunk, the end state from zero and the chunk's sum of dt (its decay is
 //           exp(A * sum dt)); F2 an in-place scan over the chunks per (b, d, n) (segmented over the
