@@ -187,6 +187,16 @@ Results cuda_run(const ScanCase& c, const HostInputs& in, bool bf16,
   return r;
 }
 
+// The gradients' raw bytes of two runs (cuda_run's raw_grads) are identical.
+void check_same_bits(const std::vector<std::vector<uint8_t>>& a,
+                     const std::vector<std::vector<uint8_t>>& b) {
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(i);
+    CHECK(a[i] == b[i]);
+  }
+}
+
 double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
   REQUIRE(got.size() == ref.size());
   double num = 0, den = 0;
@@ -333,11 +343,7 @@ TEST_CASE("cuda scan: B and C read in place as column blocks of one matrix give 
       const Results b = cuda_run(c, in, bf16, &strided, /*bc_lead=*/4);
       CHECK(a.out == b.out);
       CHECK(a.final_state == b.final_state);
-      REQUIRE(plain.size() == strided.size());
-      for (size_t i = 0; i < plain.size(); ++i) {
-        CAPTURE(i);
-        CHECK(plain[i] == strided[i]);
-      }
+      check_same_bits(plain, strided);
     }
   }
 #endif
@@ -368,11 +374,7 @@ TEST_CASE("cuda scan: the backward's asynchronous staging gives the bits of sync
         unsetenv("S6_SCAN_SYNC_STAGE");
         unsetenv("S6_SCAN_CHUNK");
         CHECK(a.out == b.out);
-        REQUIRE(async_bits.size() == sync_bits.size());
-        for (size_t i = 0; i < async_bits.size(); ++i) {
-          CAPTURE(i);
-          CHECK(async_bits[i] == sync_bits[i]);
-        }
+        check_same_bits(async_bits, sync_bits);
         if (lead == 0) compare(c, bf16, seed++);  // and against the CPU reference
       }
     }
@@ -392,11 +394,7 @@ TEST_CASE("cuda scan: the backward is bitwise deterministic") {
     std::vector<std::vector<uint8_t>> first, second;
     cuda_run(c, in, bf16, &first);
     cuda_run(c, in, bf16, &second);
-    REQUIRE(first.size() == second.size());
-    for (size_t i = 0; i < first.size(); ++i) {
-      CAPTURE(i);
-      CHECK(first[i] == second[i]);
-    }
+    check_same_bits(first, second);
   }
 #endif
 }
