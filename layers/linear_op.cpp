@@ -23,15 +23,6 @@ namespace {
 // Flattens (..., features) to rows; returns the row count.
 int64_t rows_of(const Tensor& x) { return x.numel() / x.size(-1); }
 
-// CUDA reads x in place when its rows are evenly spaced and its features contiguous (a column
-// block of a wider matrix, such as a part of split()): the row stride, else 0 (x is copied).
-int64_t row_stride_in_place(const Tensor& x) {
-  if (!x.is_cuda() || x.dim() < 2 || x.stride(-1) != 1 || x.stride(-2) < x.size(-1)) return 0;
-  for (int64_t d = x.dim() - 3; d >= 0; --d)
-    if (x.stride(d) != x.size(d + 1) * x.stride(d + 1)) return 0;
-  return x.stride(-2);
-}
-
 // One output part: rows [offset, offset + size) of W (contiguous in a row-major W) and of b.
 struct Part {
   int64_t offset, size;
@@ -125,7 +116,9 @@ std::vector<Tensor> linear_split(const Tensor& x_in, const Tensor& w_in, const T
     for (Tensor& t : wide) t = to_dtype(t, DType::BFloat16);
     return wide;
   }
-  const int64_t ldx = row_stride_in_place(x_in);
+  // CUDA reads x in place when its rows are evenly spaced (cuBLAS's leading dimension); the CPU
+  // path takes a contiguous copy.
+  const int64_t ldx = x_in.is_cuda() ? detail::uniform_row_stride(x_in) : 0;
   Tensor x = ldx ? x_in : x_in.contiguous(), w = w_in.contiguous(),
          b = b_in.defined() ? b_in.contiguous() : b_in;
   std::vector<Tensor> ys;

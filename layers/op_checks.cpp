@@ -62,4 +62,11 @@ Tensor widen_bf16(const Tensor& t) {
   return t.defined() && t.dtype() == DType::BFloat16 ? to_dtype(t, DType::Float32) : t;
 }
 
+int64_t uniform_row_stride(const Tensor& t) {
+  if (!t.defined() || t.dim() < 2 || t.stride(-1) != 1 || t.stride(-2) < t.size(-1)) return 0;
+  for (int64_t d = t.dim() - 3; d >= 0; --d)
+    if (t.stride(d) != t.size(d + 1) * t.stride(d + 1)) return 0;
+  return t.stride(-2);
+}
+
 }  // namespace s6::detail

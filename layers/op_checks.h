@@ -21,6 +21,12 @@ bool any_cpu_bf16(std::initializer_list<const Tensor*> tensors);
 // to_dtype(t, Float32) for a bf16 tensor; t itself otherwise (undefined stays undefined).
 Tensor widen_bf16(const Tensor& t);
 
+// The distance in elements between consecutive rows of t seen as (rows, t.size(-1)) when its last
+// dimension is contiguous and every leading dimension steps by whole rows (a column block of a
+// wider matrix, such as a part of split(), or any contiguous tensor); 0 otherwise. Kernels that
+// take a row stride read such a tensor in place.
+int64_t uniform_row_stride(const Tensor& t);
+
 // Calls fn(float{}) or fn(double{}) for a float32/float64 tensor; anything else is an error.
 template <typename Fn>
 void dispatch_float(const char* op, DType dtype, Fn&& fn) {

@@ -53,18 +53,11 @@ void check_kernel_dtypes(const Tensor& u_in, const Tensor& delta_in, const Tenso
 #ifdef S6_WITH_CUDA
 namespace {
 
-// The row stride the kernels can read B and C with in place: both (batch, length, dstate) with
-// contiguous states and rows the same distance apart (column blocks of x_proj's output); else 0
-// (they are copied).
+// The row stride the kernels can read B and C with in place: the same for both (column blocks
+// of x_proj's output); else 0 (they are copied).
 int64_t shared_row_stride(const Tensor& B, const Tensor& C) {
-  auto stride_of = [](const Tensor& t) -> int64_t {
-    if (t.dim() != 3 || t.stride(2) != 1 || t.stride(1) < t.size(2) ||
-        t.stride(0) != t.size(1) * t.stride(1))
-      return 0;
-    return t.stride(1);
-  };
-  const int64_t ld = stride_of(B);
-  return ld && stride_of(C) == ld ? ld : 0;
+  const int64_t ld = detail::uniform_row_stride(B);
+  return ld && detail::uniform_row_stride(C) == ld ? ld : 0;
 }
 
 // CUDA path: u, delta, B, C, z float32 or bfloat16 (one dtype); A, D, delta_bias and

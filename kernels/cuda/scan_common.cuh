@@ -243,6 +243,31 @@ __device__ __forceinline__ void load_A(float (&A2)[CF::NS], const float* A, int 
   }
 }
 
+// One step of the recurrence for a thread's NS states: h = exp(dt A) h + dt u B (A2 = A log2 e).
+template <int NS>
+__device__ __forceinline__ void advance_state(float (&h)[NS], const float (&A2)[NS], float dtv,
+                                              float dtu, const float (&Bt)[NS]) {
+#pragma unroll
+  for (int i = 0; i < NS; ++i) h[i] = fast_exp2(dtv * A2[i]) * h[i] + dtu * Bt[i];
+}
+
+// F1 / B1: a super-chunk's end state (or adjoint), N floats of channel d in chunk slot `slot` of
+// `out` (batch x chunks, dim, N), and its sum of dt at dts[dts_at].
+template <class CF>
+__device__ __forceinline__ void store_chunk_end(float* out, int64_t slot, const float (&v)[CF::NS],
+                                                float* dts, int64_t dts_at, float dsum, int d,
+                                                int g, int dim, int N) {
+  if (d < dim) {
+    float* dst = out + (slot * dim + d) * N;
+#pragma unroll
+    for (int i = 0; i < CF::NS; ++i) {
+      const int n = g * CF::NS + i;
+      if (n < N) dst[n] = v[i];
+    }
+    if (g == 0) dts[dts_at] = dsum;
+  }
+}
+
 // ---- register prefetch of one staged sub-chunk ----------------------------------------------------
 // A thread's items of the kTS x DPB tile are i = tid + k * NT (k < IT); NT is a multiple of DPB, so
 // they all belong to channel d0 + tid % DPB, at steps tid / DPB + k * LPD. Loads for the next
@@ -447,17 +472,21 @@ __global__ void __launch_bounds__(1024)
   const int per = (cnt + SEG - 1) / SEG;
   const int p0 = 1 + seg * per, p1 = min(ns, p0 + per);
   constexpr int U = 8;
+  // The values and decay sums of positions p .. p + U - 1 of this row's run (zeros past its end).
+  auto load = [&](int p, float (&xv)[U], float (&dv)[U]) {
+#pragma unroll
+    for (int j = 0; j < U; ++j) {
+      const bool in = p + j < p1;
+      xv[j] = in ? *slot(p + j) : 0.f;
+      dv[j] = in ? dt_at(p + j - 1) : 0.f;
+    }
+  };
   // Phase 1: each run's aggregate (decay, value) from zero.
   float hh = 0.f, S = 0.f;
   if (ok) {
     for (int p = p0; p < p1; p += U) {
       float xv[U], dv[U];
-#pragma unroll
-      for (int j = 0; j < U; ++j) {
-        const bool in = p + j < p1;
-        xv[j] = in ? *slot(p + j) : 0.f;
-        dv[j] = in ? dt_at(p + j - 1) : 0.f;
-      }
+      load(p, xv, dv);
 #pragma unroll
       for (int j = 0; j < U; ++j) {
         hh = fast_exp2(A2 * dv[j]) * hh + xv[j];
@@ -483,12 +512,7 @@ __global__ void __launch_bounds__(1024)
   if (ok) {
     for (int p = p0; p < p1; p += U) {
       float xv[U], dv[U];
-#pragma unroll
-      for (int j = 0; j < U; ++j) {
-        const bool in = p + j < p1;
-        xv[j] = in ? *slot(p + j) : 0.f;
-        dv[j] = in ? dt_at(p + j - 1) : 0.f;
-      }
+      load(p, xv, dv);
 #pragma unroll
       for (int j = 0; j < U; ++j) {
         hh = fast_exp2(A2 * dv[j]) * hh + xv[j];
@@ -530,9 +554,10 @@ void check_launch(const char* what) {
 
 using NamedPtr = std::pair<const char*, const void*>;
 
+bool is_aligned(const void* p, size_t align) { return reinterpret_cast<uintptr_t>(p) % align == 0; }
+
 void check_aligned(const char* what, const char* arg, const void* p, size_t align) {
-  S6_CHECK(reinterpret_cast<uintptr_t>(p) % align == 0, "{}: {} is not {}-byte aligned", what,
-           arg, align);
+  S6_CHECK(is_aligned(p, align), "{}: {} is not {}-byte aligned", what, arg, align);
 }
 
 void check_dims(const char* what, int64_t batch, int64_t length, int64_t dim, int64_t dstate) {

@@ -71,15 +71,8 @@ __global__ void __launch_bounds__(CF::NT)
       for (int i = 0; i < NS; ++i) dh[i] = fast_exp2(dtv * A2[i]) * (dh[i] + Ct[i] * gy);
     }
   }
-  if (d < dim) {
-    float* dst = adj + (((int64_t)b * nc + (int64_t)s * K - 1) * dim + d) * N;
-#pragma unroll
-    for (int i = 0; i < NS; ++i) {
-      const int n = g * NS + i;
-      if (n < N) dst[n] = dh[i];
-    }
-    if (g == 0) dts[((int64_t)b * ns + s) * dim + d] = dsum;
-  }
+  store_chunk_end<CF>(adj, (int64_t)b * nc + (int64_t)s * K - 1, dh, dts,
+                      ((int64_t)b * ns + s) * dim + d, dsum, d, g, dim, N);
 }
 
 // Sums V values per lane over the 32/LPD channels of a warp (lanes differing in the bits above
@@ -195,8 +188,7 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
       const float dtu = dtv * s_u[tt * DPB + dl];
       float Bt[NS];
       load_vec<NS>(Bt, s_B + tt * NPAD + g * NS);
-#pragma unroll
-      for (int i = 0; i < NS; ++i) h[i] = fast_exp2(dtv * A2[i]) * h[i] + dtu * Bt[i];
+      advance_state<NS>(h, A2, dtv, dtu, Bt);
     }
   }
 
@@ -555,11 +547,10 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
       launch_combine<true>(adj, dts, A, nullptr, nc, sp.ns, sp.K, batch, dim, dstate, stream);
       check_launch("selective_scan_bwd chunk combine");
       // Asynchronous staging when the rows allow 16-byte (per-channel) and 4-byte (B, C) copies.
-      auto aligned = [](const void* p, size_t a) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % a == 0; };
       const bool async_stage =
           async_rows_fit<T>(CF::DPB) && dim % (16 / static_cast<int64_t>(sizeof(T))) == 0 &&
-          aligned(ut, 16) && aligned(dt, 16) && aligned(dot, 16) && aligned(zt, 16) &&
-          aligned(Bt, 4) && aligned(Ct, 4) && (ldbc * sizeof(T)) % 4 == 0 &&
+          is_aligned(ut, 16) && is_aligned(dt, 16) && is_aligned(dot, 16) && is_aligned(zt, 16) &&
+          is_aligned(Bt, 4) && is_aligned(Ct, 4) && (ldbc * sizeof(T)) % 4 == 0 &&
           (dstate * sizeof(T)) % 4 == 0 && std::getenv("S6_SCAN_SYNC_STAGE") == nullptr;
       const size_t smem = (CF::kBwdSmemFloats + (async_stage ? CF::kBwdRawFloats : 0)) * sizeof(float);
       auto k3 = scan_bwd_main_kernel<CF, T>;

@@ -54,19 +54,11 @@ __global__ void __launch_bounds__(CF::NT)
       dsum += dtv;
       float Bt[NS];
       load_vec<NS>(Bt, s_B + tt * NPAD + g * NS);
-#pragma unroll
-      for (int i = 0; i < NS; ++i) h[i] = fast_exp2(dtv * A2[i]) * h[i] + dtu * Bt[i];
+      advance_state<NS>(h, A2, dtv, dtu, Bt);
     }
   }
-  if (d < dim) {
-    float* dst = states + (((int64_t)b * nc + (int64_t)(s + 1) * K) * dim + d) * N;
-#pragma unroll
-    for (int i = 0; i < NS; ++i) {
-      const int n = g * NS + i;
-      if (n < N) dst[n] = h[i];
-    }
-    if (g == 0) dts[((int64_t)b * ns + s) * dim + d] = dsum;
-  }
+  store_chunk_end<CF>(states, (int64_t)b * nc + (int64_t)(s + 1) * K, h, dts,
+                      ((int64_t)b * ns + s) * dim + d, dsum, d, g, dim, N);
 }
 
 
