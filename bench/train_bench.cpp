@@ -82,8 +82,10 @@ Measured measure(const StepCase& s, bool graph, int steps) {
   cuda::reset_peak_stats();
   Measured m;
   if (graph) {
-    std::unique_ptr<CapturedStep> captured = make_captured_step(model, optimizer, c);
-    m.ms = median_ms(steps, [&] { captured->run(batch, c.optim.lr); });
+    // Each replay generates its batch on the device (batch k = step k), as in training.
+    std::unique_ptr<CapturedStep> captured = make_captured_step(model, optimizer, c, {task.get(), s.batch, 1, 0});
+    uint64_t k = 0;
+    m.ms = median_ms(steps, [&] { captured->run(k++, c.optim.lr); });
   } else {
     m.ms = median_ms(steps, [&] {
       Tensor inputs = batch.inputs.to(Device::CUDA);

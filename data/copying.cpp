@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "data/device_sampling.h"
+
 namespace s6::data {
 
 CopyingTask::CopyingTask(const TaskParams& p, bool selective)
@@ -49,6 +51,17 @@ void CopyingTask::generate(ExampleRng& rng, int32_t* in, int32_t* tgt, int32_t*)
     in[pos[i]] = token;
     pos[i] = token;  // target at marker i = data token i
   }
+}
+
+void CopyingTask::launch_on_device(const DeviceBatch& out, uint64_t key, const uint64_t* batch_index,
+                                   uint64_t first_example) const {
+  device::CopyingSpec spec;
+  spec.seq_len = params_.seq_len;
+  spec.num_tokens = params_.num_tokens;
+  spec.marker = static_cast<int32_t>(params_.vocab - 1);
+  spec.data_token = data_token_;
+  spec.selective = selective_;
+  device::generate_copying(out, spec, key, batch_index, first_example);
 }
 
 }  // namespace s6::data

@@ -21,6 +21,8 @@ class CopyingTask : public Task {
  protected:
   uint64_t task_id() const override { return selective_ ? 2 : 1; }
   void generate(ExampleRng& rng, int32_t* inputs, int32_t* targets, int32_t* eval) const override;
+  void launch_on_device(const DeviceBatch& out, uint64_t key, const uint64_t* batch_index,
+                        uint64_t first_example) const override;
 
  private:
   bool selective_;

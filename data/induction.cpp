@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "data/device_sampling.h"
+
 namespace s6::data {
 
 InductionHeadsTask::InductionHeadsTask(const TaskParams& p) : Task("induction_heads", p) {
@@ -32,6 +34,17 @@ void InductionHeadsTask::generate(ExampleRng& rng, int32_t* in, int32_t* tgt, in
     eval[T] = value;
   }
   tgt[T] = value;
+}
+
+void InductionHeadsTask::launch_on_device(const DeviceBatch& out, uint64_t key,
+                                          const uint64_t* batch_index, uint64_t first_example) const {
+  device::InductionSpec spec;
+  spec.seq_len = params_.seq_len;
+  spec.copy_prefix = copy_prefix();
+  spec.ordinary = ordinary_;
+  spec.trigger = trigger_;
+  spec.loss_all = params_.loss_positions == LossPositions::All;
+  device::generate_induction(out, spec, key, batch_index, first_example);
 }
 
 }  // namespace s6::data

@@ -20,13 +20,15 @@ class InductionHeadsTask : public Task {
  public:
   explicit InductionHeadsTask(const TaskParams& params);
   int32_t copy_prefix() const { return static_cast<int32_t>(params_.vocab - 2); }
-
- protected:
-  uint64_t task_id() const override { return 3; }
   bool separate_eval_targets() const override {
     return params_.loss_positions == LossPositions::All;
   }
+
+ protected:
+  uint64_t task_id() const override { return 3; }
   void generate(ExampleRng& rng, int32_t* inputs, int32_t* targets, int32_t* eval) const override;
+  void launch_on_device(const DeviceBatch& out, uint64_t key, const uint64_t* batch_index,
+                        uint64_t first_example) const override;
 
  private:
   Bounded ordinary_;  // uniform over the V-2 ordinary tokens

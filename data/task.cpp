@@ -47,9 +47,7 @@ void Task::sample_into(Batch& out, uint64_t seed, uint64_t k, uint32_t rank, Spl
   S6_CHECK(!(separate && aliased),
            "{}.sample_into: eval_targets must be its own tensor with loss_positions = all "
            "(use make_batch)", name_);
-  const uint64_t key = derive_key(seed, split, task_id(), static_cast<uint64_t>(params_.vocab),
-                                  static_cast<uint64_t>(params_.seq_len),
-                                  static_cast<uint64_t>(params_.num_tokens));
+  const uint64_t key = stream_key(seed, split);
   int32_t* in = out.inputs.data<int32_t>();
   int32_t* tgt = out.targets.data<int32_t>();
   int32_t* ev = out.eval_targets.data<int32_t>();
@@ -60,6 +58,26 @@ void Task::sample_into(Batch& out, uint64_t seed, uint64_t k, uint32_t rank, Spl
     generate(rng, in + e * L, tgt + e * L, separate ? ev + e * L : nullptr);
     if (!separate && !aliased) std::copy(tgt + e * L, tgt + (e + 1) * L, ev + e * L);
   }
+}
+
+uint64_t Task::stream_key(uint64_t seed, Split split) const {
+  return derive_key(seed, split, task_id(), static_cast<uint64_t>(params_.vocab),
+                    static_cast<uint64_t>(params_.seq_len), static_cast<uint64_t>(params_.num_tokens));
+}
+
+void Task::sample_on_device(const DeviceBatch& out, uint64_t seed, const uint64_t* batch_index,
+                            uint32_t rank, Split split) const {
+  const int64_t B = out.batch_size;
+  S6_CHECK(B >= 1 && out.inputs && out.targets && batch_index,
+           "{}.sample_on_device: needs inputs, targets, the batch index and batch_size >= 1 (got {})",
+           name_, B);
+  S6_CHECK(!separate_eval_targets() || (out.eval_targets && out.eval_targets != out.targets),
+           "{}.sample_on_device: eval_targets must be its own buffer with loss_positions = all", name_);
+  S6_CHECK((static_cast<uint64_t>(rank) + 1) * static_cast<uint64_t>(B) <= (uint64_t{1} << 32),
+           "{}.sample_on_device: rank {} * batch {} exceeds 2^32 examples per global batch", name_,
+           rank, B);
+  launch_on_device(out, stream_key(seed, split), batch_index,
+                   static_cast<uint64_t>(rank) * static_cast<uint64_t>(B));
 }
 
 Batch Task::sample(int64_t batch_size, uint64_t seed, uint64_t k, uint32_t rank, Split split) const {

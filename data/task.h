@@ -27,6 +27,15 @@ struct Batch {
   int64_t length() const { return inputs.defined() ? inputs.size(1) : 0; }
 };
 
+// A batch in CUDA memory, laid out as Batch's tensors (eval_targets may be targets itself, or null,
+// when the task scores the loss's positions).
+struct DeviceBatch {
+  int32_t* inputs = nullptr;
+  int32_t* targets = nullptr;
+  int32_t* eval_targets = nullptr;
+  int64_t batch_size = 0;
+};
+
 // Which positions the LOSS covers (accuracy always uses the task's answer positions).
 enum class LossPositions { Last, All };
 LossPositions parse_loss_positions(const std::string& s);  // "last" | "all"
@@ -61,11 +70,23 @@ class Task {
   // Fixed validation set: batch j = sample(batch_size, seed, j, 0, Split::Validation).
   std::vector<Batch> validation_set(uint64_t seed, int64_t num_batches, int64_t batch_size) const;
 
- protected:
-  Task(std::string name, const TaskParams& params) : name_(std::move(name)), params_(params) {}
+  // The same bits as sample_into, written by kernels on the current CUDA stream. The batch index is
+  // read from device memory (*batch_index) when the kernels run, so a captured CUDA graph can
+  // replay the generation for every step. Throws in a build without CUDA.
+  void sample_on_device(const DeviceBatch& out, uint64_t seed, const uint64_t* batch_index,
+                        uint32_t rank = 0, Split split = Split::Train) const;
+
   // True when accuracy uses other positions than the loss (eval_targets is then its own tensor).
   virtual bool separate_eval_targets() const { return false; }
+
+ protected:
+  Task(std::string name, const TaskParams& params) : name_(std::move(name)), params_(params) {}
   virtual uint64_t task_id() const = 0;
+  // The Philox key of every example stream for (seed, split).
+  uint64_t stream_key(uint64_t seed, Split split) const;
+  // Launches the device generator for examples first_example .. + out.batch_size - 1.
+  virtual void launch_on_device(const DeviceBatch& out, uint64_t key, const uint64_t* batch_index,
+                                uint64_t first_example) const = 0;
   // Writes one example: inputs and targets rows of length seq_len; eval is null unless
   // separate_eval_targets().
   virtual void generate(ExampleRng& rng, int32_t* inputs, int32_t* targets, int32_t* eval) const = 0;

@@ -16,14 +16,30 @@ namespace {
 
 namespace kc = kernels::cuda;
 
+// What the host sends each step, in one copy: AdamW's scalars first (the update kernels read them
+// there), then the index of the batch the graph generates.
+struct StepScalars {
+  kc::DeviceAdamWScalars adamw;
+  uint64_t batch_index;
+};
+
+Tensor device_bytes(size_t bytes) {
+  return Tensor::empty({static_cast<int64_t>((bytes + 7) / 8)}, DType::Int64, Device::CUDA);
+}
+
 class GraphStep final : public CapturedStep {
  public:
-  GraphStep(MambaLM& model, AdamW& optimizer, const TrainConfig& config)
-      : model_(model), optimizer_(optimizer), config_(config) {
+  GraphStep(MambaLM& model, AdamW& optimizer, const TrainConfig& config, const CapturedData& data)
+      : model_(model), optimizer_(optimizer), config_(config), data_(data) {
+    S6_CHECK(data_.task && data_.batch_size >= 1, "captured step: needs a task and a batch size");
     const int64_t count = static_cast<int64_t>(model_.parameters().size());
     sumsq_ = Tensor::empty({std::max<int64_t>(count, 1)}, DType::Float32, Device::CUDA);
-    status_ = Tensor::empty({static_cast<int64_t>((sizeof(kc::DeviceStepStatus) + 3) / 4)}, DType::Float32,
-                            Device::CUDA);
+    status_ = device_bytes(sizeof(kc::DeviceStepStatus));
+    scalars_ = device_bytes(sizeof(StepScalars));
+    const Shape shape{data_.batch_size, data_.task->seq_len()};
+    inputs_ = Tensor::empty(shape, DType::Int32, Device::CUDA);
+    targets_ = Tensor::empty({shape_numel(shape)}, DType::Int32, Device::CUDA);
+    if (data_.task->separate_eval_targets()) eval_targets_ = Tensor::empty(shape, DType::Int32, Device::CUDA);
   }
   ~GraphStep() override {
     cuda::destroy_graph(graph_);
@@ -32,25 +48,13 @@ class GraphStep final : public CapturedStep {
     optimizer_.zero_grad();
   }
 
-  CapturedOutcome run(const data::Batch& batch, double lr) override {
-    const Tensor targets = batch.targets.view({batch.targets.numel()});
-    if (!inputs_.defined()) {
-      inputs_ = Tensor::empty(batch.inputs.shape(), batch.inputs.dtype(), Device::CUDA);
-      targets_ = Tensor::empty(targets.shape(), targets.dtype(), Device::CUDA);
-      staging_ = Staging(inputs_.nbytes(), targets_.nbytes());
-    }
-    S6_CHECK(batch.inputs.shape() == inputs_.shape() && targets.shape() == targets_.shape() &&
-                 batch.inputs.is_contiguous() && targets.is_contiguous(),
-             "captured step: the batch changed shape ({} vs {})", batch.inputs.describe(), inputs_.describe());
-    // Everything the step reads from the host goes through page-locked memory without waiting;
-    // the one synchronisation is for the status at the end.
-    std::memcpy(staging_.inputs(), batch.inputs.data_ptr(), inputs_.nbytes());
-    std::memcpy(staging_.targets(), targets.data_ptr(), targets_.nbytes());
-    *staging_.scalars() = kc::adamw_device_scalars(optimizer_.hyperparameters(lr, optimizer_.step_count() + 1));
-    cuda::copy_bytes_async(inputs_.data_ptr(), staging_.inputs(), inputs_.nbytes(), cuda::CopyKind::HostToDevice);
-    cuda::copy_bytes_async(targets_.data_ptr(), staging_.targets(), targets_.nbytes(), cuda::CopyKind::HostToDevice);
-    cuda::copy_bytes_async(scalars_.data_ptr(), staging_.scalars(), sizeof(kc::DeviceAdamWScalars),
-                           cuda::CopyKind::HostToDevice);
+  CapturedOutcome run(uint64_t batch_index, double lr) override {
+    // The one host-to-device copy of the step, from page-locked memory without waiting; the one
+    // synchronisation is for the status at the end.
+    StepScalars* scalars = staging_.scalars();
+    scalars->adamw = kc::adamw_device_scalars(optimizer_.hyperparameters(lr, optimizer_.step_count() + 1));
+    scalars->batch_index = batch_index;
+    cuda::copy_bytes_async(scalars_.data_ptr(), scalars, sizeof(StepScalars), cuda::CopyKind::HostToDevice);
     if (!graph_) capture();
     cuda::replay(graph_);
     cuda::copy_bytes_async(staging_.status(), status_.data_ptr(), sizeof(kc::DeviceStepStatus),
@@ -77,6 +81,11 @@ class GraphStep final : public CapturedStep {
     optimizer_.zero_grad();  // the captured backward assigns the gradients (no accumulation)
     cuda::begin_capture();
     try {
+      const data::DeviceBatch batch{inputs_.data<int32_t>(), targets_.data<int32_t>(),
+                                    eval_targets_.defined() ? eval_targets_.data<int32_t>() : nullptr,
+                                    data_.batch_size};
+      data_.task->sample_on_device(batch, data_.seed, &static_cast<const StepScalars*>(scalars_.data_ptr())->batch_index,
+                                   data_.rank);
       Tensor logits = reshape(model_.forward(inputs_), {targets_.numel(), vocab});
       logits_ = logits.detach();
       Tensor loss = cross_entropy(logits, targets_);
@@ -87,7 +96,7 @@ class GraphStep final : public CapturedStep {
       auto* status = static_cast<kc::DeviceStepStatus*>(status_.data_ptr());
       kc::finish_gradient_norm(status, sumsq_.data<float>(), static_cast<int64_t>(params.size()),
                                loss.data<float>(), config_.optim.grad_clip, cuda::current_stream());
-      optimizer_.launch_update(static_cast<const kc::DeviceAdamWScalars*>(scalars_.data_ptr()), status,
+      optimizer_.launch_update(&static_cast<const StepScalars*>(scalars_.data_ptr())->adamw, status,
                                /*capturing=*/true);
       loss_ = loss.detach();
       graph_ = cuda::end_capture();
@@ -99,43 +108,40 @@ class GraphStep final : public CapturedStep {
     }
   }
 
-  // One page-locked block: [inputs | targets | AdamW scalars | step status], each 16-byte aligned.
+  // One page-locked block: [step scalars | step status].
   class Staging {
    public:
-    Staging() = default;
-    Staging(int64_t input_bytes, int64_t target_bytes)
-        : targets_at_(align(input_bytes)), scalars_at_(targets_at_ + align(target_bytes)),
-          status_at_(scalars_at_ + align(sizeof(kc::DeviceAdamWScalars))),
-          base_(static_cast<char*>(cuda::allocate_pinned(status_at_ + align(sizeof(kc::DeviceStepStatus)))),
+    Staging()
+        : base_(static_cast<char*>(cuda::allocate_pinned(kStatusAt + sizeof(kc::DeviceStepStatus))),
                 cuda::release_pinned) {}
-    void* inputs() { return base_.get(); }
-    void* targets() { return base_.get() + targets_at_; }
-    kc::DeviceAdamWScalars* scalars() { return reinterpret_cast<kc::DeviceAdamWScalars*>(base_.get() + scalars_at_); }
-    kc::DeviceStepStatus* status() { return reinterpret_cast<kc::DeviceStepStatus*>(base_.get() + status_at_); }
+    StepScalars* scalars() { return reinterpret_cast<StepScalars*>(base_.get()); }
+    kc::DeviceStepStatus* status() { return reinterpret_cast<kc::DeviceStepStatus*>(base_.get() + kStatusAt); }
 
    private:
-    static int64_t align(int64_t n) { return (n + 15) / 16 * 16; }
-    int64_t targets_at_ = 0, scalars_at_ = 0, status_at_ = 0;
-    std::unique_ptr<char, void (*)(void*)> base_{nullptr, cuda::release_pinned};
+    static constexpr size_t kStatusAt = (sizeof(StepScalars) + 15) / 16 * 16;
+    std::unique_ptr<char, void (*)(void*)> base_;
   };
 
   MambaLM& model_;
   AdamW& optimizer_;
   Staging staging_;
   const TrainConfig& config_;
-  Tensor inputs_, targets_, logits_, loss_;
-  Tensor sumsq_, status_;
-  Tensor scalars_ = Tensor::empty({4}, DType::Float32, Device::CUDA);
+  const CapturedData data_;
+  Tensor inputs_, targets_, eval_targets_, logits_, loss_;
+  Tensor sumsq_, status_, scalars_;
   cuda::CapturedGraph* graph_ = nullptr;
 };
 
 }  // namespace
 
-std::unique_ptr<CapturedStep> make_captured_step(MambaLM& model, AdamW& optimizer, const TrainConfig& config) {
-  return std::make_unique<GraphStep>(model, optimizer, config);
+std::unique_ptr<CapturedStep> make_captured_step(MambaLM& model, AdamW& optimizer, const TrainConfig& config,
+                                                 const CapturedData& data) {
+  return std::make_unique<GraphStep>(model, optimizer, config, data);
 }
 #else
-std::unique_ptr<CapturedStep> make_captured_step(MambaLM&, AdamW&, const TrainConfig&) { return nullptr; }
+std::unique_ptr<CapturedStep> make_captured_step(MambaLM&, AdamW&, const TrainConfig&, const CapturedData&) {
+  return nullptr;
+}
 #endif
 
 }  // namespace s6::trainer

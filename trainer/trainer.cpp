@@ -211,16 +211,23 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   for (int64_t step = start_step; step < config.train.steps; ++step) {
     if (const int64_t phase_length = training_length(config, step); phase_length != length) {
       length = phase_length;  // the next phase of the length curriculum
+      captured.reset();  // the graph holds the old task: run this step eagerly, capture the next
       task = make_configured_task(config, length);
       host_batch = task->make_batch(batch);
-      captured.reset();  // the graph holds the old shapes: run this step eagerly, capture the next
       if (lead) log::info("curriculum: training at length {} from step {}", length, step + 1);
       window_start = Clock::now();  // ms/step and tokens/s restart with the new shape
       window_steps = 0;
     }
-    const auto data_start = Clock::now();
-    task->sample_into(host_batch, config.seed, static_cast<uint64_t>(step), static_cast<uint32_t>(options.rank));
-    data_seconds += std::chrono::duration<double>(Clock::now() - data_start).count();
+    // The captured step generates its batch on the device; the host makes the same batch only
+    // where it is read: the eager step, and the accuracy at a logging step.
+    bool host_sampled = false;
+    auto sample_on_host = [&] {
+      if (host_sampled) return;
+      const auto data_start = Clock::now();
+      task->sample_into(host_batch, config.seed, static_cast<uint64_t>(step), static_cast<uint32_t>(options.rank));
+      data_seconds += std::chrono::duration<double>(Clock::now() - data_start).count();
+      host_sampled = true;
+    };
     const double lr = learning_rate(config.optim, config.schedule, config.train.steps, step);
     Tensor logits;
     double loss_value = 0;
@@ -228,7 +235,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     bool updated = false;  // the captured step has already applied (or skipped) the update
     if (captured) {
       try {
-        CapturedOutcome outcome = captured->run(host_batch, lr);
+        CapturedOutcome outcome = captured->run(static_cast<uint64_t>(step), lr);
         loss_value = outcome.loss;
         gn = outcome.norm;
         updated = !outcome.skipped;
@@ -242,6 +249,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       }
     }
     if (!captured) {
+      sample_on_host();
       Tensor inputs = host_batch.inputs.to(device);
       Tensor targets = host_batch.targets.view({batch * length}).to(device);
       autograd::profile::mark("step", "data + copy to device");
@@ -303,13 +311,16 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       autograd::profile::mark("step", "optimizer + zero_grad");
     }
     // From the second step on (handles, workspaces and kernels exist by then), replay the step.
-    if (use_graph && !captured && !graph_failed) captured = make_captured_step(model, optimizer, config);
+    if (use_graph && !captured && !graph_failed)
+      captured = make_captured_step(model, optimizer, config,
+                                    {task.get(), batch, config.seed, static_cast<uint32_t>(options.rank)});
     ++window_steps;
 
     if (done % config.train.log_every == 0 || done == config.train.steps) {
       if (device == Device::CUDA) cuda::synchronize();
       double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
       double ms = 1e3 * seconds / std::max<int64_t>(window_steps, 1);
+      sample_on_host();  // after the window's time: the graph's batch was made on the device
       data::Accuracy acc = data::accuracy(logits.detach().view({batch * length, vocab}),
                                           host_batch.eval_targets);
       if (dp) {
@@ -352,7 +363,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     log::info("nothing to train: the run is at step {} of train.steps {}; evaluating only", start_step,
               config.train.steps);
   else if (lead)
-    log::info("trained steps {}..{} in {:.1f} s; data generation took {:.3f} s ({:.2f}% of it)", start_step + 1,
+    log::info("trained steps {}..{} in {:.1f} s; data generation on the host took {:.3f} s ({:.2f}% of it)", start_step + 1,
             config.train.steps, train_seconds, data_seconds, 100.0 * data_seconds / std::max(train_seconds, 1e-9));
   if (last_saved != config.train.steps) save(config.train.steps);
   if (lead && autograd::profile::enabled()) fmt::print("{}", autograd::profile::report());
