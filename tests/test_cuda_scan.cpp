@@ -188,6 +188,12 @@ Results cuda_run(const ScanCase& c, const HostInputs& in, bool bf16,
 }
 
 // The gradients' raw bytes of two runs (cuda_run's raw_grads) are identical.
+// Float outputs compared by their bits (== would fail on NaN: without softplus, negative dt can
+// make a state overflow).
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
 void check_same_bits(const std::vector<std::vector<uint8_t>>& a,
                      const std::vector<std::vector<uint8_t>>& b) {
   REQUIRE(a.size() == b.size());
@@ -379,6 +385,47 @@ TEST_CASE("cuda scan: the backward's asynchronous staging gives the bits of sync
       }
     }
   }
+#endif
+}
+
+TEST_CASE("cuda scan: 8-step halves are bitwise equal to the default backward") {
+  if (!s6::cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+#ifdef S6_WITH_CUDA
+  // dstate 16's sub-chunks are reversed in two 8-step halves unless S6_SCAN_BWD_HALVES=0. 16-step chunks
+  // recompute every mid-sub-chunk state (no sweep); 64-step ones take it from the sweep except in
+  // the last sub-chunk. L 1000 and 77 end in partial chunks, dim 40 stages asynchronously and 130
+  // (not a multiple of 16 bytes) synchronously; the block target 3 makes blocks walk several
+  // chunks. B and C both contiguous and as column blocks (row stride 36).
+  uint32_t seed = 2100;
+  for (const char* chunk : {"16", "64"}) {
+    for (const char* target : {"3", "100000"}) {
+      setenv("S6_SCAN_CHUNK", chunk, 1);
+      setenv("S6_SCAN_BWD_BLOCKS", target, 1);
+      for (bool bf16 : {false, true}) {
+        for (const ScanCase& c : {ScanCase{2, 1000, 40, 16, true, true, true, true, true},
+                                  ScanCase{1, 1000, 40, 16, false, false, true, true, false},
+                                  ScanCase{2, 77, 130, 16, true, true, false, true, false},
+                                  ScanCase{3, 77, 130, 16, false, true, true, false, true}}) {
+          for (int64_t lead : {int64_t(0), int64_t(4)}) {
+            INFO(c.describe() << (bf16 ? " bf16" : " fp32") << ", chunk " << chunk
+                              << ", target blocks " << target << ", B/C lead " << lead);
+            HostInputs in = make_inputs(c, bf16, seed++);
+            std::vector<std::vector<uint8_t>> full_bits, halves_bits;
+            setenv("S6_SCAN_BWD_HALVES", "0", 1);
+            const Results a = cuda_run(c, in, bf16, &full_bits, lead);
+            unsetenv("S6_SCAN_BWD_HALVES");
+            const Results b = cuda_run(c, in, bf16, &halves_bits, lead);
+            CHECK(same_bits(a.out, b.out));
+            check_same_bits(full_bits, halves_bits);
+          }
+        }
+      }
+    }
+  }
+  for (const char* v : {"S6_SCAN_CHUNK", "S6_SCAN_BWD_BLOCKS"}) unsetenv(v);
 #endif
 }
 

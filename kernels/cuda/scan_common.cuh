@@ -20,8 +20,9 @@
 //           B2 the same scan in reverse gives the adjoint entering every chunk from later time;
 //           B3 per chunk: recompute the forward states from chunk_states, keeping one checkpoint
 //           per 16-step sub-chunk in registers (a sweep that 16-step chunks do not need), then per
-//           sub-chunk (last first) recompute its 16 states into registers and run the reverse
-//           recurrence, producing du, ddelta, dz, and
+//           sub-chunk (last first) recompute its 16 states into registers (at dstate 9..16, per
+//           8-step half: half the registers, 5 blocks per SM) and run the reverse recurrence,
+//           producing du, ddelta, dz, and
 //           partials for dA/dD/ddelta_bias (per block) and dB/dC (per block of channels, reduced
 //           over the block's warps in a fixed order); B4 deterministic column sums of partials.
 #pragma once
@@ -119,6 +120,15 @@ struct Cfg {
   static constexpr int kBwdRawFloats = 4 * TD + 2 * kTS * NPAD;
   static_assert(kBwdSmemFloats % 4 == 0, "the raw tile must start 16-byte aligned");
   static_assert(kTS % TSB == 0, "flush group must divide the sub-chunk");
+  // B3 reversing each sub-chunk in two 8-step halves (half the registers for recomputed states;
+  // the default where built, S6_SCAN_BWD_HALVES=0 turns it off), built for dstate 16 only: at
+  // most 96 registers and, flushing dB/dC every half, 41 KB of shared memory, for 5 blocks per SM
+  // instead of 4.
+  static constexpr bool kBwdHalves = NS == 4 && LPD == 4;
+  static constexpr int kBwdHalvesMinBlocks = 65536 / (96 * NT);
+  static constexpr int TSB_HALVES = TSB < kTS / 2 ? TSB : kTS / 2;
+  static constexpr int kBwdSmemFloatsHalves = kBwdSmemFloats - NW * (TSB - TSB_HALVES) * 2 * NPAD;
+  static_assert(kBwdSmemFloatsHalves % 4 == 0, "the raw tile must start 16-byte aligned");
 };
 
 }  // namespace scan_detail

@@ -103,8 +103,31 @@ __device__ __forceinline__ void warp_reduce_scatter(float (&v)[V], int lane, int
 }
 
 // ---- B3: the gradients of every chunk ----------------------------------------------------------
-template <class CF, typename T>
-__global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
+// A checkpoint read again from local memory (an L1 hit): volatile, so that the compiler loads it
+// anew instead of holding it in registers from the piece's recompute to its last reverse step
+// (the halves' 96 registers spilled at fp32 otherwise).
+__device__ __forceinline__ float reload(const float& ck) {
+  return *static_cast<const volatile float*>(&ck);
+}
+
+// Step tt of the staged sub-chunk applied to a thread's states (the checkpoint sweep's step).
+template <class CF>
+__device__ __forceinline__ void advance_staged(float (&h)[CF::NS], const float (&A2)[CF::NS],
+                                               const float* s_dt, const float* s_u,
+                                               const float* s_B, int tt, int dl, int g) {
+  const float dtv = s_dt[tt * CF::DPB + dl];
+  const float dtu = dtv * s_u[tt * CF::DPB + dl];
+  float Bt[CF::NS];
+  load_vec<CF::NS>(Bt, s_B + tt * CF::NPAD + g * CF::NS);
+  advance_state<CF::NS>(h, A2, dtv, dtu, Bt);
+}
+
+// HALVES (CF::kBwdHalves only): each sub-chunk is reversed in two 8-step halves, the later one
+// first, from the state after the sub-chunk's step 7 (a checkpoint the sweep keeps, or recomputed
+// for the sub-chunk it does not walk): 8 recomputed states in registers instead of 16. The states
+// come from the same operations either way, and the sums keep their order: the same bits.
+template <class CF, typename T, bool HALVES>
+__global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF::kBwdMinBlocks)
     scan_bwd_main_kernel(T* du, T* ddelta, T* dz, float* dB_part, float* dC_part, float* adj,
                          float* dD_part, float* dbias_part, const T* dout, const T* u,
                          const T* delta, const float* A, const T* Bm, const T* Cm, const float* Dv,
@@ -112,7 +135,9 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
                          int64_t L, int dim, int N, int nc, int batch, int KC, int chunk,
                          int64_t ldbc, bool async_stage) {
   constexpr int NS = CF::NS, LPD = CF::LPD, DPB = CF::DPB, NPAD = CF::NPAD, TD = CF::TD;
-  constexpr int TSB = CF::TSB, NW = CF::NW, V = 2 * NS;
+  constexpr int TSB = HALVES ? CF::TSB_HALVES : CF::TSB, NW = CF::NW, V = 2 * NS;
+  constexpr int NCK = HALVES ? 2 : 1, HS = kTS / NCK;  // reversed pieces per sub-chunk, their steps
+  static_assert(HS % TSB == 0, "a flush group must not straddle two pieces");
   constexpr int LOGV = log2c(V), K = 5 - CF::LOG_LPD;
   constexpr int CNT = (V >> K) > 1 ? (V >> K) : 1;
   extern __shared__ float4 smem_f4[];
@@ -128,7 +153,8 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
   float* s_C = s_B + kTS * NPAD;
   float* s_part = s_C + kTS * NPAD;  // [NW][TSB][2][NPAD]
   float* s_red = s_part + NW * TSB * 2 * NPAD;  // [2][NW][V/4 slabs], when CF::kSmemReduce
-  const RawTile<CF, T> raw(reinterpret_cast<float*>(smem_f4) + CF::kBwdSmemFloats);  // async_stage
+  const RawTile<CF, T> raw(reinterpret_cast<float*>(smem_f4) +  // async_stage
+                           (HALVES ? CF::kBwdSmemFloatsHalves : CF::kBwdSmemFloats));
   const int dblk = blockIdx.y, b = blockIdx.z, d0 = dblk * DPB;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = threadIdx.x % LPD, dl = threadIdx.x / LPD, d = d0 + dl;
@@ -161,12 +187,12 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
 
   // The raw tile holds the inputs of the main loop's next sub-chunk (copied during the last one).
   bool staged = false;
-  // Checkpoints: the state entering every sub-chunk.
-  float ck[kMaxNSub][NS];  // indexed by a runtime sub-chunk: local memory, read twice per sub-chunk
+  // Checkpoints: the state entering every piece (NCK * s + p: piece p of sub-chunk s).
+  float ck[NCK * kMaxNSub][NS];  // indexed by a runtime sub-chunk: local memory
 #pragma unroll 1
   for (int s = 0; s < nsubc; ++s) {
 #pragma unroll
-    for (int i = 0; i < NS; ++i) ck[s][i] = h[i];
+    for (int i = 0; i < NS; ++i) ck[NCK * s][i] = h[i];
     const int64_t t0 = c0 + (int64_t)s * kTS;
     if (s == nsubc - 1 || t0 >= cend) continue;
     __syncthreads();
@@ -184,11 +210,13 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
     __syncthreads();
 #pragma unroll 4
     for (int tt = 0; tt < kTS; ++tt) {
-      const float dtv = s_dt[tt * DPB + dl];
-      const float dtu = dtv * s_u[tt * DPB + dl];
-      float Bt[NS];
-      load_vec<NS>(Bt, s_B + tt * NPAD + g * NS);
-      advance_state<NS>(h, A2, dtv, dtu, Bt);
+      advance_staged<CF>(h, A2, s_dt, s_u, s_B, tt, dl, g);
+      if constexpr (HALVES) {
+        if (tt == HS - 1) {
+#pragma unroll
+          for (int i = 0; i < NS; ++i) ck[NCK * s + 1][i] = h[i];
+        }
+      }
     }
   }
 
@@ -223,14 +251,31 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
     staged = async_stage && s > 0;
     if (staged)
       stage_async<CF, T>(raw, u, delta, dout, z, Bm, Cm, b, t0 - kTS, cend, d0, L, dim, N, ldbc);
-    // The 16 states of this sub-chunk, in registers.
-    float hist[kTS][NS];
+    if constexpr (HALVES) {
+      if (s == nsubc - 1) {  // not walked by the sweep: the state after step HS - 1, once more
+        float hc[NS];
+#pragma unroll
+        for (int i = 0; i < NS; ++i) hc[i] = ck[NCK * s][i];
+#pragma unroll
+        for (int tt = 0; tt < HS; ++tt) advance_staged<CF>(hc, A2, s_dt, s_u, s_B, tt, dl, g);
+#pragma unroll
+        for (int i = 0; i < NS; ++i) ck[NCK * s + 1][i] = hc[i];
+      }
+    }
+    // The pieces last to first, each recomputed from the state entering it.
+#pragma unroll
+    for (int p = NCK - 1; p >= 0; --p) {
+    const int p0 = p * HS;  // the piece's first step
+    const float (&hin)[NS] = ck[NCK * s + p];
+    // The HS states of this piece, in registers.
+    float hist[HS][NS];
     {
       float hc[NS];
 #pragma unroll
-      for (int i = 0; i < NS; ++i) hc[i] = ck[s][i];
+      for (int i = 0; i < NS; ++i) hc[i] = hin[i];
 #pragma unroll
-      for (int tt = 0; tt < kTS; ++tt) {
+      for (int tp = 0; tp < HS; ++tp) {
+        const int tt = p0 + tp;
         const float dtv = s_dt[tt * DPB + dl];
         const float dtu = dtv * s_u[tt * DPB + dl];
         float Bt[NS];
@@ -238,13 +283,13 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
 #pragma unroll
         for (int i = 0; i < NS; ++i) {
           hc[i] = fast_exp2(dtv * A2[i]) * hc[i] + dtu * Bt[i];
-          hist[tt][i] = hc[i];
+          hist[tp][i] = hc[i];
         }
       }
     }
 #pragma unroll
-    for (int tt = kTS - 1; tt >= 0; --tt) {
-      const int o = tt * DPB + dl;
+    for (int tp = HS - 1; tp >= 0; --tp) {
+      const int tt = p0 + tp, o = tt * DPB + dl;
       const float dtv = s_dt[o], uv = s_u[o], dov = s_dout[o];
       float Bt[NS], Ct[NS];
       load_vec<NS>(Bt, s_B + tt * NPAD + g * NS);
@@ -253,7 +298,7 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
       if (has_z) {
         float yp = 0.f;
 #pragma unroll
-        for (int i = 0; i < NS; ++i) yp += Ct[i] * hist[tt][i];
+        for (int i = 0; i < NS; ++i) yp += Ct[i] * hist[tp][i];
         const float y = lane_allreduce<LPD>(yp) + Dd * uv;
         const float zz = s_z[o], sz = sigmoid_f(zz);
         gy = dov * zz * sz;
@@ -264,7 +309,7 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
       float dup = 0.f, ddp = 0.f, vals[V];
 #pragma unroll
       for (int i = 0; i < NS; ++i) {
-        const float hp = tt > 0 ? hist[tt > 0 ? tt - 1 : 0][i] : ck[s][i];
+        const float hp = tp > 0 ? hist[tp > 0 ? tp - 1 : 0][i] : HALVES ? reload(hin[i]) : hin[i];
         const float a = fast_exp2(dtv * A2[i]);
         const float ah = a * hp;
         const float dhn = dh[i] + Ct[i] * gy;
@@ -273,7 +318,7 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
         ddp += q * A2[i];
         dA_acc[i] += q * dtv;
         vals[i] = dhn * dtu;
-        vals[NS + i] = gy * hist[tt][i];
+        vals[NS + i] = gy * hist[tp][i];
         dh[i] = a * dhn;
       }
       dup = lane_allreduce<LPD>(dup);
@@ -337,6 +382,7 @@ __global__ void __launch_bounds__(CF::NT, CF::kBwdMinBlocks)
         __syncthreads();
       }
     }
+    }  // piece loop
     for (int i = threadIdx.x; i < TD; i += CF::NT) {
       const int tt = i / DPB, dd = i - tt * DPB;
       const int64_t t = t0 + tt;
@@ -552,8 +598,14 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
           is_aligned(ut, 16) && is_aligned(dt, 16) && is_aligned(dot, 16) && is_aligned(zt, 16) &&
           is_aligned(Bt, 4) && is_aligned(Ct, 4) && (ldbc * sizeof(T)) % 4 == 0 &&
           (dstate * sizeof(T)) % 4 == 0 && std::getenv("S6_SCAN_SYNC_STAGE") == nullptr;
-      const size_t smem = (CF::kBwdSmemFloats + (async_stage ? CF::kBwdRawFloats : 0)) * sizeof(float);
-      auto k3 = scan_bwd_main_kernel<CF, T>;
+      // The 8-step-halves B3 where it is built (2-3% faster at every large shape on the H200, the
+      // same bits); S6_SCAN_BWD_HALVES=0 turns it off, for measurements.
+      const char* hv = std::getenv("S6_SCAN_BWD_HALVES");
+      const bool halves = CF::kBwdHalves && !(hv && std::atoll(hv) == 0);
+      const size_t smem = ((halves ? CF::kBwdSmemFloatsHalves : CF::kBwdSmemFloats) +
+                           (async_stage ? CF::kBwdRawFloats : 0)) * sizeof(float);
+      auto k3 = halves ? scan_bwd_main_kernel<CF, T, CF::kBwdHalves>
+                       : scan_bwd_main_kernel<CF, T, false>;
       set_smem(k3, smem);
       k3<<<dim3(static_cast<unsigned>(sp.ns), dblocks, static_cast<unsigned>(batch)), CF::NT, smem,
            stream>>>(static_cast<T*>(du), static_cast<T*>(ddelta), static_cast<T*>(dz), dB_part,
