@@ -92,10 +92,32 @@ bool fits_32_bits(const StridedShape& shape, const StridedView* views, int n) {
 }
 
 template <typename T>
+__device__ __forceinline__ T add_one(T d, T s, double alpha) {
+  return from_double<T>(to_double<T>(d) + alpha * to_double<T>(s));
+}
+
+template <typename T>
 __global__ void add_kernel(T* dst, const T* src, int64_t n, double alpha) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
-    dst[i] = from_double<T>(to_double<T>(dst[i]) + alpha * to_double<T>(src[i]));
+    dst[i] = add_one(dst[i], src[i], alpha);
+}
+
+// The same sums 16 bytes at a time (16-byte aligned dst and src; n a multiple of 16 / sizeof(T)):
+// one 2-byte load per thread kept the bf16 gradient sums of an LM far below the copy bandwidth.
+template <typename T>
+__global__ void add_vec_kernel(uint4* dst, const uint4* src, int64_t vecs, double alpha) {
+  constexpr int kPer = 16 / sizeof(T);
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < vecs;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    uint4 d = dst[i];
+    const uint4 s = src[i];
+    T* dv = reinterpret_cast<T*>(&d);
+    const T* sv = reinterpret_cast<const T*>(&s);
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) dv[k] = add_one(dv[k], sv[k], alpha);
+    dst[i] = d;
+  }
 }
 
 unsigned grid_for(int64_t n) {
@@ -202,8 +224,15 @@ void add_cuda(void* dst, const void* src, DType dtype, int64_t n, double alpha) 
   if (n == 0) return;
   dispatch_all(dtype, [&](auto tag) {
     using T = decltype(tag);
-    add_kernel<T><<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), static_cast<const T*>(src),
-                                                     n, alpha);
+    constexpr int64_t kPer = 16 / sizeof(T);
+    const bool vec = n % kPer == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(src) % 16 == 0;
+    if (vec)
+      add_vec_kernel<T><<<grid_for(n / kPer), 256, 0, stream()>>>(
+          static_cast<uint4*>(dst), static_cast<const uint4*>(src), n / kPer, alpha);
+    else
+      add_kernel<T><<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), static_cast<const T*>(src),
+                                                       n, alpha);
   });
   check_launch("add_");
 }

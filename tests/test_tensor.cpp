@@ -1,6 +1,7 @@
 // Tensor core: shapes, views, copies across dtypes, bfloat16 rounding, the Philox RNG.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -287,4 +288,41 @@ TEST_CASE("tensor: concat joins parts along any dimension, on the CPU and on CUD
   CHECK(Tensor::concat(nine, 1).to_vector<float>() == std::vector<float>(18, 1.f));
   CHECK_THROWS_WITH_AS(Tensor::concat({Tensor::zeros({2, 3}), Tensor::zeros({3, 3})}, 1),
                        doctest::Contains("differs from"), Error);
+}
+
+TEST_CASE("cuda: add_ 16 bytes at a time is bitwise the one-element path, and the CPU's within rounding (skips without a GPU)") {
+  if (!cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+  Philox rng(31);
+  // The same values added at a 16-byte aligned address (the vector path for sizes that are
+  // multiples of 16 bytes) and one element further (the one-element path); alpha 1 (gradient
+  // sums) and another. Against the CPU: the device may fuse alpha * src + dst into one double FMA
+  // (one rounding fewer), so the results agree to the element type's rounding, not always bitwise.
+  for (DType dt : {DType::Float32, DType::BFloat16, DType::Float64}) {
+    for (int64_t n : {int64_t(8), int64_t(4096), int64_t(1 << 20), int64_t(1000001), int64_t(7)}) {
+      for (double alpha : {1.0, -0.37}) {
+        CAPTURE(dtype_name(dt));
+        CAPTURE(n);
+        CAPTURE(alpha);
+        Tensor a = uniform({n}, -3, 3, rng).to(dt), b = uniform({n}, -3, 3, rng).to(dt);
+        Tensor aligned = a.to(Device::CUDA), src = b.to(Device::CUDA);
+        Tensor shifted = Tensor::zeros({n + 1}, dt, Device::CUDA).narrow(0, 1, n);
+        Tensor shifted_src = Tensor::zeros({n + 1}, dt, Device::CUDA).narrow(0, 1, n);
+        shifted.copy_(aligned);
+        shifted_src.copy_(src);
+        aligned.add_(src, alpha);
+        shifted.add_(shifted_src, alpha);
+        const std::vector<double> got = aligned.to(Device::CPU).to(DType::Float64).to_vector<double>();
+        CHECK(got == shifted.to(Device::CPU).to(DType::Float64).to_vector<double>());
+        const std::vector<double> want = a.add_(b, alpha).to(DType::Float64).to_vector<double>();
+        const double ulp = dt == DType::BFloat16 ? 1.0 / 128 : dt == DType::Float32 ? 1.2e-7 : 2.3e-16;
+        double worst = 0;
+        for (int64_t i = 0; i < n; ++i)
+          worst = std::max(worst, std::abs(got[i] - want[i]) / std::max(1.0, std::abs(want[i])));
+        CHECK(worst <= ulp * 8);
+      }
+    }
+  }
 }

@@ -14,6 +14,9 @@ namespace {
 using namespace detail;
 
 constexpr int kThreads = 128;
+// Steps whose inputs a thread loads before computing them: the loads of a group are in flight
+// together (one at a time, each step waited on DRAM latency).
+constexpr int kStepsPerLoad = 8;
 
 // Timesteps per thread: 64, halved (down to 8) while the grid would leave the GPU mostly idle,
 // since each thread walks its chunk sequentially (short batches are latency-bound otherwise).
@@ -56,12 +59,20 @@ __global__ void conv_fwd_kernel(D* out, const D* x, const D* weight, const D* bi
   const float bd = bias ? to_acc(bias[d]) : 0.f;
 #pragma unroll
   for (int j = 0; j < W - 1; ++j) win[j] = load_x<W>(x, init, b, t0 - (W - 1) + j, d, L, Dm);
-  for (int64_t t = t0; t < t1; ++t) {
-    win[W - 1] = to_acc(x[(b * L + t) * Dm + d]);
-    float p = pre_act<W>(wv, win, bd);
-    store(out + (b * L + t) * Dm + d, silu ? p * sigmoid_f(p) : p);
+  for (int64_t tb = t0; tb < t1; tb += kStepsPerLoad) {
+    float xs[kStepsPerLoad];
 #pragma unroll
-    for (int j = 0; j < W - 1; ++j) win[j] = win[j + 1];
+    for (int k = 0; k < kStepsPerLoad; ++k)
+      xs[k] = tb + k < t1 ? to_acc(x[(b * L + tb + k) * Dm + d]) : 0.f;
+#pragma unroll
+    for (int k = 0; k < kStepsPerLoad; ++k) {
+      if (tb + k >= t1) break;
+      win[W - 1] = xs[k];
+      const float p = pre_act<W>(wv, win, bd);
+      store(out + (b * L + tb + k) * Dm + d, silu ? p * sigmoid_f(p) : p);
+#pragma unroll
+      for (int j = 0; j < W - 1; ++j) win[j] = win[j + 1];
+    }
   }
 }
 
@@ -86,35 +97,48 @@ __global__ void conv_bwd_kernel(D* dx, float* partial, const D* dout, const D* x
 #pragma unroll
   for (int j = 0; j < W - 1; ++j) win[j] = load_x<W>(x, init, b, t0 - (W - 1) + j, d, L, Dm);
   // dpre is needed up to t1 + W - 2 (dx of the chunk's last steps looks W - 1 steps ahead).
-  for (int64_t tau = t0; tau < t1 + W - 1; ++tau) {
-    float dpre = 0.f;
-    if (tau < L) {
-      win[W - 1] = to_acc(x[(b * L + tau) * Dm + d]);
-      const float g = to_acc(dout[(b * L + tau) * Dm + d]);
-      if (silu) {
-        const float p = pre_act<W>(wv, win, bd);
-        const float s = sigmoid_f(p);
-        dpre = g * s * (1.f + p * (1.f - s));
-      } else {
-        dpre = g;
-      }
-      if (partial && tau < t1) {
+  const int64_t tend = t1 + W - 1 < L ? t1 + W - 1 : L;  // the last step read, plus one
+  for (int64_t tb = t0; tb < t1 + W - 1; tb += kStepsPerLoad) {
+    float xs[kStepsPerLoad], gs[kStepsPerLoad];
 #pragma unroll
-        for (int w = 0; w < W; ++w) dw[w] = __fmaf_rn(win[w], dpre, dw[w]);
-        db += dpre;
-      }
-#pragma unroll
-      for (int j = 0; j < W - 1; ++j) win[j] = win[j + 1];
+    for (int k = 0; k < kStepsPerLoad; ++k) {
+      const bool in = tb + k < tend;
+      xs[k] = in ? to_acc(x[(b * L + tb + k) * Dm + d]) : 0.f;
+      gs[k] = in ? to_acc(dout[(b * L + tb + k) * Dm + d]) : 0.f;
     }
 #pragma unroll
-    for (int j = 0; j < W - 1; ++j) dp[j] = dp[j + 1];
-    dp[W - 1] = dpre;  // dp[j] = dpre(tau - (W-1) + j)
-    const int64_t t = tau - (W - 1);
-    if (dx && t >= t0) {
-      float acc = 0.f;
+    for (int k = 0; k < kStepsPerLoad; ++k) {
+      const int64_t tau = tb + k;
+      if (tau >= t1 + W - 1) break;
+      float dpre = 0.f;
+      if (tau < L) {
+        win[W - 1] = xs[k];
+        const float g = gs[k];
+        if (silu) {
+          const float p = pre_act<W>(wv, win, bd);
+          const float s = sigmoid_f(p);
+          dpre = g * s * (1.f + p * (1.f - s));
+        } else {
+          dpre = g;
+        }
+        if (partial && tau < t1) {
 #pragma unroll
-      for (int w = 0; w < W; ++w) acc = __fmaf_rn(wv[w], dp[W - 1 - w], acc);
-      store(dx + (b * L + t) * Dm + d, acc);
+          for (int w = 0; w < W; ++w) dw[w] = __fmaf_rn(win[w], dpre, dw[w]);
+          db += dpre;
+        }
+#pragma unroll
+        for (int j = 0; j < W - 1; ++j) win[j] = win[j + 1];
+      }
+#pragma unroll
+      for (int j = 0; j < W - 1; ++j) dp[j] = dp[j + 1];
+      dp[W - 1] = dpre;  // dp[j] = dpre(tau - (W-1) + j)
+      const int64_t t = tau - (W - 1);
+      if (dx && t >= t0) {
+        float acc = 0.f;
+#pragma unroll
+        for (int w = 0; w < W; ++w) acc = __fmaf_rn(wv[w], dp[W - 1 - w], acc);
+        store(dx + (b * L + t) * Dm + d, acc);
+      }
     }
   }
   if (partial) {

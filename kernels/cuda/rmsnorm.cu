@@ -86,35 +86,40 @@ __device__ __forceinline__ float warp_sum(float v) {
 constexpr int kWarpRowThreads = 256;  // 8 warps, each walking its own rows
 
 // Lane l of a warp owns columns l, l+32, ... (VPT of them); the warps' dweight sums are combined in
-// warp order through shared memory at the end.
+// warp order through shared memory at the end. Every load of a row is issued before its stores
+// (the compiler may not move a load above a store that could alias it: a load per column after
+// the previous column's stores waited on DRAM 24 times per row). The weight sits in shared memory
+// (fewer registers: 2 blocks per SM up to width 512).
 template <int VPT, typename X, typename R>
-__global__ void __launch_bounds__(kWarpRowThreads)
+__global__ void __launch_bounds__(kWarpRowThreads, VPT <= 16 ? 2 : 1)
 rmsnorm_bwd_warp_kernel(R* ds, X* dsx, float* partial, const X* dy, const R* dres, const R* s,
                         const R* weight, int64_t rows, int64_t width, float eps, int64_t rows_per_block) {
   constexpr int kWarps = kWarpRowThreads / 32;
-  extern __shared__ float warp_dw[];  // [kWarps][width]
+  extern __shared__ float smem[];
+  float* s_w = smem;               // [width]
+  float* warp_dw = smem + width;   // [kWarps][width], when partial
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t r0 = blockIdx.x * rows_per_block;
   const int64_t r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
   const float inv_w = 1.f / static_cast<float>(width);
-  float w[VPT], dw[VPT];
+  for (int64_t j = threadIdx.x; j < width; j += kWarpRowThreads) s_w[j] = to_acc(weight[j]);
+  __syncthreads();
+  float dw[VPT];
 #pragma unroll
-  for (int k = 0; k < VPT; ++k) {
-    const int64_t j = lane + 32 * k;
-    w[k] = j < width ? to_acc(weight[j]) : 0.f;
-    dw[k] = 0.f;
-  }
+  for (int k = 0; k < VPT; ++k) dw[k] = 0.f;
   for (int64_t r = r0 + warp; r < r1; r += kWarps) {
     const int64_t base = r * width;
-    float sv[VPT], g[VPT];
+    float sv[VPT], g[VPT], dr[VPT];
     float ss = 0.f, c = 0.f;
 #pragma unroll
     for (int k = 0; k < VPT; ++k) {
       const int64_t j = lane + 32 * k;
-      sv[k] = j < width ? to_acc(s[base + j]) : 0.f;
-      g[k] = j < width ? to_acc(dy[base + j]) : 0.f;
+      const bool in = j < width;
+      sv[k] = in ? to_acc(s[base + j]) : 0.f;
+      g[k] = in ? to_acc(dy[base + j]) : 0.f;
+      dr[k] = in && dres ? to_acc(dres[base + j]) : 0.f;
       ss += sv[k] * sv[k];
-      c += sv[k] * w[k] * g[k];
+      c += sv[k] * (in ? s_w[j] : 0.f) * g[k];
     }
     ss = warp_sum(ss);
     c = warp_sum(c);
@@ -127,8 +132,8 @@ rmsnorm_bwd_warp_kernel(R* ds, X* dsx, float* partial, const X* dy, const R* dre
       const float xhat = sv[k] * rstd;
       dw[k] += g[k] * xhat;
       if (ds || dsx) {
-        float v = (w[k] * g[k] - xhat * c) * rstd;
-        if (dres) v += to_acc(dres[base + j]);
+        float v = (s_w[j] * g[k] - xhat * c) * rstd;
+        if (dres) v += dr[k];
         if (ds) store(ds + base + j, v);
         if (dsx) store(dsx + base + j, v);
       }
@@ -150,7 +155,8 @@ rmsnorm_bwd_warp_kernel(R* ds, X* dsx, float* partial, const X* dy, const R* dre
 }
 
 // Forward with a warp per row (widths up to 32 * VPT): same arithmetic as rmsnorm_fwd_kernel, with
-// the row's sum of squares reduced by shuffles.
+// the row's sum of squares reduced by shuffles. The row is loaded before anything is stored, and
+// the stored residual's rounding is applied in registers (what reading it back gave).
 template <int VPT, typename X, typename R>
 __global__ void __launch_bounds__(kWarpRowThreads)
 rmsnorm_fwd_warp_kernel(X* y, R* s, const X* x, const R* residual, const R* weight, int64_t rows,
@@ -160,16 +166,21 @@ rmsnorm_fwd_warp_kernel(X* y, R* s, const X* x, const R* residual, const R* weig
   for (int64_t r = blockIdx.x * (int64_t)(kWarpRowThreads / 32) + (threadIdx.x >> 5); r < rows; r += warps) {
     const int64_t base = r * width;
     float sv[VPT];
-    float ss = 0.f;
 #pragma unroll
     for (int k = 0; k < VPT; ++k) {
       const int64_t j = lane + 32 * k;
       sv[k] = 0.f;
       if (j >= width) continue;
-      float v = to_acc(x[base + j]);
-      if (residual) v += to_acc(residual[base + j]);
-      store(s + base + j, v);
-      sv[k] = to_acc(s[base + j]);  // the stored (possibly rounded) value
+      sv[k] = to_acc(x[base + j]);
+      if (residual) sv[k] += to_acc(residual[base + j]);
+    }
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+      const int64_t j = lane + 32 * k;
+      if (j >= width) continue;
+      sv[k] = rounded<R>(sv[k]);
+      store(s + base + j, sv[k]);
       ss += sv[k] * sv[k];
     }
     const float rstd = rsqrtf(warp_sum(ss) / static_cast<float>(width) + eps);
@@ -231,7 +242,7 @@ void rmsnorm_add_bwd(R* ds, X* dsx, R* dweight, const X* dy, const R* dresidual_
   Scratch partial(dweight ? blocks * width * static_cast<int64_t>(sizeof(float)) : 0);
   const bool by_warp = dispatch_vpt(width, [&](auto vtag) {
     constexpr int VPT = decltype(vtag)::value;
-    const size_t smem = dweight ? sizeof(float) * (kWarpRowThreads / 32) * static_cast<size_t>(width) : 0;
+    const size_t smem = sizeof(float) * static_cast<size_t>(width) * (1 + (dweight ? kWarpRowThreads / 32 : 0));
     rmsnorm_bwd_warp_kernel<VPT><<<static_cast<unsigned>(blocks), kWarpRowThreads, smem, st>>>(
         dev(ds), dev(dsx), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows,
         width, static_cast<float>(eps), per);
