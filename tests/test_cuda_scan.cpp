@@ -215,12 +215,13 @@ double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
-void compare(const ScanCase& c, bool bf16, uint32_t seed) {
+// bc_lead > 0: B and C as column blocks (cuda_run).
+void compare(const ScanCase& c, bool bf16, uint32_t seed, int64_t bc_lead = 0) {
   const double tol = bf16 ? 2e-2 : 1e-4;
   HostInputs in = make_inputs(c, bf16, seed);
   Results ref = cpu_reference(c, in);
-  Results got = cuda_run(c, in, bf16);
-  INFO(c.describe() << (bf16 ? " bf16" : " fp32"));
+  Results got = cuda_run(c, in, bf16, nullptr, bc_lead);
+  INFO(c.describe() << (bf16 ? " bf16" : " fp32") << (bc_lead ? ", B/C column blocks" : ""));
   CHECK(rel_err(got.out, ref.out) < tol);
   CHECK(rel_err(got.final_state, ref.final_state) < tol);
   CHECK(rel_err(got.du, ref.du) < tol);
@@ -394,12 +395,14 @@ TEST_CASE("cuda scan: 8-step halves are bitwise equal to the default backward") 
     return;
   }
 #ifdef S6_WITH_CUDA
-  // dstate 16's sub-chunks are reversed in two 8-step halves unless S6_SCAN_BWD_HALVES=0. 16-step chunks
+  // With 4 states per thread (forced here: 64-step chunks use 8 by default), dstate 16's
+  // sub-chunks are reversed in two 8-step halves unless S6_SCAN_BWD_HALVES=0. 16-step chunks
   // recompute every mid-sub-chunk state (no sweep); 64-step ones take it from the sweep except in
   // the last sub-chunk. L 1000 and 77 end in partial chunks, dim 40 stages asynchronously and 130
   // (not a multiple of 16 bytes) synchronously; the block target 3 makes blocks walk several
   // chunks. B and C both contiguous and as column blocks (row stride 36).
   uint32_t seed = 2100;
+  setenv("S6_SCAN_BWD_NS", "4", 1);
   for (const char* chunk : {"16", "64"}) {
     for (const char* target : {"3", "100000"}) {
       setenv("S6_SCAN_CHUNK", chunk, 1);
@@ -425,7 +428,54 @@ TEST_CASE("cuda scan: 8-step halves are bitwise equal to the default backward") 
       }
     }
   }
-  for (const char* v : {"S6_SCAN_CHUNK", "S6_SCAN_BWD_BLOCKS"}) unsetenv(v);
+  for (const char* v : {"S6_SCAN_BWD_NS", "S6_SCAN_CHUNK", "S6_SCAN_BWD_BLOCKS"}) unsetenv(v);
+#endif
+}
+
+TEST_CASE("cuda scan: the backward with 4 and 8 states per thread matches the CPU reference") {
+  if (!s6::cuda::available()) {
+    MESSAGE("SKIPPED: no CUDA device on this machine");
+    return;
+  }
+#ifdef S6_WITH_CUDA
+  // S6_SCAN_BWD_NS=4|8 runs B3 at dstate 9..16 with 4 or 8 states per thread (32 or 64 channels
+  // per block; by default 8 with 64-step chunks, 4 with 16-step ones). dstate 16 and 11 (padded); L 1000 and 77 end in partial chunks and
+  // sub-chunks; dim 40 (one partial block), 130 (a 2-channel last block, synchronous staging) and
+  // 200; 16-step chunks (every piece checkpoint recomputed) and 64-step ones (from the sweep);
+  // block target 3 (blocks walk several chunks) or one block per chunk; B and C also as column
+  // blocks (row stride 36 or 26).
+  uint32_t seed = 2500;
+  for (const char* ns : {"4", "8"}) {
+    setenv("S6_SCAN_BWD_NS", ns, 1);
+    for (const char* chunk : {"16", "64"}) {
+      for (const char* target : {"3", "100000"}) {
+        setenv("S6_SCAN_CHUNK", chunk, 1);
+        setenv("S6_SCAN_BWD_BLOCKS", target, 1);
+        INFO("states per thread " << ns << ", chunk " << chunk << ", target blocks " << target);
+        for (bool bf16 : {false, true}) {
+          compare({2, 1000, 40, 16, true, true, true, true, true}, bf16, seed++);
+          compare({1, 77, 130, 11, false, true, false, true, false}, bf16, seed++);
+          compare({3, 1000, 200, 16, true, false, true, true, true}, bf16, seed++, /*bc_lead=*/4);
+          compare({2, 77, 40, 11, true, true, true, true, false}, bf16, seed++, /*bc_lead=*/4);
+        }
+      }
+    }
+    // Bitwise the same run to run.
+    for (const char* chunk : {"16", "64"}) {
+      setenv("S6_SCAN_CHUNK", chunk, 1);
+      unsetenv("S6_SCAN_BWD_BLOCKS");
+      for (bool bf16 : {false, true}) {
+        INFO("states per thread " << ns << ", chunk " << chunk << (bf16 ? " bf16" : " fp32"));
+        ScanCase c{3, 1000, 200, 16, true, true, true, true, true};
+        HostInputs in = make_inputs(c, bf16, 7);
+        std::vector<std::vector<uint8_t>> first, second;
+        cuda_run(c, in, bf16, &first);
+        cuda_run(c, in, bf16, &second);
+        check_same_bits(first, second);
+      }
+    }
+  }
+  for (const char* v : {"S6_SCAN_BWD_NS", "S6_SCAN_CHUNK", "S6_SCAN_BWD_BLOCKS"}) unsetenv(v);
 #endif
 }
 

@@ -21,8 +21,9 @@
 //           B3 per chunk: recompute the forward states from chunk_states, keeping one checkpoint
 //           per 16-step sub-chunk in registers (a sweep that 16-step chunks do not need), then per
 //           sub-chunk (last first) recompute its 16 states into registers (at dstate 9..16, per
-//           8-step half: half the registers, 5 blocks per SM) and run the reverse recurrence,
-//           producing du, ddelta, dz, and
+//           8-step half: half the registers, 5 blocks per SM; S6_SCAN_BWD_NS=8|16 runs B3 there
+//           with 8 or 16 states per thread instead, per 4-step quarter) and run the reverse
+//           recurrence, producing du, ddelta, dz, and
 //           partials for dA/dD/ddelta_bias (per block) and dB/dC (per block of channels, reduced
 //           over the block's warps in a fixed order); B4 deterministic column sums of partials.
 #pragma once
@@ -102,33 +103,57 @@ struct Cfg {
                              : TSB_RAW >= 4 ? 4
                              : TSB_RAW >= 2 ? 2
                                             : 1;
-  // dB/dC sums over a warp's channels: through shared memory when a warp holds 4 or 8 channels
-  // (fewer instructions than the shuffle butterfly there); by the butterfly otherwise.
-  static constexpr bool kSmemReduce = LPD == 4 || LPD == 8;
-  // Per warp: V / 4 slabs of [32 lanes][4 values], each padded by 16 floats so that the reads of
-  // a value's two slabs fall in different banks; two buffers.
-  static constexpr int kRedSlab = 32 * 4 + 16;
+  // B3-only configurations for dstate 9..16 (S6_SCAN_BWD_NS=8|16): 8 or 16 states per thread, 2
+  // or 1 lanes per channel, so less per-channel work repeated over lanes and more independent
+  // state chains per thread.
+  static constexpr bool kWide = NS >= 8 && LPD <= 2;
+  // dB/dC sums over a warp's channels: through shared memory at 4 or 8 lanes per channel and for
+  // the wide configurations (about 2.25 instructions per value against 3.75-3.9 for the 16 or 32
+  // values' shuffle butterfly there); by the butterfly otherwise.
+  static constexpr bool kSmemReduce = LPD == 4 || LPD == 8 || kWide;
+  // Per warp: V / 4 slabs of [32 lanes][4 values] (V = 2 NS), each padded by 128 / V floats so
+  // that the 32 outputs one read instruction covers (all V / 4 slabs) fall in distinct banks.
+  // Double-buffered, except for the wide configurations (shared memory limits their blocks per
+  // SM: one buffer, and a second __syncwarp per step).
+  static constexpr int kRedSlab = 32 * 4 + 128 / (2 * NS);
   static constexpr int kRedWarpFloats = (2 * NS / 4) * kRedSlab;
-  static constexpr int kRedFloats = kSmemReduce ? 2 * NW * kRedWarpFloats : 0;
+  static constexpr int kRedBuffers = kWide ? 1 : 2;
+  static constexpr int kRedFloats = kSmemReduce ? kRedBuffers * NW * kRedWarpFloats : 0;
+  // du, ddelta, dz: staged in shared memory for coalesced stores, except for the wide
+  // configurations, whose channel lanes store them each step (16 or 32 consecutive channels per
+  // warp: whole sectors) to save 3 TD floats of shared memory.
+  static constexpr bool kBwdDirectOut = kWide;
   // B3 at 128 registers per thread where that fits without spilling (the compiler's own choice
   // drifts above it with small code changes, losing a block per SM).
   static constexpr int kBwdMinBlocks = NS == 4 && LPD <= 16 ? 65536 / (128 * NT) : 1;
   static constexpr int kFwdSmemFloats = 3 * TD + 2 * kTS * NPAD;
-  static constexpr int kBwdSmemFloats = 8 * TD + 2 * kTS * NPAD + NW * TSB * 2 * NPAD + kRedFloats;
+  static constexpr int kBwdSmemFloats = (kBwdDirectOut ? 5 : 8) * TD + 2 * kTS * NPAD +
+                                        NW * TSB * 2 * NPAD + kRedFloats;
   // B3's raw tile for asynchronous staging (u, delta, dout, z; B, C), sized for float elements,
   // after the rest (kBwdSmemFloats is a multiple of 4, so it starts 16-byte aligned).
   static constexpr int kBwdRawFloats = 4 * TD + 2 * kTS * NPAD;
   static_assert(kBwdSmemFloats % 4 == 0, "the raw tile must start 16-byte aligned");
   static_assert(kTS % TSB == 0, "flush group must divide the sub-chunk");
-  // B3 reversing each sub-chunk in two 8-step halves (half the registers for recomputed states;
-  // the default where built, S6_SCAN_BWD_HALVES=0 turns it off), built for dstate 16 only: at
-  // most 96 registers and, flushing dB/dC every half, 41 KB of shared memory, for 5 blocks per SM
-  // instead of 4.
-  static constexpr bool kBwdHalves = NS == 4 && LPD == 4;
-  static constexpr int kBwdHalvesMinBlocks = 65536 / (96 * NT);
-  static constexpr int TSB_HALVES = TSB < kTS / 2 ? TSB : kTS / 2;
-  static constexpr int kBwdSmemFloatsHalves = kBwdSmemFloats - NW * (TSB - TSB_HALVES) * 2 * NPAD;
-  static_assert(kBwdSmemFloatsHalves % 4 == 0, "the raw tile must start 16-byte aligned");
+  // B3 reversing each sub-chunk in kBwdPieces pieces of kTS / kBwdPieces steps, the later first,
+  // from checkpoints of the state entering each piece: hist[kTS / pieces][NS] registers of
+  // recomputed states instead of hist[kTS][NS]; at most kBwdPiecedRegs registers, and dB/dC
+  // flushed every 8 steps (less shared memory). Built for dstate 16 (two 8-step halves: 96
+  // registers and 41 KB, for 5 blocks per SM instead of 4; the default, S6_SCAN_BWD_HALVES=0 turns
+  // it off) and as the wide configurations' only variant, in 4-step quarters (NS 8: 124 registers
+  // and 52.5 KB, 4 blocks per SM; NS 16: 255 and 96.5 KB, 2). Halves spilled there (NS 8 at 128
+  // registers, NS 16 at 255).
+  static constexpr int kBwdPieces = kWide ? 4 : NS == 4 && LPD == 4 ? 2 : 1;
+  static constexpr int kBwdPiecedRegs = kWide ? (NS == 8 ? 128 : 255) : 96;
+  __host__ __device__ static constexpr int bwd_tsb(int pieces) {
+    return pieces == 1 || TSB < kTS / 2 ? TSB : kTS / 2;
+  }
+  __host__ __device__ static constexpr int bwd_smem_floats(int pieces) {
+    return kBwdSmemFloats - NW * (TSB - bwd_tsb(pieces)) * 2 * NPAD;
+  }
+  __host__ __device__ static constexpr int bwd_min_blocks(int pieces) {
+    return pieces == 1 ? kBwdMinBlocks : 65536 / (kBwdPiecedRegs * NT);
+  }
+  static_assert(bwd_smem_floats(kBwdPieces) % 4 == 0, "the raw tile must start 16-byte aligned");
 };
 
 }  // namespace scan_detail

@@ -122,12 +122,28 @@ __device__ __forceinline__ void advance_staged(float (&h)[CF::NS], const float (
   advance_state<CF::NS>(h, A2, dtv, dtu, Bt);
 }
 
-// HALVES (CF::kBwdHalves only): each sub-chunk is reversed in two 8-step halves, the later one
-// first, from the state after the sub-chunk's step 7 (a checkpoint the sweep keeps, or recomputed
-// for the sub-chunk it does not walk): 8 recomputed states in registers instead of 16. The states
-// come from the same operations either way, and the sums keep their order: the same bits.
-template <class CF, typename T, bool HALVES>
-__global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF::kBwdMinBlocks)
+// du, ddelta, dz of one channel from step t0 of a sub-chunk, for B3 configurations that store
+// them step by step (CF::kBwdDirectOut, dstate 9..16): step tt at [tt * dim], for tt < n (0 past
+// dim); null where not wanted. An int offset: tt * dim < 16 * 2^30 / 9 (check_dims) < 2^31.
+template <typename T>
+struct OutRows {
+  T *du = nullptr, *ddelta = nullptr, *dz = nullptr;
+  int n = 0;
+  OutRows() = default;
+  __device__ OutRows(T* du_, T* ddelta_, T* dz_, int64_t at, int n_) : n(n_) {
+    if (du_) du = du_ + at;
+    if (ddelta_) ddelta = ddelta_ + at;
+    if (dz_) dz = dz_ + at;
+  }
+};
+
+// NP pieces (1, or CF::kBwdPieces): each sub-chunk is reversed in NP pieces of HS = kTS / NP
+// steps, the last first, each from the state entering it (checkpoints the sweep keeps, or
+// recomputed for the sub-chunk it does not walk): HS recomputed states in registers instead of
+// 16. The states come from the same operations either way, and the sums keep their order: the
+// same bits for any NP.
+template <class CF, typename T, int NP>
+__global__ void __launch_bounds__(CF::NT, CF::bwd_min_blocks(NP))
     scan_bwd_main_kernel(T* du, T* ddelta, T* dz, float* dB_part, float* dC_part, float* adj,
                          float* dD_part, float* dbias_part, const T* dout, const T* u,
                          const T* delta, const float* A, const T* Bm, const T* Cm, const float* Dv,
@@ -135,9 +151,9 @@ __global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF:
                          int64_t L, int dim, int N, int nc, int batch, int KC, int chunk,
                          int64_t ldbc, bool async_stage) {
   constexpr int NS = CF::NS, LPD = CF::LPD, DPB = CF::DPB, NPAD = CF::NPAD, TD = CF::TD;
-  constexpr int TSB = HALVES ? CF::TSB_HALVES : CF::TSB, NW = CF::NW, V = 2 * NS;
-  constexpr int NCK = HALVES ? 2 : 1, HS = kTS / NCK;  // reversed pieces per sub-chunk, their steps
-  static_assert(HS % TSB == 0, "a flush group must not straddle two pieces");
+  // A dB/dC flush group may span pieces: the pieces run last to first, so all of its steps are
+  // written by the time its first one flushes it.
+  constexpr int TSB = CF::bwd_tsb(NP), NW = CF::NW, V = 2 * NS, HS = kTS / NP;
   constexpr int LOGV = log2c(V), K = 5 - CF::LOG_LPD;
   constexpr int CNT = (V >> K) > 1 ? (V >> K) : 1;
   extern __shared__ float4 smem_f4[];
@@ -146,15 +162,15 @@ __global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF:
   float* s_u = s_dsp + TD;
   float* s_dout = s_u + TD;
   float* s_z = s_dout + TD;
-  float* s_du = s_z + TD;
+  float* s_du = s_z + TD;  // s_du, s_ddt, s_dz: unless CF::kBwdDirectOut
   float* s_ddt = s_du + TD;
   float* s_dz = s_ddt + TD;
-  float* s_B = s_dz + TD;
+  float* s_B = CF::kBwdDirectOut ? s_du : s_dz + TD;
   float* s_C = s_B + kTS * NPAD;
   float* s_part = s_C + kTS * NPAD;  // [NW][TSB][2][NPAD]
-  float* s_red = s_part + NW * TSB * 2 * NPAD;  // [2][NW][V/4 slabs], when CF::kSmemReduce
+  float* s_red = s_part + NW * TSB * 2 * NPAD;  // [buffers][NW][V/4 slabs], when CF::kSmemReduce
   const RawTile<CF, T> raw(reinterpret_cast<float*>(smem_f4) +  // async_stage
-                           (HALVES ? CF::kBwdSmemFloatsHalves : CF::kBwdSmemFloats));
+                           CF::bwd_smem_floats(NP));
   const int dblk = blockIdx.y, b = blockIdx.z, d0 = dblk * DPB;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = threadIdx.x % LPD, dl = threadIdx.x / LPD, d = d0 + dl;
@@ -187,12 +203,12 @@ __global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF:
 
   // The raw tile holds the inputs of the main loop's next sub-chunk (copied during the last one).
   bool staged = false;
-  // Checkpoints: the state entering every piece (NCK * s + p: piece p of sub-chunk s).
-  float ck[NCK * kMaxNSub][NS];  // indexed by a runtime sub-chunk: local memory
+  // Checkpoints: the state entering every piece (NP * s + p: piece p of sub-chunk s).
+  float ck[NP * kMaxNSub][NS];  // indexed by a runtime sub-chunk: local memory
 #pragma unroll 1
   for (int s = 0; s < nsubc; ++s) {
 #pragma unroll
-    for (int i = 0; i < NS; ++i) ck[NCK * s][i] = h[i];
+    for (int i = 0; i < NS; ++i) ck[NP * s][i] = h[i];
     const int64_t t0 = c0 + (int64_t)s * kTS;
     if (s == nsubc - 1 || t0 >= cend) continue;
     __syncthreads();
@@ -211,10 +227,11 @@ __global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF:
 #pragma unroll 4
     for (int tt = 0; tt < kTS; ++tt) {
       advance_staged<CF>(h, A2, s_dt, s_u, s_B, tt, dl, g);
-      if constexpr (HALVES) {
-        if (tt == HS - 1) {
 #pragma unroll
-          for (int i = 0; i < NS; ++i) ck[NCK * s + 1][i] = h[i];
+      for (int p = 1; p < NP; ++p) {
+        if (tt == p * HS - 1) {
+#pragma unroll
+          for (int i = 0; i < NS; ++i) ck[NP * s + p][i] = h[i];
         }
       }
     }
@@ -228,6 +245,10 @@ __global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF:
   for (int s = nsubc - 1; s >= 0; --s) {
     const int64_t t0 = c0 + (int64_t)s * kTS;
     if (t0 >= cend) continue;
+    OutRows<T> orow;
+    if constexpr (CF::kBwdDirectOut)
+      orow = OutRows<T>(du, ddelta, has_z ? dz : nullptr, ((int64_t)b * L + t0) * dim + d,
+                        d < dim ? static_cast<int>(min(cend - t0, (int64_t)kTS)) : 0);
     __syncthreads();
     if (staged) {
       cp_async_wait_all();
@@ -251,22 +272,26 @@ __global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF:
     staged = async_stage && s > 0;
     if (staged)
       stage_async<CF, T>(raw, u, delta, dout, z, Bm, Cm, b, t0 - kTS, cend, d0, L, dim, N, ldbc);
-    if constexpr (HALVES) {
-      if (s == nsubc - 1) {  // not walked by the sweep: the state after step HS - 1, once more
+    if constexpr (NP > 1) {
+      if (s == nsubc - 1) {  // not walked by the sweep: the states entering pieces 1.., once more
         float hc[NS];
 #pragma unroll
-        for (int i = 0; i < NS; ++i) hc[i] = ck[NCK * s][i];
+        for (int i = 0; i < NS; ++i) hc[i] = ck[NP * s][i];
 #pragma unroll
-        for (int tt = 0; tt < HS; ++tt) advance_staged<CF>(hc, A2, s_dt, s_u, s_B, tt, dl, g);
+        for (int p = 1; p < NP; ++p) {
 #pragma unroll
-        for (int i = 0; i < NS; ++i) ck[NCK * s + 1][i] = hc[i];
+          for (int tp = 0; tp < HS; ++tp)
+            advance_staged<CF>(hc, A2, s_dt, s_u, s_B, (p - 1) * HS + tp, dl, g);
+#pragma unroll
+          for (int i = 0; i < NS; ++i) ck[NP * s + p][i] = hc[i];
+        }
       }
     }
     // The pieces last to first, each recomputed from the state entering it.
 #pragma unroll
-    for (int p = NCK - 1; p >= 0; --p) {
+    for (int p = NP - 1; p >= 0; --p) {
     const int p0 = p * HS;  // the piece's first step
-    const float (&hin)[NS] = ck[NCK * s + p];
+    const float (&hin)[NS] = ck[NP * s + p];
     // The HS states of this piece, in registers.
     float hist[HS][NS];
     {
@@ -309,7 +334,7 @@ __global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF:
       float dup = 0.f, ddp = 0.f, vals[V];
 #pragma unroll
       for (int i = 0; i < NS; ++i) {
-        const float hp = tp > 0 ? hist[tp > 0 ? tp - 1 : 0][i] : HALVES ? reload(hin[i]) : hin[i];
+        const float hp = tp > 0 ? hist[tp > 0 ? tp - 1 : 0][i] : NP > 1 ? reload(hin[i]) : hin[i];
         const float a = fast_exp2(dtv * A2[i]);
         const float ah = a * hp;
         const float dhn = dh[i] + Ct[i] * gy;
@@ -325,9 +350,18 @@ __global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF:
       ddp = lane_allreduce<LPD>(ddp) * kLn2 + uv * dup;
       if (g == 0) {
         const float ddt = ddp * s_dsp[o];
-        s_du[o] = Dd * gy + dtv * dup;
-        s_ddt[o] = ddt;
-        s_dz[o] = dzv;
+        if constexpr (CF::kBwdDirectOut) {
+          if (tt < orow.n) {  // the kernel's own pointers tested: one bit test each
+            const int k = tt * dim;
+            if (du) orow.du[k] = from_f<T>(Dd * gy + dtv * dup);
+            if (ddelta) orow.ddelta[k] = from_f<T>(ddt);
+            if (dz && has_z) orow.dz[k] = from_f<T>(dzv);
+          }
+        } else {
+          s_du[o] = Dd * gy + dtv * dup;
+          s_ddt[o] = ddt;
+          s_dz[o] = dzv;
+        }
         dD_acc += gy * uv;
         db_acc += ddt;
       }
@@ -336,10 +370,10 @@ __global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF:
       if constexpr (CF::kSmemReduce) {
         // Lane = channel * LPD + g writes its V values; lane o then sums output o (and o + 32)
         // of the LPD * V per channel, o = g * V + v, over the warp's channels in a fixed order.
-        // Two buffers, so one __syncwarp per step orders the reads after the writes and the
-        // next step's writes after the reads.
+        // With two buffers one __syncwarp per step orders the reads after the writes and the
+        // next step's writes after the reads; one buffer needs a second after the reads.
         constexpr int CPW = 32 / LPD, OUT = LPD * V, SLAB = CF::kRedSlab;
-        float* red = s_red + ((tt & 1) * NW + warp) * CF::kRedWarpFloats;
+        float* red = s_red + ((tt % CF::kRedBuffers) * NW + warp) * CF::kRedWarpFloats;
 #pragma unroll
         for (int k = 0; k < V; k += 4)
           *reinterpret_cast<float4*>(red + (k / 4) * SLAB + lane * 4) =
@@ -355,6 +389,7 @@ __global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF:
           const int which = vo / NS, nn = go * NS + (vo - which * NS);
           dst[which * NPAD + nn] = sum;
         }
+        if constexpr (CF::kRedBuffers == 1) __syncwarp();
       } else {
         int idx0;
         warp_reduce_scatter<V, CF::LOG_LPD>(vals, lane, idx0);
@@ -383,15 +418,17 @@ __global__ void __launch_bounds__(CF::NT, HALVES ? CF::kBwdHalvesMinBlocks : CF:
       }
     }
     }  // piece loop
-    for (int i = threadIdx.x; i < TD; i += CF::NT) {
-      const int tt = i / DPB, dd = i - tt * DPB;
-      const int64_t t = t0 + tt;
-      const int dch = d0 + dd;
-      if (t < cend && dch < dim) {
-        const int64_t idx = ((int64_t)b * L + t) * dim + dch;
-        if (du) du[idx] = from_f<T>(s_du[i]);
-        if (ddelta) ddelta[idx] = from_f<T>(s_ddt[i]);
-        if (dz && has_z) dz[idx] = from_f<T>(s_dz[i]);
+    if constexpr (!CF::kBwdDirectOut) {
+      for (int i = threadIdx.x; i < TD; i += CF::NT) {
+        const int tt = i / DPB, dd = i - tt * DPB;
+        const int64_t t = t0 + tt;
+        const int dch = d0 + dd;
+        if (t < cend && dch < dim) {
+          const int64_t idx = ((int64_t)b * L + t) * dim + dch;
+          if (du) du[idx] = from_f<T>(s_du[i]);
+          if (ddelta) ddelta[idx] = from_f<T>(s_ddt[i]);
+          if (dz && has_z) dz[idx] = from_f<T>(s_dz[i]);
+        }
       }
     }
   }
@@ -489,12 +526,64 @@ void run_colsums(ColsumJobs jobs, cudaStream_t stream) {
 }  // namespace
 
 namespace {
+// B3's states per thread at dstate 9..16: 8 with 64-step chunks (10% faster than 4 at every large
+// shape on the H200: fewer repeated per-channel instructions and shuffles per state), 4 with
+// 16-step chunks (small problems, where 8 was 20% slower: the sub-chunk the sweep does not walk
+// is every one there). S6_SCAN_BWD_NS=4|8 forces it (for measurements).
+int bwd_main_states(int64_t chunk) {
+  const char* v = std::getenv("S6_SCAN_BWD_NS");
+  const long long x = v ? std::atoll(v) : 0;
+  if (x == 4 || x == 8) return static_cast<int>(x);
+  return chunk == kScanChunkLength ? 8 : 4;
+}
+
+// The wide B3 configurations (Cfg::kWide) that may replace CF's in B3: at dstate 9..16 only.
+template <class CF, typename Fn>
+void for_each_wide_bwd_cfg(Fn&& fn) {
+  if constexpr (CF::NS == 4 && CF::LPD == 4) {
+    fn(Cfg<8, 2, 128>{});  // Cfg<16, 1, 128> also builds; measured 20-45% slower (scan_notes v9)
+  }
+}
+
+// B3's configuration where CF runs the other kernels: the wide one S6_SCAN_BWD_NS asks for, else CF.
+template <class CF, typename Fn>
+void dispatch_bwd_main_cfg(int64_t chunk, Fn&& fn) {
+  const int ns = bwd_main_states(chunk);
+  bool wide = false;
+  for_each_wide_bwd_cfg<CF>([&](auto w) {
+    if (decltype(w)::NS == ns) {
+      fn(w);
+      wide = true;
+    }
+  });
+  if (!wide) fn(CF{});
+}
+
+// The backward's configurations at dstate N: fn(B1's, B3's).
+template <typename Fn>
+void dispatch_bwd_cfgs(int64_t N, int64_t chunk, Fn&& fn) {
+  dispatch_cfg(N, [&](auto cf) {
+    dispatch_bwd_main_cfg<decltype(cf)>(chunk, [&](auto cf3) { fn(cf, cf3); });
+  });
+}
+
+// B3's channel blocks at the most, over the configurations it may run at this dstate (whatever
+// S6_SCAN_BWD_NS is when the workspace is sized): the rows of dB/dC partials the workspace holds.
+int64_t bwd_main_max_dblocks(int64_t dim, int64_t N) {
+  int64_t dpb = channels_per_block(N);
+  dispatch_cfg(N, [&](auto cf) {
+    for_each_wide_bwd_cfg<decltype(cf)>(
+        [&](auto w) { dpb = std::min<int64_t>(dpb, decltype(w)::DPB); });
+  });
+  return (dim + dpb - 1) / dpb;
+}
+
 struct BwdLayout {
   int64_t adj, dts, dD, dbias, dB, dC, temp_dA, temp_dD, temp_dbias, temp_dB, temp_dC, total;
 };
 BwdLayout bwd_layout(int64_t batch, int64_t length, int64_t dim, int64_t dstate) {
   const int64_t nc = scan_num_chunks(batch, length, dim, dstate);
-  const int64_t ndb = (dim + channels_per_block(dstate) - 1) / channels_per_block(dstate);
+  const int64_t ndb = bwd_main_max_dblocks(dim, dstate);
   const int64_t rows = batch * nc;
   auto up = [](int64_t v) { return (v + 3) / 4 * 4; };  // keep 16-byte alignment
   BwdLayout l{};
@@ -565,19 +654,21 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
   float* dbias_part = workspace + lay.dbias;
   float* dB_part = workspace + lay.dB;
   float* dC_part = workspace + lay.dC;
-  const int64_t ndb = (dim + channels_per_block(dstate) - 1) / channels_per_block(dstate);
   dispatch_dtype(dtype, [&](auto ttag) {
     using T = decltype(ttag);
-    dispatch_cfg(dstate, [&](auto cf) {
-      using CF = decltype(cf);
+    dispatch_bwd_cfgs(dstate, chunk, [&](auto cf, auto cf3) {
+      using CF = decltype(cf);    // B1
+      using CF3 = decltype(cf3);  // B3, its partials and their column sums
       const unsigned dblocks = static_cast<unsigned>((dim + CF::DPB - 1) / CF::DPB);
+      const unsigned dblocks3 = static_cast<unsigned>((dim + CF3::DPB - 1) / CF3::DPB);
       const T* ut = static_cast<const T*>(u);
       const T* dt = static_cast<const T*>(delta);
       const T* Bt = static_cast<const T*>(B);
       const T* Ct = static_cast<const T*>(C);
       const T* zt = static_cast<const T*>(z);
       const T* dot = static_cast<const T*>(dout);
-      const Split sp = split_chunks(nc, int64_t(dblocks) * batch, "S6_SCAN_BWD_BLOCKS",
+      // B1, B2 and B3 share the super-chunks; B3's grid is the one to fill.
+      const Split sp = split_chunks(nc, int64_t(dblocks3) * batch, "S6_SCAN_BWD_BLOCKS",
                                     kBwdBlocksPerSm);
       if (sp.ns > 1) {
         const size_t smem = (2 * CF::TD + kTS * CF::NPAD) * sizeof(float);
@@ -594,25 +685,32 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
       check_launch("selective_scan_bwd chunk combine");
       // Asynchronous staging when the rows allow 16-byte (per-channel) and 4-byte (B, C) copies.
       const bool async_stage =
-          async_rows_fit<T>(CF::DPB) && dim % (16 / static_cast<int64_t>(sizeof(T))) == 0 &&
+          async_rows_fit<T>(CF3::DPB) && dim % (16 / static_cast<int64_t>(sizeof(T))) == 0 &&
           is_aligned(ut, 16) && is_aligned(dt, 16) && is_aligned(dot, 16) && is_aligned(zt, 16) &&
           is_aligned(Bt, 4) && is_aligned(Ct, 4) && (ldbc * sizeof(T)) % 4 == 0 &&
           (dstate * sizeof(T)) % 4 == 0 && std::getenv("S6_SCAN_SYNC_STAGE") == nullptr;
-      // The 8-step-halves B3 where it is built (2-3% faster at every large shape on the H200, the
-      // same bits); S6_SCAN_BWD_HALVES=0 turns it off, for measurements.
-      const char* hv = std::getenv("S6_SCAN_BWD_HALVES");
-      const bool halves = CF::kBwdHalves && !(hv && std::atoll(hv) == 0);
-      const size_t smem = ((halves ? CF::kBwdSmemFloatsHalves : CF::kBwdSmemFloats) +
-                           (async_stage ? CF::kBwdRawFloats : 0)) * sizeof(float);
-      auto k3 = halves ? scan_bwd_main_kernel<CF, T, CF::kBwdHalves>
-                       : scan_bwd_main_kernel<CF, T, false>;
+      // B3 in CF3::kBwdPieces pieces per sub-chunk where built: at dstate 16 2-3% faster at every
+      // large shape on the H200, the same bits (S6_SCAN_BWD_HALVES=0 turns it off there, for
+      // measurements); the wide configurations' only variant.
+      int np = CF3::kBwdPieces;
+      auto k3 = scan_bwd_main_kernel<CF3, T, CF3::kBwdPieces>;
+      if constexpr (!CF3::kWide) {
+        const char* hv = std::getenv("S6_SCAN_BWD_HALVES");
+        if (hv && std::atoll(hv) == 0) {
+          np = 1;
+          k3 = scan_bwd_main_kernel<CF3, T, 1>;
+        }
+      }
+      const size_t smem =
+          (CF3::bwd_smem_floats(np) + (async_stage ? CF3::kBwdRawFloats : 0)) * sizeof(float);
       set_smem(k3, smem);
-      k3<<<dim3(static_cast<unsigned>(sp.ns), dblocks, static_cast<unsigned>(batch)), CF::NT, smem,
-           stream>>>(static_cast<T*>(du), static_cast<T*>(ddelta), static_cast<T*>(dz), dB_part,
-                     dC_part, adj, dD_part, dbias_part, dot, ut, dt, A, Bt, Ct, D, zt, delta_bias,
-                     chunk_states, delta_softplus, length, static_cast<int>(dim),
-                     static_cast<int>(dstate), static_cast<int>(nc), static_cast<int>(batch),
-                     static_cast<int>(sp.K), static_cast<int>(chunk), ldbc, async_stage);
+      k3<<<dim3(static_cast<unsigned>(sp.ns), dblocks3, static_cast<unsigned>(batch)), CF3::NT,
+           smem, stream>>>(static_cast<T*>(du), static_cast<T*>(ddelta), static_cast<T*>(dz),
+                           dB_part, dC_part, adj, dD_part, dbias_part, dot, ut, dt, A, Bt, Ct, D,
+                           zt, delta_bias, chunk_states, delta_softplus, length,
+                           static_cast<int>(dim), static_cast<int>(dstate), static_cast<int>(nc),
+                           static_cast<int>(batch), static_cast<int>(sp.K),
+                           static_cast<int>(chunk), ldbc, async_stage);
       check_launch("selective_scan_bwd main");
       const int64_t rows = batch * nc, bln = batch * length * dstate;
       ColsumJobs jobs;
@@ -622,8 +720,8 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
       add(dA, adj, lay.temp_dA, rows, dim * dstate, false);
       add(dD, dD_part, lay.temp_dD, rows, dim, false);
       add(ddelta_bias, dbias_part, lay.temp_dbias, rows, dim, false);
-      add(dB, dB_part, lay.temp_dB, ndb, bln, true);
-      add(dC, dC_part, lay.temp_dC, ndb, bln, true);
+      add(dB, dB_part, lay.temp_dB, dblocks3, bln, true);  // B3's channel blocks (<= the layout's)
+      add(dC, dC_part, lay.temp_dC, dblocks3, bln, true);
       run_colsums<T>(jobs, stream);
       check_launch("selective_scan_bwd reductions");
     });
