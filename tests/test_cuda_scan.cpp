@@ -203,6 +203,16 @@ void check_same_bits(const std::vector<std::vector<uint8_t>>& a,
   }
 }
 
+// Two runs of one awkward case give the same bits in every gradient.
+void check_deterministic(bool bf16) {
+  const ScanCase c{3, 1000, 200, 16, true, true, true, true, true};
+  const HostInputs in = make_inputs(c, bf16, 7);
+  std::vector<std::vector<uint8_t>> first, second;
+  cuda_run(c, in, bf16, &first);
+  cuda_run(c, in, bf16, &second);
+  check_same_bits(first, second);
+}
+
 double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
   REQUIRE(got.size() == ref.size());
   double num = 0, den = 0;
@@ -439,8 +449,8 @@ TEST_CASE("cuda scan: the backward with 4 and 8 states per thread matches the CP
   }
 #ifdef S6_WITH_CUDA
   // S6_SCAN_BWD_NS=4|8 runs B3 at dstate 9..16 with 4 or 8 states per thread (32 or 64 channels
-  // per block; by default 8 with 64-step chunks, 4 with 16-step ones). dstate 16 and 11 (padded); L 1000 and 77 end in partial chunks and
-  // sub-chunks; dim 40 (one partial block), 130 (a 2-channel last block, synchronous staging) and
+  // per block; by default 8 with 64-step chunks, 4 with 16-step ones). dstate 16 and 11 (padded);
+  // L 1000 and 77 end in partial chunks and sub-chunks; dim 40 (one partial block), 130 (a 2-channel last block, synchronous staging) and
   // 200; 16-step chunks (every piece checkpoint recomputed) and 64-step ones (from the sweep);
   // block target 3 (blocks walk several chunks) or one block per chunk; B and C also as column
   // blocks (row stride 36 or 26).
@@ -466,12 +476,7 @@ TEST_CASE("cuda scan: the backward with 4 and 8 states per thread matches the CP
       unsetenv("S6_SCAN_BWD_BLOCKS");
       for (bool bf16 : {false, true}) {
         INFO("states per thread " << ns << ", chunk " << chunk << (bf16 ? " bf16" : " fp32"));
-        ScanCase c{3, 1000, 200, 16, true, true, true, true, true};
-        HostInputs in = make_inputs(c, bf16, 7);
-        std::vector<std::vector<uint8_t>> first, second;
-        cuda_run(c, in, bf16, &first);
-        cuda_run(c, in, bf16, &second);
-        check_same_bits(first, second);
+        check_deterministic(bf16);
       }
     }
   }
@@ -485,14 +490,7 @@ TEST_CASE("cuda scan: the backward is bitwise deterministic") {
     return;
   }
 #ifdef S6_WITH_CUDA
-  for (bool bf16 : {false, true}) {
-    ScanCase c{3, 1000, 200, 16, true, true, true, true, true};
-    HostInputs in = make_inputs(c, bf16, 7);
-    std::vector<std::vector<uint8_t>> first, second;
-    cuda_run(c, in, bf16, &first);
-    cuda_run(c, in, bf16, &second);
-    check_same_bits(first, second);
-  }
+  for (bool bf16 : {false, true}) check_deterministic(bf16);
 #endif
 }
 

@@ -20,9 +20,9 @@
 //           B2 the same scan in reverse gives the adjoint entering every chunk from later time;
 //           B3 per chunk: recompute the forward states from chunk_states, keeping one checkpoint
 //           per 16-step sub-chunk in registers (a sweep that 16-step chunks do not need), then per
-//           sub-chunk (last first) recompute its 16 states into registers (at dstate 9..16, per
-//           8-step half: half the registers, 5 blocks per SM; S6_SCAN_BWD_NS=8|16 runs B3 there
-//           with 8 or 16 states per thread instead, per 4-step quarter) and run the reverse
+//           sub-chunk (last first) recompute its 16 states into registers (at dstate 9..16: with
+//           64-step chunks 8 states per thread, 2 lanes per channel, per 4-step quarter; with
+//           16-step chunks 4 states per thread per 8-step half) and run the reverse
 //           recurrence, producing du, ddelta, dz, and
 //           partials for dA/dD/ddelta_bias (per block) and dB/dC (per block of channels, reduced
 //           over the block's warps in a fixed order); B4 deterministic column sums of partials.
@@ -103,9 +103,9 @@ struct Cfg {
                              : TSB_RAW >= 4 ? 4
                              : TSB_RAW >= 2 ? 2
                                             : 1;
-  // B3-only configurations for dstate 9..16 (S6_SCAN_BWD_NS=8|16): 8 or 16 states per thread, 2
-  // or 1 lanes per channel, so less per-channel work repeated over lanes and more independent
-  // state chains per thread.
+  // B3-only configurations for dstate 9..16 (Cfg<8, 2, 128>, B3's default with 64-step chunks;
+  // Cfg<16, 1, 128> builds too but was slower): 8 or 16 states per thread, 2 or 1 lanes per
+  // channel, so less per-channel work repeated over lanes and more independent state chains.
   static constexpr bool kWide = NS >= 8 && LPD <= 2;
   // dB/dC sums over a warp's channels: through shared memory at 4 or 8 lanes per channel and for
   // the wide configurations (about 2.25 instructions per value against 3.75-3.9 for the 16 or 32
