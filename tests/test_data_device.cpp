@@ -1,5 +1,6 @@
 // The device task generators against the host ones: every task, both sides of each draw's byte /
-// word path, both loss_positions, ranks, splits and awkward batch sizes, bit for bit.
+// word path, both loss_positions, ranks, splits and awkward batch sizes, bit for bit; and the
+// evaluation's batches, which use them on CUDA.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -8,6 +9,7 @@
 
 #include "core/cuda_runtime.h"
 #include "data/task.h"
+#include "trainer/evaluate.h"
 
 using namespace s6;
 
@@ -91,4 +93,26 @@ TEST_CASE("data on the device: copying and selective copying are bitwise the hos
         check_same_as_host({name, params(vocab, len, m)}, batch, 7, 9, 0, data::Split::Train, false);
   check_same_as_host({"selective_copying", params(16, 4096, 16)}, 4, 1, 77, 2,
                      data::Split::Validation, true);
+}
+
+TEST_CASE("data on the device: the evaluation's CUDA batches are its host batches") {
+  SKIP_WITHOUT_CUDA();
+  using data::LossPositions;
+  const std::vector<Case> cases{{"induction_heads", params(16, 1000, 16, LossPositions::Last)},
+                                {"induction_heads", params(16, 300, 16, LossPositions::All)},
+                                {"selective_copying", params(16, 500, 16)}};
+  for (const Case& c : cases) {
+    CAPTURE(c.task);
+    CAPTURE(c.params.seq_len);
+    auto task = data::make_task(c.task, c.params);
+    const trainer::EvalBatch d = trainer::eval_batch(*task, 5, 3, 9, Device::CUDA);
+    const trainer::EvalBatch h = trainer::eval_batch(*task, 5, 3, 9, Device::CPU);
+    CHECK(d.inputs.is_cuda());
+    CHECK(d.device_targets.is_cuda());
+    CHECK(!d.targets.is_cuda());
+    CHECK(d.inputs.to(Device::CPU).to_vector<int32_t>() == h.inputs.to_vector<int32_t>());
+    CHECK(d.device_targets.to(Device::CPU).to_vector<int32_t>() == h.device_targets.to_vector<int32_t>());
+    CHECK(d.targets.to_vector<int32_t>() == h.targets.to_vector<int32_t>());
+    CHECK(d.eval_targets.to_vector<int32_t>() == h.eval_targets.to_vector<int32_t>());
+  }
 }

@@ -1,4 +1,5 @@
-// Validation: task batches from the Validation split, no tape, token budget per forward.
+// Validation: task batches from the Validation split (generated on the device on CUDA), no tape,
+// token budget per forward.
 #include "trainer/evaluate.h"
 
 #include <algorithm>
@@ -24,6 +25,26 @@ std::unique_ptr<data::Task> make_configured_task(const TrainConfig& config, int6
   return data::make_task(config.task.name, params);
 }
 
+EvalBatch eval_batch(const data::Task& task, int64_t batch_size, uint64_t seed, uint64_t j, Device device) {
+  const int64_t length = task.seq_len();
+  if (device != Device::CUDA) {
+    data::Batch batch = task.sample(batch_size, seed, j, 0, data::Split::Validation);
+    return {batch.inputs.to(device), batch.targets.view({batch_size * length}).to(device), batch.targets,
+            batch.eval_targets};
+  }
+  // Generating a 2^20-token batch on the host (one thread per example) and copying it up cost more
+  // than the targets' copy back.
+  Tensor inputs = Tensor::empty({batch_size, length}, DType::Int32, device);
+  Tensor targets = Tensor::empty({batch_size, length}, DType::Int32, device);
+  Tensor eval = task.separate_eval_targets() ? Tensor::empty({batch_size, length}, DType::Int32, device) : targets;
+  const Tensor index = Tensor::from_vector<int64_t>({static_cast<int64_t>(j)}, {1}, device);
+  task.sample_on_device({inputs.data<int32_t>(), targets.data<int32_t>(), eval.data<int32_t>(), batch_size}, seed,
+                        reinterpret_cast<const uint64_t*>(index.data<int64_t>()), 0, data::Split::Validation);
+  Tensor host_targets = targets.to(Device::CPU);
+  return {inputs, targets.view({batch_size * length}), host_targets,
+          task.separate_eval_targets() ? eval.to(Device::CPU) : host_targets};
+}
+
 EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t length, DataParallel* dp) {
   std::unique_ptr<data::Task> task = make_configured_task(config, length);
 
@@ -38,14 +59,13 @@ EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t len
   for (int64_t start = 0, j = 0; start < config.eval.num_examples; start += per_forward, ++j) {
     if (j % world != rank) continue;  // forward j belongs to rank j mod world
     int64_t b = std::min(per_forward, config.eval.num_examples - start);
-    data::Batch batch = task->sample(b, config.seed, static_cast<uint64_t>(j), 0, data::Split::Validation);
-    Tensor logits = model.forward(batch.inputs.to(model.device()));
+    const EvalBatch batch = eval_batch(*task, b, config.seed, static_cast<uint64_t>(j), model.device());
+    Tensor logits = model.forward(batch.inputs);
     const int64_t vocab = logits.size(2);
     Tensor flat = logits.view({b * length, vocab});
-    Tensor targets = batch.targets.view({b * length});
     int64_t counted = 0;
-    for (int32_t t : targets.to_vector<int32_t>()) counted += t != data::kIgnoreIndex;
-    loss_sum += cross_entropy(flat, targets.to(model.device())).item() * static_cast<double>(counted);
+    for (int32_t t : batch.targets.to_vector<int32_t>()) counted += t != data::kIgnoreIndex;
+    loss_sum += cross_entropy(flat, batch.device_targets).item() * static_cast<double>(counted);
     loss_count += counted;
     acc += data::accuracy(flat, batch.eval_targets);  // argmax on the device
     result.examples += b;

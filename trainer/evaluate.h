@@ -22,6 +22,15 @@ class DataParallel;
 // The configured task at sequence length seq_len (training uses task.seq_len, evaluation others).
 std::unique_ptr<data::Task> make_configured_task(const TrainConfig& config, int64_t seq_len);
 
+// Validation batch j of `batch_size` examples (Task::sample's, rank 0) for a model on `device`:
+// inputs and device_targets there, targets and eval_targets on the host. On CUDA the batch is
+// generated on the device (the same bits) and only the targets come back to the host.
+struct EvalBatch {
+  Tensor inputs, device_targets;  // (batch, length) on `device`; device_targets flat
+  Tensor targets, eval_targets;   // (batch, length) int32 on the host
+};
+EvalBatch eval_batch(const data::Task& task, int64_t batch_size, uint64_t seed, uint64_t j, Device device);
+
 // Evaluates `config.eval.num_examples` validation examples of the configured task at `length`.
 // With data parallelism the forward passes are dealt out across ranks and the sums combined, so
 // every rank returns the same result.
