@@ -39,7 +39,7 @@ __global__ void induction_kernel(DeviceBatch out, InductionSpec spec, uint64_t k
   const int64_t L = spec.seq_len, T = L - 1;
   int32_t* in = out.inputs + e * L;
   int32_t* tgt = out.targets + e * L;
-  int32_t* ev = out.eval_targets && out.eval_targets != out.targets ? out.eval_targets + e * L : nullptr;
+  int32_t* ev = out.eval_targets != out.targets ? out.eval_targets + e * L : nullptr;
   // Every lane makes the trigger draw (the same one), so all hold the stream's position after it.
   ExampleRng rng(key, *batch_index, first_example + static_cast<uint64_t>(e));
   const int64_t p = rng.below(spec.trigger);
@@ -87,7 +87,7 @@ __global__ void copying_kernel(DeviceBatch out, CopyingSpec spec, uint64_t key,
   int32_t* sorted = tok + M;
   int32_t* in = out.inputs + e * L;
   int32_t* tgt = out.targets + e * L;
-  int32_t* ev = out.eval_targets && out.eval_targets != out.targets ? out.eval_targets + e * L : nullptr;
+  int32_t* ev = out.eval_targets != out.targets ? out.eval_targets + e * L : nullptr;
   if (threadIdx.x < 32) {  // warp 0 draws in lockstep; its lanes share the search of Floyd's set
     const int lane = threadIdx.x;
     ExampleRng rng(key, *batch_index, first_example + static_cast<uint64_t>(e));

@@ -17,41 +17,45 @@ LossPositions parse_loss_positions(const std::string& s) {
 
 const char* loss_positions_name(LossPositions p) { return p == LossPositions::Last ? "last" : "all"; }
 
-Batch Task::make_batch(int64_t batch_size) const {
+Batch Task::make_batch(int64_t batch_size, Device device) const {
   S6_CHECK(batch_size >= 1, "{}: batch_size = {} must be >= 1", name_, batch_size);
   Batch b;
-  b.inputs = Tensor::empty({batch_size, params_.seq_len}, DType::Int32);
-  b.targets = Tensor::empty({batch_size, params_.seq_len}, DType::Int32);
+  b.inputs = Tensor::empty({batch_size, params_.seq_len}, DType::Int32, device);
+  b.targets = Tensor::empty({batch_size, params_.seq_len}, DType::Int32, device);
   b.eval_targets = separate_eval_targets()
-                       ? Tensor::empty({batch_size, params_.seq_len}, DType::Int32)
+                       ? Tensor::empty({batch_size, params_.seq_len}, DType::Int32, device)
                        : b.targets;
   return b;
 }
 
-void Task::sample_into(Batch& out, uint64_t seed, uint64_t k, uint32_t rank, Split split) const {
+uint64_t Task::first_example(const Batch& out, Device device, uint32_t rank, const char* what) const {
   const int64_t L = params_.seq_len;
   auto ok = [&](const Tensor& t) {
-    return t.defined() && !t.is_cuda() && t.dtype() == DType::Int32 && t.dim() == 2 &&
+    return t.defined() && t.device() == device && t.dtype() == DType::Int32 && t.dim() == 2 &&
            t.size(1) == L && t.is_contiguous() && t.size(0) == out.inputs.size(0);
   };
   S6_CHECK(out.inputs.defined() && ok(out.inputs) && ok(out.targets) && ok(out.eval_targets),
-           "{}.sample_into: the batch must hold contiguous CPU int32 (batch, {}) tensors (use "
-           "make_batch); got inputs {}", name_, L,
+           "{}.{}: the batch must hold contiguous {} int32 (batch, {}) tensors (use make_batch); "
+           "got inputs {}", name_, what, device == Device::CUDA ? "CUDA" : "CPU", L,
            out.inputs.defined() ? out.inputs.describe() : std::string("undefined"));
   const int64_t B = out.inputs.size(0);
   S6_CHECK((static_cast<uint64_t>(rank) + 1) * static_cast<uint64_t>(B) <= (uint64_t{1} << 32),
-           "{}.sample_into: rank {} * batch {} exceeds 2^32 examples per global batch", name_,
-           rank, B);
+           "{}.{}: rank {} * batch {} exceeds 2^32 examples per global batch", name_, what, rank, B);
+  S6_CHECK(!separate_eval_targets() || out.eval_targets.data_ptr() != out.targets.data_ptr(),
+           "{}.{}: eval_targets must be its own tensor with loss_positions = all (use make_batch)",
+           name_, what);
+  return static_cast<uint64_t>(rank) * static_cast<uint64_t>(B);
+}
+
+void Task::sample_into(Batch& out, uint64_t seed, uint64_t k, uint32_t rank, Split split) const {
+  const uint64_t first = first_example(out, Device::CPU, rank, "sample_into");
+  const int64_t L = params_.seq_len, B = out.inputs.size(0);
   const bool aliased = out.eval_targets.data_ptr() == out.targets.data_ptr();
   const bool separate = separate_eval_targets();
-  S6_CHECK(!(separate && aliased),
-           "{}.sample_into: eval_targets must be its own tensor with loss_positions = all "
-           "(use make_batch)", name_);
   const uint64_t key = stream_key(seed, split);
   int32_t* in = out.inputs.data<int32_t>();
   int32_t* tgt = out.targets.data<int32_t>();
   int32_t* ev = out.eval_targets.data<int32_t>();
-  const uint64_t first = static_cast<uint64_t>(rank) * static_cast<uint64_t>(B);
 #pragma omp parallel for schedule(static) if (B * L >= 16384)
   for (int64_t e = 0; e < B; ++e) {
     ExampleRng rng(key, k, first + static_cast<uint64_t>(e));
@@ -65,19 +69,13 @@ uint64_t Task::stream_key(uint64_t seed, Split split) const {
                     static_cast<uint64_t>(params_.seq_len), static_cast<uint64_t>(params_.num_tokens));
 }
 
-void Task::sample_on_device(const DeviceBatch& out, uint64_t seed, const uint64_t* batch_index,
-                            uint32_t rank, Split split) const {
-  const int64_t B = out.batch_size;
-  S6_CHECK(B >= 1 && out.inputs && out.targets && batch_index,
-           "{}.sample_on_device: needs inputs, targets, the batch index and batch_size >= 1 (got {})",
-           name_, B);
-  S6_CHECK(!separate_eval_targets() || (out.eval_targets && out.eval_targets != out.targets),
-           "{}.sample_on_device: eval_targets must be its own buffer with loss_positions = all", name_);
-  S6_CHECK((static_cast<uint64_t>(rank) + 1) * static_cast<uint64_t>(B) <= (uint64_t{1} << 32),
-           "{}.sample_on_device: rank {} * batch {} exceeds 2^32 examples per global batch", name_,
-           rank, B);
-  launch_on_device(out, stream_key(seed, split), batch_index,
-                   static_cast<uint64_t>(rank) * static_cast<uint64_t>(B));
+void Task::sample_on_device(Batch& out, uint64_t seed, const uint64_t* batch_index, uint32_t rank,
+                            Split split) const {
+  const uint64_t first = first_example(out, Device::CUDA, rank, "sample_on_device");
+  S6_CHECK(batch_index, "{}.sample_on_device: needs the batch index's device address", name_);
+  launch_on_device({out.inputs.data<int32_t>(), out.targets.data<int32_t>(), out.eval_targets.data<int32_t>(),
+                    out.inputs.size(0)},
+                   stream_key(seed, split), batch_index, first);
 }
 
 Batch Task::sample(int64_t batch_size, uint64_t seed, uint64_t k, uint32_t rank, Split split) const {

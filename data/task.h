@@ -27,8 +27,8 @@ struct Batch {
   int64_t length() const { return inputs.defined() ? inputs.size(1) : 0; }
 };
 
-// A batch in CUDA memory, laid out as Batch's tensors (eval_targets may be targets itself, or null,
-// when the task scores the loss's positions).
+// The raw pointers of a CUDA Batch, as the device generators take them (eval_targets equal to
+// targets when the task scores the loss's positions).
 struct DeviceBatch {
   int32_t* inputs = nullptr;
   int32_t* targets = nullptr;
@@ -60,8 +60,9 @@ class Task {
   int64_t vocab() const { return params_.vocab; }
   int64_t seq_len() const { return params_.seq_len; }
 
-  // Allocates a batch (eval_targets aliased to targets where the task scores the same positions).
-  Batch make_batch(int64_t batch_size) const;
+  // Allocates a batch on `device` (eval_targets aliased to targets where the task scores the same
+  // positions).
+  Batch make_batch(int64_t batch_size, Device device = Device::CPU) const;
   // Fills a batch from make_batch (or of the same shapes) in place: no allocation.
   void sample_into(Batch& out, uint64_t seed, uint64_t k, uint32_t rank = 0,
                    Split split = Split::Train) const;
@@ -70,11 +71,12 @@ class Task {
   // Fixed validation set: batch j = sample(batch_size, seed, j, 0, Split::Validation).
   std::vector<Batch> validation_set(uint64_t seed, int64_t num_batches, int64_t batch_size) const;
 
-  // The same bits as sample_into, written by kernels on the current CUDA stream. The batch index is
-  // read from device memory (*batch_index) when the kernels run, so a captured CUDA graph can
-  // replay the generation for every step. Throws in a build without CUDA.
-  void sample_on_device(const DeviceBatch& out, uint64_t seed, const uint64_t* batch_index,
-                        uint32_t rank = 0, Split split = Split::Train) const;
+  // The same bits as sample_into, written by kernels on the current CUDA stream into a batch from
+  // make_batch(batch_size, Device::CUDA). The batch index is read from device memory
+  // (*batch_index) when the kernels run, so a captured CUDA graph can replay the generation for
+  // every step. Throws in a build without CUDA.
+  void sample_on_device(Batch& out, uint64_t seed, const uint64_t* batch_index, uint32_t rank = 0,
+                        Split split = Split::Train) const;
 
   // True when accuracy uses other positions than the loss (eval_targets is then its own tensor).
   virtual bool separate_eval_targets() const { return false; }
@@ -84,6 +86,9 @@ class Task {
   virtual uint64_t task_id() const = 0;
   // The Philox key of every example stream for (seed, split).
   uint64_t stream_key(uint64_t seed, Split split) const;
+  // Checks `out` for sample_into / sample_on_device (`what`) on `device`; returns rank's first
+  // example of the global batch.
+  uint64_t first_example(const Batch& out, Device device, uint32_t rank, const char* what) const;
   // Launches the device generator for examples first_example .. + out.batch_size - 1.
   virtual void launch_on_device(const DeviceBatch& out, uint64_t key, const uint64_t* batch_index,
                                 uint64_t first_example) const = 0;

@@ -42,17 +42,15 @@ void check_same_as_host(const Case& c, int64_t batch, uint64_t seed, uint64_t k,
   CAPTURE(batch);
   CAPTURE(rank);
   const data::Batch host = task->sample(batch, seed, k, rank, split);
-  const Shape shape{batch, c.params.seq_len};
-  Tensor inputs = Tensor::full(shape, -7, DType::Int32, Device::CUDA);
-  Tensor targets = Tensor::full(shape, -7, DType::Int32, Device::CUDA);
-  const bool separate = task->separate_eval_targets() || own_eval;
-  Tensor eval = separate ? Tensor::full(shape, -7, DType::Int32, Device::CUDA) : targets;
+  data::Batch dev = task->make_batch(batch, Device::CUDA);
+  for (Tensor* t : {&dev.inputs, &dev.targets, &dev.eval_targets}) t->fill_(-7);  // poison
+  if (own_eval && !task->separate_eval_targets())  // a buffer of its own gets a copy of the targets
+    dev.eval_targets = Tensor::full(dev.targets.shape(), -7, DType::Int32, Device::CUDA);
   Tensor index = Tensor::from_vector<int64_t>({static_cast<int64_t>(k)}, {1}, Device::CUDA);
-  data::DeviceBatch out{inputs.data<int32_t>(), targets.data<int32_t>(), eval.data<int32_t>(), batch};
-  task->sample_on_device(out, seed, reinterpret_cast<const uint64_t*>(index.data<int64_t>()), rank, split);
-  CHECK(inputs.to(Device::CPU).to_vector<int32_t>() == host.inputs.to_vector<int32_t>());
-  CHECK(targets.to(Device::CPU).to_vector<int32_t>() == host.targets.to_vector<int32_t>());
-  CHECK(eval.to(Device::CPU).to_vector<int32_t>() == host.eval_targets.to_vector<int32_t>());
+  task->sample_on_device(dev, seed, reinterpret_cast<const uint64_t*>(index.data<int64_t>()), rank, split);
+  CHECK(dev.inputs.to(Device::CPU).to_vector<int32_t>() == host.inputs.to_vector<int32_t>());
+  CHECK(dev.targets.to(Device::CPU).to_vector<int32_t>() == host.targets.to_vector<int32_t>());
+  CHECK(dev.eval_targets.to(Device::CPU).to_vector<int32_t>() == host.eval_targets.to_vector<int32_t>());
 }
 
 #define SKIP_WITHOUT_CUDA()                             \

@@ -1,7 +1,5 @@
 #include "trainer/captured_step.h"
 
-#include <cstring>
-
 #include "autograd/tape.h"
 #include "core/cuda_runtime.h"
 #include "layers/ops.h"
@@ -36,10 +34,8 @@ class GraphStep final : public CapturedStep {
     sumsq_ = Tensor::empty({std::max<int64_t>(count, 1)}, DType::Float32, Device::CUDA);
     status_ = device_bytes(sizeof(kc::DeviceStepStatus));
     scalars_ = device_bytes(sizeof(StepScalars));
-    const Shape shape{data_.batch_size, data_.task->seq_len()};
-    inputs_ = Tensor::empty(shape, DType::Int32, Device::CUDA);
-    targets_ = Tensor::empty({shape_numel(shape)}, DType::Int32, Device::CUDA);
-    if (data_.task->separate_eval_targets()) eval_targets_ = Tensor::empty(shape, DType::Int32, Device::CUDA);
+    batch_ = data_.task->make_batch(data_.batch_size, Device::CUDA);
+    targets_ = batch_.targets.view({batch_.targets.numel()});
   }
   ~GraphStep() override {
     cuda::destroy_graph(graph_);
@@ -81,12 +77,9 @@ class GraphStep final : public CapturedStep {
     optimizer_.zero_grad();  // the captured backward assigns the gradients (no accumulation)
     cuda::begin_capture();
     try {
-      const data::DeviceBatch batch{inputs_.data<int32_t>(), targets_.data<int32_t>(),
-                                    eval_targets_.defined() ? eval_targets_.data<int32_t>() : nullptr,
-                                    data_.batch_size};
-      data_.task->sample_on_device(batch, data_.seed, &static_cast<const StepScalars*>(scalars_.data_ptr())->batch_index,
-                                   data_.rank);
-      Tensor logits = reshape(model_.forward(inputs_), {targets_.numel(), vocab});
+      data_.task->sample_on_device(batch_, data_.seed,
+                                   &static_cast<const StepScalars*>(scalars_.data_ptr())->batch_index, data_.rank);
+      Tensor logits = reshape(model_.forward(batch_.inputs), {targets_.numel(), vocab});
       logits_ = logits.detach();
       Tensor loss = cross_entropy(logits, targets_);
       autograd::backward(loss);
@@ -127,7 +120,8 @@ class GraphStep final : public CapturedStep {
   Staging staging_;
   const TrainConfig& config_;
   const CapturedData data_;
-  Tensor inputs_, targets_, eval_targets_, logits_, loss_;
+  data::Batch batch_;  // on the device, written by the graph
+  Tensor targets_, logits_, loss_;
   Tensor sumsq_, status_, scalars_;
   cuda::CapturedGraph* graph_ = nullptr;
 };

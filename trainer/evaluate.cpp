@@ -32,17 +32,14 @@ EvalBatch eval_batch(const data::Task& task, int64_t batch_size, uint64_t seed, 
     return {batch.inputs.to(device), batch.targets.view({batch_size * length}).to(device), batch.targets,
             batch.eval_targets};
   }
-  // Generating a 2^20-token batch on the host (one thread per example) and copying it up cost more
-  // than the targets' copy back.
-  Tensor inputs = Tensor::empty({batch_size, length}, DType::Int32, device);
-  Tensor targets = Tensor::empty({batch_size, length}, DType::Int32, device);
-  Tensor eval = task.separate_eval_targets() ? Tensor::empty({batch_size, length}, DType::Int32, device) : targets;
+  // Generated where the model is; only the targets the host counts and scores come back.
+  data::Batch batch = task.make_batch(batch_size, device);
   const Tensor index = Tensor::from_vector<int64_t>({static_cast<int64_t>(j)}, {1}, device);
-  task.sample_on_device({inputs.data<int32_t>(), targets.data<int32_t>(), eval.data<int32_t>(), batch_size}, seed,
-                        reinterpret_cast<const uint64_t*>(index.data<int64_t>()), 0, data::Split::Validation);
-  Tensor host_targets = targets.to(Device::CPU);
-  return {inputs, targets.view({batch_size * length}), host_targets,
-          task.separate_eval_targets() ? eval.to(Device::CPU) : host_targets};
+  task.sample_on_device(batch, seed, reinterpret_cast<const uint64_t*>(index.data<int64_t>()), 0,
+                        data::Split::Validation);
+  Tensor host_targets = batch.targets.to(Device::CPU);
+  return {batch.inputs, batch.targets.view({batch_size * length}), host_targets,
+          task.separate_eval_targets() ? batch.eval_targets.to(Device::CPU) : host_targets};
 }
 
 EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t length, DataParallel* dp) {

@@ -103,25 +103,25 @@ struct Cfg {
                              : TSB_RAW >= 4 ? 4
                              : TSB_RAW >= 2 ? 2
                                             : 1;
-  // B3-only configurations for dstate 9..16 (Cfg<8, 2, 128>, B3's default with 64-step chunks;
-  // Cfg<16, 1, 128> builds too but was slower): 8 or 16 states per thread, 2 or 1 lanes per
-  // channel, so less per-channel work repeated over lanes and more independent state chains.
-  static constexpr bool kWide = NS >= 8 && LPD <= 2;
+  // The B3-only configuration for dstate 9..16 (Cfg<8, 2, 128>, B3's default with 64-step
+  // chunks): 8 states per thread, 2 lanes per channel, so less per-channel work repeated over
+  // lanes and more independent state chains.
+  static constexpr bool kWide = NS == 8 && LPD == 2;
   // dB/dC sums over a warp's channels: through shared memory at 4 or 8 lanes per channel and for
-  // the wide configurations (about 2.25 instructions per value against 3.75-3.9 for the 16 or 32
+  // the wide configuration (about 2.25 instructions per value against 3.75-3.9 for the 16
   // values' shuffle butterfly there); by the butterfly otherwise.
   static constexpr bool kSmemReduce = LPD == 4 || LPD == 8 || kWide;
   // Per warp: V / 4 slabs of [32 lanes][4 values] (V = 2 NS), each padded by 128 / V floats so
   // that the 32 outputs one read instruction covers (all V / 4 slabs) fall in distinct banks.
-  // Double-buffered, except for the wide configurations (shared memory limits their blocks per
-  // SM: one buffer, and a second __syncwarp per step).
+  // Double-buffered, except for the wide configuration (shared memory limits its blocks per SM:
+  // one buffer, and a second __syncwarp per step).
   static constexpr int kRedSlab = 32 * 4 + 128 / (2 * NS);
   static constexpr int kRedWarpFloats = (2 * NS / 4) * kRedSlab;
   static constexpr int kRedBuffers = kWide ? 1 : 2;
   static constexpr int kRedFloats = kSmemReduce ? kRedBuffers * NW * kRedWarpFloats : 0;
   // du, ddelta, dz: staged in shared memory for coalesced stores, except for the wide
-  // configurations, whose channel lanes store them each step (16 or 32 consecutive channels per
-  // warp: whole sectors) to save 3 TD floats of shared memory.
+  // configuration, whose channel lanes store them each step (16 consecutive channels per warp:
+  // whole sectors) to save 3 TD floats of shared memory.
   static constexpr bool kBwdDirectOut = kWide;
   // B3 at 128 registers per thread where that fits without spilling (the compiler's own choice
   // drifts above it with small code changes, losing a block per SM).
@@ -139,11 +139,10 @@ struct Cfg {
   // recomputed states instead of hist[kTS][NS]; at most kBwdPiecedRegs registers, and dB/dC
   // flushed every 8 steps (less shared memory). Built for dstate 16 (two 8-step halves: 96
   // registers and 41 KB, for 5 blocks per SM instead of 4; the default, S6_SCAN_BWD_HALVES=0 turns
-  // it off) and as the wide configurations' only variant, in 4-step quarters (NS 8: 124 registers
-  // and 52.5 KB, 4 blocks per SM; NS 16: 255 and 96.5 KB, 2). Halves spilled there (NS 8 at 128
-  // registers, NS 16 at 255).
+  // it off) and as the wide configuration's only variant, in 4-step quarters (124 registers and
+  // 52.5 KB, 4 blocks per SM; halves spilled there at 128 registers).
   static constexpr int kBwdPieces = kWide ? 4 : NS == 4 && LPD == 4 ? 2 : 1;
-  static constexpr int kBwdPiecedRegs = kWide ? (NS == 8 ? 128 : 255) : 96;
+  static constexpr int kBwdPiecedRegs = kWide ? 128 : 96;
   __host__ __device__ static constexpr int bwd_tsb(int pieces) {
     return pieces == 1 || TSB < kTS / 2 ? TSB : kTS / 2;
   }

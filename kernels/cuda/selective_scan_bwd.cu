@@ -537,26 +537,19 @@ int bwd_main_states(int64_t chunk) {
   return chunk == kScanChunkLength ? 8 : 4;
 }
 
-// The wide B3 configurations (Cfg::kWide) that may replace CF's in B3: at dstate 9..16 only.
-template <class CF, typename Fn>
-void for_each_wide_bwd_cfg(Fn&& fn) {
-  if constexpr (CF::NS == 4 && CF::LPD == 4) {
-    fn(Cfg<8, 2, 128>{});  // Cfg<16, 1, 128> also builds; measured 20-45% slower (scan_notes v9)
-  }
-}
+// B3's configuration with 8 states per thread, where CF is Cfg<4, 4> (dstate 9..16). (16 states
+// per thread, Cfg<16, 1, 128>, measured 20-45% slower: scan_notes v9.)
+using WideBwdCfg = Cfg<8, 2, 128>;
+template <class CF>
+constexpr bool has_wide_bwd = CF::NS == 4 && CF::LPD == 4;
 
-// B3's configuration where CF runs the other kernels: the wide one S6_SCAN_BWD_NS asks for, else CF.
+// B3's configuration where CF runs the other kernels: WideBwdCfg when bwd_main_states says 8.
 template <class CF, typename Fn>
 void dispatch_bwd_main_cfg(int64_t chunk, Fn&& fn) {
-  const int ns = bwd_main_states(chunk);
-  bool wide = false;
-  for_each_wide_bwd_cfg<CF>([&](auto w) {
-    if (decltype(w)::NS == ns) {
-      fn(w);
-      wide = true;
-    }
-  });
-  if (!wide) fn(CF{});
+  if constexpr (has_wide_bwd<CF>) {
+    if (bwd_main_states(chunk) == 8) return fn(WideBwdCfg{});
+  }
+  fn(CF{});
 }
 
 // The backward's configurations at dstate N: fn(B1's, B3's).
@@ -570,10 +563,10 @@ void dispatch_bwd_cfgs(int64_t N, int64_t chunk, Fn&& fn) {
 // B3's channel blocks at the most, over the configurations it may run at this dstate (whatever
 // S6_SCAN_BWD_NS is when the workspace is sized): the rows of dB/dC partials the workspace holds.
 int64_t bwd_main_max_dblocks(int64_t dim, int64_t N) {
-  int64_t dpb = channels_per_block(N);
+  int64_t dpb = 0;
   dispatch_cfg(N, [&](auto cf) {
-    for_each_wide_bwd_cfg<decltype(cf)>(
-        [&](auto w) { dpb = std::min<int64_t>(dpb, decltype(w)::DPB); });
+    using CF = decltype(cf);
+    dpb = has_wide_bwd<CF> ? std::min<int64_t>(CF::DPB, WideBwdCfg::DPB) : CF::DPB;
   });
   return (dim + dpb - 1) / dpb;
 }
@@ -691,7 +684,7 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
           (dstate * sizeof(T)) % 4 == 0 && std::getenv("S6_SCAN_SYNC_STAGE") == nullptr;
       // B3 in CF3::kBwdPieces pieces per sub-chunk where built: at dstate 16 2-3% faster at every
       // large shape on the H200, the same bits (S6_SCAN_BWD_HALVES=0 turns it off there, for
-      // measurements); the wide configurations' only variant.
+      // measurements); the wide configuration's only variant.
       int np = CF3::kBwdPieces;
       auto k3 = scan_bwd_main_kernel<CF3, T, CF3::kBwdPieces>;
       if constexpr (!CF3::kWide) {
