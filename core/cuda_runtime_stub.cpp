@@ -47,4 +47,10 @@ void copy_cuda(const StridedShape&, const StridedView&, const StridedView&) {
   S6_FAIL("copy: no CUDA in this build");
 }
 void add_cuda(void*, const void*, DType, int64_t, double) { S6_FAIL("add_: no CUDA in this build"); }
+void argmax_rows_cuda(int32_t*, const void*, DType, int64_t, int64_t) {
+  S6_FAIL("argmax_last: no CUDA in this build");
+}
+void concat_cuda(void*, const ConcatParts&, int, int64_t, int64_t, int64_t) {
+  S6_FAIL("concat: no CUDA in this build");
+}
 }  // namespace s6::detail
