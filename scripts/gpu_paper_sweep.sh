@@ -14,7 +14,15 @@ if [ "${S6_MPS:-0}" = 1 ]; then
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     if nvidia-cuda-mps-control -d; then
       trap 'echo quit | nvidia-cuda-mps-control' EXIT
-      echo "s6: MPS daemon started"
+      # A client that cannot reach the daemon could hang: prove one short run first.
+      if timeout 90 build-gpu/train --config configs/induction_heads.yaml device=cuda train.steps=100 \
+          'eval.lengths=[]' eval.num_examples=8 run.dir=/tmp/s6-mps-check --resume never >/tmp/s6-mps-check.log 2>&1; then
+        echo "s6: MPS daemon started (a 100-step check run passed)"
+      else
+        echo "s6: a check run under MPS failed (tail below); running without MPS"; tail -5 /tmp/s6-mps-check.log
+        echo quit | nvidia-cuda-mps-control; trap - EXIT
+        unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+      fi
     else
       echo "s6: MPS daemon did not start; running without it"
       unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
