@@ -90,9 +90,11 @@ struct ScanSaved {
   }
 };
 
+#ifdef S6_WITH_CUDA
 Tensor f32_workspace(int64_t floats) {
   return Tensor::empty({std::max<int64_t>(floats, 1)}, DType::Float32, Device::CUDA);
 }
+#endif
 
 // The kernel calls, by device; everything around them (checks, recording) is shared.
 void scan_forward(const ScanSaved& s, const Tensor& out, const Tensor& final_state) {

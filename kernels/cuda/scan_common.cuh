@@ -222,8 +222,8 @@ __device__ __forceinline__ void stage_seq(float* s_dt, float* s_dsp, float* s_u,
 }
 
 // Asks L1 for the lines a later stage_seq / stage_bc of steps [t0, tend) will read, so that those
-// loads do not wait on DRAM (the backward's staging is otherwise exposed latency: with 4 warps per
-// scheduler, ncu showed 39% of the stall cycles waiting on L1TEX). Non-null sequences only; each
+// loads do not wait on DRAM (the backward's staging is otherwise exposed latency at 4 warps per
+// scheduler: docs/scan_notes.md, v5). Non-null sequences only; each
 // per-channel row is prefetched at its first and last channel (it may straddle two lines).
 template <class CF, typename T>
 __device__ __forceinline__ void prefetch_stage(std::initializer_list<const T*> seqs, const T* Bm,

@@ -527,8 +527,8 @@ void run_colsums(ColsumJobs jobs, cudaStream_t stream) {
 
 namespace {
 
-// B3's configuration with 8 states per thread, where CF is Cfg<4, 4> (dstate 9..16). (16 states
-// per thread, Cfg<16, 1, 128>, measured 20-45% slower: scan_notes v9.)
+// B3's configuration with 8 states per thread, where CF is Cfg<4, 4> (dstate 9..16); 16 states
+// per thread lost everywhere (docs/scan_notes.md, v9).
 using WideBwdCfg = Cfg<8, 2, 128>;
 template <class CF>
 constexpr bool has_wide_bwd = CF::NS == 4 && CF::LPD == 4;

@@ -203,8 +203,8 @@ ScanPlan plan_scan(const ScanDims& dims, const ScanPlanOverrides& ov) {
                : cols * scan_num_chunks(dims.length, kScanChunkLength) < 2 * sms
                    ? kScanShortChunkLength
                    : kScanChunkLength;
-  // 8 states per thread with 64-step chunks: 10% faster at every large shape on the H200; 4 with
-  // 16-step chunks, where 8 was 20% slower (every sub-chunk is one the sweep does not walk).
+  // 8 states per thread with 64-step chunks; 4 with 16-step chunks, where every sub-chunk is one
+  // the sweep does not walk (docs/scan_notes.md, v9).
   plan.bwd_states = ov.bwd_states ? ov.bwd_states : plan.chunk == kScanChunkLength ? 8 : 4;
   plan.fwd_blocks = ov.fwd_blocks ? ov.fwd_blocks
                     : cols >= kFwdSinglePassColsPerSm * sms ? 1
