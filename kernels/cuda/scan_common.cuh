@@ -107,8 +107,8 @@ struct Cfg {
   // lanes and more independent state chains.
   static constexpr bool kWide = NS == 8 && LPD == 2;
   // dB/dC sums over a warp's channels: through shared memory at 4 or 8 lanes per channel and for
-  // the wide configuration (about 2.25 instructions per value against 3.75-3.9 for the 16
-  // values' shuffle butterfly there); by the butterfly otherwise.
+  // the wide configuration (fewer instructions per value than the shuffle butterfly there:
+  // docs/scan_notes.md, v5a and v9); by the butterfly otherwise.
   static constexpr bool kSmemReduce = LPD == 4 || LPD == 8 || kWide;
   // Per warp: V / 4 slabs of [32 lanes][4 values] (V = 2 NS), each padded by 128 / V floats so
   // that the 32 outputs one read instruction covers (all V / 4 slabs) fall in distinct banks.

@@ -526,7 +526,6 @@ void run_colsums(ColsumJobs jobs, cudaStream_t stream) {
 }  // namespace
 
 namespace {
-
 // B3's configuration with 8 states per thread, where CF is Cfg<4, 4> (dstate 9..16); 16 states
 // per thread lost everywhere (docs/scan_notes.md, v9).
 using WideBwdCfg = Cfg<8, 2, 128>;
@@ -593,28 +592,28 @@ int64_t scan_bwd_workspace_floats(const ScanDims& d, const ScanPlan& plan) {
   return bwd_layout(d.batch, d.length, d.dim, d.dstate, plan.chunk).total;
 }
 
-void selective_scan_bwd(const ScanGradParams& p, const ScanPlan& plan) {
+void selective_scan_bwd(const ScanGradParams& args, const ScanPlan& plan) {
   const char* what = "selective_scan_bwd (CUDA)";
-  const int64_t batch = p.dims.batch, length = p.dims.length, dim = p.dims.dim,
-                dstate = p.dims.dstate;
+  const int64_t batch = args.dims.batch, length = args.dims.length, dim = args.dims.dim,
+                dstate = args.dims.dstate;
   check_dims(what, batch, length, dim, dstate);
-  check_dtype(what, p.dtype);
+  check_dtype(what, args.dtype);
   check_plan(what, plan);
-  const int64_t ldbc = p.bc_row_stride ? p.bc_row_stride : dstate;
+  const int64_t ldbc = args.bc_row_stride ? args.bc_row_stride : dstate;
   S6_CHECK(ldbc >= dstate, "{}: B/C row stride {} is below dstate {}", what, ldbc, dstate);
-  cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
-  void *du = p.du, *ddelta = p.ddelta, *dB = p.dB, *dC = p.dC, *dz = p.dz;
-  float* dA = static_cast<float*>(p.dA);
-  float* dD = static_cast<float*>(p.dD);
-  float* ddelta_bias = static_cast<float*>(p.ddelta_bias);
-  float* workspace = p.workspace;
-  const void *dout = p.dout, *u = p.u, *delta = p.delta, *B = p.B, *C = p.C, *z = p.z;
-  const float* A = static_cast<const float*>(p.A);
-  const float* D = static_cast<const float*>(p.D);
-  const float* delta_bias = static_cast<const float*>(p.delta_bias);
-  const float* chunk_states = p.chunk_states;
-  const bool delta_softplus = p.delta_softplus;
-  const ScanDType dtype = p.dtype;
+  cudaStream_t stream = static_cast<cudaStream_t>(args.stream);
+  void *du = args.du, *ddelta = args.ddelta, *dB = args.dB, *dC = args.dC, *dz = args.dz;
+  float* dA = static_cast<float*>(args.dA);
+  float* dD = static_cast<float*>(args.dD);
+  float* ddelta_bias = static_cast<float*>(args.ddelta_bias);
+  float* workspace = args.workspace;
+  const void *dout = args.dout, *u = args.u, *delta = args.delta, *B = args.B, *C = args.C, *z = args.z;
+  const float* A = static_cast<const float*>(args.A);
+  const float* D = static_cast<const float*>(args.D);
+  const float* delta_bias = static_cast<const float*>(args.delta_bias);
+  const float* chunk_states = args.chunk_states;
+  const bool delta_softplus = args.delta_softplus;
+  const ScanDType dtype = args.dtype;
   auto zero = [&](float* p, int64_t n) {
     if (!p || n == 0) return;
     cudaError_t e = cudaMemsetAsync(p, 0, size_t(n) * 4, stream);

@@ -218,28 +218,28 @@ int64_t scan_fwd_workspace_floats(const ScanDims& d, const ScanPlan& plan) {
   return std::max<int64_t>(1, d.batch * scan_num_chunks(d.length, plan.chunk) * d.dim);
 }
 
-void selective_scan_fwd(const ScanParams& p, const ScanPlan& plan) {
+void selective_scan_fwd(const ScanParams& args, const ScanPlan& plan) {
   const char* what = "selective_scan_fwd (CUDA)";
-  const int64_t batch = p.dims.batch, length = p.dims.length, dim = p.dims.dim,
-                dstate = p.dims.dstate;
+  const int64_t batch = args.dims.batch, length = args.dims.length, dim = args.dims.dim,
+                dstate = args.dims.dstate;
   check_dims(what, batch, length, dim, dstate);
-  check_dtype(what, p.dtype);
+  check_dtype(what, args.dtype);
   check_plan(what, plan);
-  const int64_t ldbc = p.bc_row_stride ? p.bc_row_stride : dstate;
+  const int64_t ldbc = args.bc_row_stride ? args.bc_row_stride : dstate;
   S6_CHECK(ldbc >= dstate, "{}: B/C row stride {} is below dstate {}", what, ldbc, dstate);
-  cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
+  cudaStream_t stream = static_cast<cudaStream_t>(args.stream);
   if (batch == 0 || dim == 0) return;
-  float* chunk_states = p.chunk_states;
-  float* final_state = static_cast<float*>(p.final_state);
-  const float* initial_state = static_cast<const float*>(p.initial_state);
-  const float* A = static_cast<const float*>(p.A);
-  const float* D = static_cast<const float*>(p.D);
-  const float* delta_bias = static_cast<const float*>(p.delta_bias);
-  const bool delta_softplus = p.delta_softplus;
-  void* out = p.out;
-  const void *u = p.u, *delta = p.delta, *B = p.B, *C = p.C, *z = p.z;
-  float* workspace = p.workspace;
-  const ScanDType dtype = p.dtype;
+  float* chunk_states = args.chunk_states;
+  float* final_state = static_cast<float*>(args.final_state);
+  const float* initial_state = static_cast<const float*>(args.initial_state);
+  const float* A = static_cast<const float*>(args.A);
+  const float* D = static_cast<const float*>(args.D);
+  const float* delta_bias = static_cast<const float*>(args.delta_bias);
+  const bool delta_softplus = args.delta_softplus;
+  void* out = args.out;
+  const void *u = args.u, *delta = args.delta, *B = args.B, *C = args.C, *z = args.z;
+  float* workspace = args.workspace;
+  const ScanDType dtype = args.dtype;
   S6_CHECK(chunk_states && workspace && A, "{}: chunk_states, workspace and A are required", what);
   const size_t es = dtype == ScanDType::Float32 ? 4 : 2;
   if (length == 0) {
