@@ -3,6 +3,9 @@
 //   bench --train    whole training steps at the TARGETS.md configs (bench/train_bench.cpp)
 //   bench --all      every mode
 //   bench --train --case <text>   only the training configs whose name contains <text>
+// Scan plan overrides (kernels/scan_params.h; start from the S6_SCAN_* environment, which the
+// training steps read too): --chunk 16|64, --bwd-states 4|8, --fwd-blocks N, --bwd-blocks N,
+// --sync-staging.
 // Times are CUDA-event medians after warm-up; the floor is the forward's bytes (read u, delta, z,
 // B, C; write out) over the device-to-device copy bandwidth (read + write) measured in this run.
 #include <cuda_bf16.h>
@@ -14,12 +17,14 @@
 #include <cstring>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "bench/train_bench.h"
 #include "kernels/cuda/selective_scan.h"
+#include "layers/scan_plan.h"
 
 namespace {
 
@@ -105,7 +110,7 @@ struct ScanShape {
   double ref_fwd_ms, ref_fwdbwd_ms;  // TARGETS.md section 2 (PyTorch + mamba_ssm, H100)
 };
 
-void run_scan(double bandwidth) {
+void run_scan(double bandwidth, const s6::kernels::ScanPlanOverrides& ov) {
   const std::vector<ScanShape> shapes = {
       {8, 1536, 16, 2048, false, 0.983, 3.406},  {8, 1536, 16, 2048, true, 0.517, 2.589},
       {64, 128, 16, 4096, false, 1.383, 5.019},  {8, 128, 16, 256, false, 0.102, 0.559},
@@ -113,20 +118,25 @@ void run_scan(double bandwidth) {
   };
   std::printf("\nselective scan (z gate, D, delta bias, softplus); copy bandwidth %.2f TB/s (read+write)\n",
               bandwidth * 1e-12);
+  std::printf("plan overrides: chunk %lld, bwd states %d, fwd blocks %lld, bwd blocks %lld, sync staging %d "
+              "(0 = the plan's choice)\n",
+              (long long)ov.chunk, ov.bwd_states, (long long)ov.fwd_blocks, (long long)ov.bwd_blocks,
+              int(ov.sync_staging));
   std::printf("| batch, d_inner, d_state, L | dtype | fwd ms | fwd+bwd ms | fwd GB/s | fwd floor ms | fwd/floor "
               "| ref fwd ms | ref fwd+bwd ms | ref/ours fwd | ref/ours fwd+bwd |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const ScanShape& s : shapes) {
     const int64_t BLD = s.batch * s.length * s.dim, BLN = s.batch * s.length * s.dstate;
     const size_t es = s.bf16 ? 2 : 4;
-    const kc::ScanDType kd = s.bf16 ? kc::ScanDType::BFloat16 : kc::ScanDType::Float32;
+    const s6::kernels::ScanDims dims{s.batch, s.length, s.dim, s.dstate};
+    const s6::kernels::ScanPlan plan = kc::plan_scan(dims, ov);
     DeviceBuffer u(BLD * es), delta(BLD * es), z(BLD * es), dout(BLD * es), B(BLN * es),
         C(BLN * es), out(BLD * es), du(BLD * es), ddelta(BLD * es), dz(BLD * es), dB(BLN * es),
         dC(BLN * es), A(s.dim * s.dstate * 4), D(s.dim * 4), bias(s.dim * 4),
         dA(s.dim * s.dstate * 4), dD(s.dim * 4), dbias(s.dim * 4);
-    DeviceBuffer states(kc::scan_chunk_states_floats(s.batch, s.length, s.dim, s.dstate) * 4);
-    DeviceBuffer fws(kc::scan_fwd_workspace_floats(s.batch, s.length, s.dim, s.dstate) * 4);
-    DeviceBuffer bws(kc::scan_bwd_workspace_floats(s.batch, s.length, s.dim, s.dstate) * 4);
+    DeviceBuffer states(kc::scan_chunk_states_floats(dims, plan) * 4);
+    DeviceBuffer fws(kc::scan_fwd_workspace_floats(dims, plan) * 4);
+    DeviceBuffer bws(kc::scan_bwd_workspace_floats(dims, plan) * 4);
     fill(u.p, BLD, -1, 1, 1, s.bf16);
     fill(delta.p, BLD, -4, -1, 2, s.bf16);  // dt ~ softplus(-4..-1 + bias): a typical Mamba range
     fill(z.p, BLD, -2, 2, 3, s.bf16);
@@ -137,15 +147,23 @@ void run_scan(double bandwidth) {
     fill(D.p, s.dim, -1, 1, 8, false);
     fill(bias.p, s.dim, -1, 1, 9, false);
     BENCH_CUDA(cudaDeviceSynchronize());
+    s6::kernels::ScanGradParams p;
+    p.dims = dims;
+    p.dtype = s.bf16 ? s6::kernels::ScanDType::BFloat16 : s6::kernels::ScanDType::Float32;
+    p.delta_softplus = true;
+    p.u = u.p, p.delta = delta.p, p.A = A.p, p.B = B.p, p.C = C.p, p.D = D.p, p.z = z.p;
+    p.delta_bias = bias.p, p.out = out.p, p.chunk_states = states.f();
+    p.dout = dout.p, p.du = du.p, p.ddelta = ddelta.p, p.dA = dA.p, p.dB = dB.p, p.dC = dC.p;
+    p.dD = dD.p, p.dz = dz.p, p.ddelta_bias = dbias.p;
     auto fwd = [&] {
-      kc::selective_scan_fwd(out.p, nullptr, states.f(), fws.f(), u.p, delta.p, A.f(), B.p, C.p,
-                             D.f(), z.p, bias.f(), nullptr, true, s.batch, s.length, s.dim,
-                             s.dstate, kd, nullptr);
+      s6::kernels::ScanParams f = p;
+      f.workspace = fws.f();
+      kc::selective_scan_fwd(f, plan);
     };
     auto bwd = [&] {
-      kc::selective_scan_bwd(du.p, ddelta.p, dA.f(), dB.p, dC.p, dD.f(), dz.p, dbias.f(), bws.f(),
-                             dout.p, u.p, delta.p, A.f(), B.p, C.p, D.f(), z.p, bias.f(),
-                             states.f(), true, s.batch, s.length, s.dim, s.dstate, kd, nullptr);
+      s6::kernels::ScanGradParams g = p;
+      g.workspace = bws.f();
+      kc::selective_scan_bwd(g, plan);
     };
     const double fwd_ms = time_median(fwd);
     const double fb_ms = time_median([&] { fwd(); bwd(); });
@@ -168,13 +186,37 @@ void run_scan(double bandwidth) {
 int main(int argc, char** argv) {
   bool scan = false, train = false, all = false;
   std::string only;
+  s6::kernels::ScanPlanOverrides ov;
+  try {
+    ov = s6::scan_plan_overrides_from_env();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench: %s\n", e.what());
+    return 2;
+  }
+  // A flag's value: a positive integer (one of `allowed` when given), else a usage error.
+  auto number = [&](int& i, std::initializer_list<long long> allowed) -> long long {
+    if (i + 1 >= argc) return -1;
+    char* end = nullptr;
+    const long long v = std::strtoll(argv[++i], &end, 10);
+    if (*argv[i] == 0 || *end != 0 || v <= 0) return -1;
+    if (allowed.size() && std::find(allowed.begin(), allowed.end(), v) == allowed.end()) return -1;
+    return v;
+  };
   for (int i = 1; i < argc; ++i) {
+    long long v = 0;
     if (!std::strcmp(argv[i], "--scan")) scan = true;
     else if (!std::strcmp(argv[i], "--train")) train = true;
     else if (!std::strcmp(argv[i], "--all")) all = true;
     else if (!std::strcmp(argv[i], "--case") && i + 1 < argc) only = argv[++i];
+    else if (!std::strcmp(argv[i], "--chunk") && (v = number(i, {16, 64})) > 0) ov.chunk = v;
+    else if (!std::strcmp(argv[i], "--bwd-states") && (v = number(i, {4, 8})) > 0) ov.bwd_states = int(v);
+    else if (!std::strcmp(argv[i], "--fwd-blocks") && (v = number(i, {})) > 0) ov.fwd_blocks = v;
+    else if (!std::strcmp(argv[i], "--bwd-blocks") && (v = number(i, {})) > 0) ov.bwd_blocks = v;
+    else if (!std::strcmp(argv[i], "--sync-staging")) ov.sync_staging = true;
     else {
-      std::fprintf(stderr, "usage: bench [--scan] [--train [--case <text>]] [--all]\n");
+      std::fprintf(stderr,
+                   "usage: bench [--scan] [--train [--case <text>]] [--all] [--chunk 16|64] "
+                   "[--bwd-states 4|8] [--fwd-blocks N] [--bwd-blocks N] [--sync-staging]\n");
       return 2;
     }
   }
@@ -188,7 +230,7 @@ int main(int argc, char** argv) {
   BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s\n", prop.name);
   const double bw = copy_bandwidth();
-  if (scan || all) run_scan(bw);
+  if (scan || all) run_scan(bw, ov);
   if (train || all) run_train_bench(only);
   return 0;
 }

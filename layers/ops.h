@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/scan_params.h"
 
 namespace s6 {
 
@@ -30,6 +31,9 @@ struct ScanOptions {
   bool delta_softplus = true;
   Tensor initial_state;      // (B, D, N), not differentiated; zeros when undefined
   bool return_final_state = false;
+  // CUDA: the plan choices to force (layers/scan_plan.h); null takes the S6_SCAN_* environment's.
+  // The plan is decided once per call and saved with the node for its backward.
+  const kernels::ScanPlanOverrides* plan_overrides = nullptr;
 };
 struct ScanResult {
   Tensor out;

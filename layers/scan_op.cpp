@@ -1,14 +1,15 @@
 // selective_scan as one tape node. It saves only its inputs (plus, on CUDA, the fp32 states entering
-// every chunk of L): the backward recomputes the states, so no (batch, length, channels, state)
-// tensor is kept.
+// every chunk of L and the plan that chose the chunks): the backward recomputes the states, so no
+// (batch, length, channels, state) tensor is kept.
 #include <algorithm>
 
 #include "autograd/tape.h"
+#include "core/cuda_runtime.h"
 #include "kernels/cpu/selective_scan.h"
 #include "layers/op_checks.h"
 #include "layers/ops.h"
+#include "layers/scan_plan.h"
 #ifdef S6_WITH_CUDA
-#include "core/cuda_runtime.h"
 #include "kernels/cuda/selective_scan.h"
 #endif
 
@@ -48,89 +49,97 @@ void check_kernel_dtypes(const Tensor& u_in, const Tensor& delta_in, const Tenso
   check_f32("initial_state", options.initial_state);
 }
 
-}  // namespace
-
-#ifdef S6_WITH_CUDA
-namespace {
-
-// The row stride the kernels can read B and C with in place: the same for both (column blocks
-// of x_proj's output); else 0 (they are copied).
+// The row stride the CUDA kernels can read B and C with in place: the same for both (column
+// blocks of x_proj's output); else 0 (they are copied).
 int64_t shared_row_stride(const Tensor& B, const Tensor& C) {
   const int64_t ld = detail::uniform_row_stride(B);
   return ld && detail::uniform_row_stride(C) == ld ? ld : 0;
 }
 
-// CUDA path: u, delta, B, C, z float32 or bfloat16 (one dtype); A, D, delta_bias and
-// initial_state float32; everything on the device. Saves its inputs and the chunk-boundary states
-// (batch, n_chunks, dim, dstate); the backward recomputes the states inside each chunk.
-ScanResult selective_scan_cuda(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in,
-                               const Tensor& B_in, const Tensor& C_in, const Tensor& D_in,
-                               const Tensor& z_in, const Tensor& bias_in,
-                               const ScanOptions& options) {
-  const char* op = "selective_scan";
-  namespace kc = kernels::cuda;
-  check_kernel_dtypes(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, options);
-  const DType io = u_in.dtype();
-  const int64_t batch = u_in.size(0), length = u_in.size(1), dim = u_in.size(2),
-                dstate = A_in.size(1);
-  S6_CHECK(dstate >= 1 && dstate <= kc::kScanMaxDState,
-           "{}: the CUDA kernel supports dstate 1..{}, got {}", op, kc::kScanMaxDState, dstate);
-
-  auto c = [](const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); };
-  const int64_t ldbc = shared_row_stride(B_in, C_in);
-  Tensor u = c(u_in), delta = c(delta_in), A = c(A_in), D = c(D_in), z = c(z_in), bias = c(bias_in),
-         init = c(options.initial_state);
-  Tensor B = ldbc ? B_in.detach() : c(B_in), C = ldbc ? C_in.detach() : c(C_in);
-  const bool softplus = options.delta_softplus;
-  const kc::ScanDType kd = io == DType::Float32 ? kc::ScanDType::Float32 : kc::ScanDType::BFloat16;
-  auto fptr = [](const Tensor& t) -> const float* { return t.defined() ? t.data<float>() : nullptr; };
-  auto vptr = [](const Tensor& t) -> const void* { return t.defined() ? t.data_ptr() : nullptr; };
-  auto f32 = [](int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DType::Float32, Device::CUDA); };
-
-  ScanResult result;
-  result.out = Tensor::empty(u.shape(), io, Device::CUDA);
-  if (options.return_final_state)
-    result.final_state = Tensor::empty({batch, dim, dstate}, DType::Float32, Device::CUDA);
-  Tensor states = Tensor::empty({batch, kc::scan_num_chunks(batch, length, dim, dstate), dim, dstate},
-                                DType::Float32, Device::CUDA);
-  {
-    Tensor ws = f32(kc::scan_fwd_workspace_floats(batch, length, dim, dstate));
-    kc::selective_scan_fwd(result.out.data_ptr(),
-                           result.final_state.defined() ? result.final_state.data<float>() : nullptr,
-                           states.data<float>(), ws.data<float>(), u.data_ptr(), delta.data_ptr(),
-                           A.data<float>(), B.data_ptr(), C.data_ptr(), fptr(D), vptr(z), fptr(bias),
-                           fptr(init), softplus, batch, length, dim, dstate, kd,
-                           cuda::current_stream(), ldbc);
+kernels::ScanDType scan_dtype(DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return kernels::ScanDType::Float32;
+    case DType::BFloat16: return kernels::ScanDType::BFloat16;
+    case DType::Float64: return kernels::ScanDType::Float64;
+    default: S6_FAIL("selective_scan: no kernel takes {} inputs", dtype_name(dtype));
   }
-  if (autograd::should_record({&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in})) {
-    autograd::record(
-        op, {u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in}, {&result.out},
-        [u, delta, A, B, C, D, z, bias, states, softplus, kd, batch, length, dim, dstate, ldbc, fptr,
-         vptr, f32](const autograd::BackwardContext& ctx) {
-          Tensor dout = ctx.grad_outputs[0].to(Device::CUDA).to(u.dtype()).contiguous();
-          const auto& need = ctx.needs_input_grad;
-          auto grad_for = [&](size_t i, const Tensor& like) {
-            return need[i] && like.defined() ? Tensor::empty_like(like) : Tensor();
-          };
-          Tensor du = grad_for(0, u), ddelta = grad_for(1, delta), dA = grad_for(2, A),
-                 dB = grad_for(3, B), dC = grad_for(4, C), dD = grad_for(5, D), dz = grad_for(6, z),
-                 dbias = grad_for(7, bias);
-          auto mf = [](const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; };
-          auto mv = [](const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; };
-          Tensor ws = f32(kc::scan_bwd_workspace_floats(batch, length, dim, dstate));
-          kc::selective_scan_bwd(mv(du), mv(ddelta), mf(dA), mv(dB), mv(dC), mf(dD), mv(dz),
-                                 mf(dbias), ws.data<float>(), dout.data_ptr(), u.data_ptr(),
-                                 delta.data_ptr(), A.data<float>(), B.data_ptr(), C.data_ptr(),
-                                 fptr(D), vptr(z), fptr(bias), states.data<float>(), softplus,
-                                 batch, length, dim, dstate, kd, cuda::current_stream(), ldbc);
-          return autograd::TensorList{du, ddelta, dA, dB, dC, dD, dz, dbias};
-        });
+}
+
+const void* cptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+void* mptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+// What one call reads, as the kernels take it (contiguous, or B and C in place with a row stride)
+// and as the tape node saves it. chunk_states: the CUDA forward's, for its backward.
+struct ScanSaved {
+  Tensor u, delta, A, B, C, D, z, bias, init, chunk_states;
+  kernels::ScanDims dims;
+  kernels::ScanPlan plan;
+  int64_t bc_row_stride = 0;
+  bool softplus = true;
+
+  void fill(kernels::ScanParams& p, const Tensor& workspace) const {
+    p.dims = dims;
+    p.dtype = scan_dtype(u.dtype());
+    p.delta_softplus = softplus;
+    p.bc_row_stride = bc_row_stride;
+    p.u = cptr(u), p.delta = cptr(delta), p.A = cptr(A), p.B = cptr(B), p.C = cptr(C);
+    p.D = cptr(D), p.z = cptr(z), p.delta_bias = cptr(bias), p.initial_state = cptr(init);
+    p.chunk_states = chunk_states.defined() ? chunk_states.data<float>() : nullptr;
+    p.workspace = workspace.defined() ? workspace.data<float>() : nullptr;
+    p.stream = u.is_cuda() ? cuda::current_stream() : nullptr;
   }
-  return result;
+};
+
+#ifdef S6_WITH_CUDA
+Tensor f32_workspace(int64_t floats) {
+  return Tensor::empty({std::max<int64_t>(floats, 1)}, DType::Float32, Device::CUDA);
+}
+#endif
+
+// The kernel calls, by device; everything around them (checks, recording) is shared.
+void scan_forward(const ScanSaved& s, const Tensor& out, const Tensor& final_state) {
+  kernels::ScanParams p;
+#ifdef S6_WITH_CUDA
+  if (s.u.is_cuda()) {
+    const Tensor ws = f32_workspace(kernels::cuda::scan_fwd_workspace_floats(s.dims, s.plan));
+    s.fill(p, ws);
+    p.out = mptr(out), p.final_state = mptr(final_state);
+    kernels::cuda::selective_scan_fwd(p, s.plan);
+    return;
+  }
+#endif
+  s.fill(p, Tensor());
+  p.out = mptr(out), p.final_state = mptr(final_state);
+  detail::dispatch_float("selective_scan", s.u.dtype(), [&](auto tag) {
+    kernels::cpu::selective_scan_fwd<decltype(tag)>(p);
+  });
+}
+
+void scan_backward(const ScanSaved& s, const Tensor& dout, const autograd::TensorList& grads) {
+  kernels::ScanGradParams g;
+  auto set_grads = [&] {
+    g.dout = dout.data_ptr();
+    g.du = mptr(grads[0]), g.ddelta = mptr(grads[1]), g.dA = mptr(grads[2]);
+    g.dB = mptr(grads[3]), g.dC = mptr(grads[4]), g.dD = mptr(grads[5]), g.dz = mptr(grads[6]);
+    g.ddelta_bias = mptr(grads[7]);
+  };
+#ifdef S6_WITH_CUDA
+  if (s.u.is_cuda()) {
+    const Tensor ws = f32_workspace(kernels::cuda::scan_bwd_workspace_floats(s.dims, s.plan));
+    s.fill(g, ws);
+    set_grads();
+    kernels::cuda::selective_scan_bwd(g, s.plan);
+    return;
+  }
+#endif
+  s.fill(g, Tensor());
+  set_grads();
+  detail::dispatch_float("selective_scan backward", s.u.dtype(), [&](auto tag) {
+    kernels::cpu::selective_scan_bwd<decltype(tag)>(g);
+  });
 }
 
 }  // namespace
-#endif
 
 ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in,
                              const Tensor& B_in, const Tensor& C_in, const Tensor& D_in,
@@ -150,61 +159,67 @@ ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const T
     detail::check_shape(op, "initial_state", options.initial_state, {batch, dim, dstate});
   if (u_in.is_cuda()) {
 #ifdef S6_WITH_CUDA
-    return selective_scan_cuda(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, options);
+    check_kernel_dtypes(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, options);
+    S6_CHECK(dstate >= 1 && dstate <= kernels::cuda::kScanMaxDState,
+             "{}: the CUDA kernel supports dstate 1..{}, got {}", op, kernels::cuda::kScanMaxDState,
+             dstate);
 #else
     S6_FAIL("{}: {} is on CUDA but s6 was built without CUDA", op, u_in.describe());
 #endif
-  }
-  if (detail::any_cpu_bf16({&u_in})) {  // the CUDA dtype contract, computed in float32
+  } else if (detail::any_cpu_bf16({&u_in})) {  // the CUDA dtype contract, computed in float32
     check_kernel_dtypes(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, options);
     auto w = detail::widen_bf16;
     ScanResult wide = selective_scan_ex(w(u_in), w(delta_in), A_in, w(B_in), w(C_in), D_in, w(z_in),
                                         bias_in, options);
     wide.out = to_dtype(wide.out, DType::BFloat16);
     return wide;  // the final state stays float32, as on CUDA
+  } else {
+    detail::check_same_float(op, {&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in,
+                                  &options.initial_state});
+    detail::check_cpu(op, u_in);
   }
-  detail::check_same_float(op, {&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in,
-                                &options.initial_state});
-  detail::check_cpu(op, u_in);
 
+  const Device device = u_in.device();
   auto c = [](const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); };
-  Tensor u = c(u_in), delta = c(delta_in), A = c(A_in), B = c(B_in), C = c(C_in), D = c(D_in),
-         z = c(z_in), bias = c(bias_in), init = c(options.initial_state);
-  kernels::cpu::ScanDims dims{batch, length, dim, dstate};
-  bool softplus = options.delta_softplus;
+  ScanSaved s;
+  s.dims = {batch, length, dim, dstate};
+  s.plan = plan_scan(s.dims, device, options.plan_overrides ? *options.plan_overrides
+                                                            : scan_plan_overrides_from_env());
+  s.softplus = options.delta_softplus;
+  s.bc_row_stride = device == Device::CUDA ? shared_row_stride(B_in, C_in) : 0;
+  s.u = c(u_in), s.delta = c(delta_in), s.A = c(A_in), s.D = c(D_in), s.z = c(z_in);
+  s.bias = c(bias_in), s.init = c(options.initial_state);
+  s.B = s.bc_row_stride ? B_in.detach() : c(B_in);
+  s.C = s.bc_row_stride ? C_in.detach() : c(C_in);
+  // The final state is float32 on CUDA whatever u is (the CPU reference keeps u's dtype).
+  const DType state_dtype = device == Device::CUDA ? DType::Float32 : u_in.dtype();
   ScanResult result;
-  result.out = Tensor::empty(u.shape(), u.dtype(), u.device());
-  if (options.return_final_state) result.final_state = Tensor::empty({batch, dim, dstate}, u.dtype(), u.device());
-  detail::dispatch_float(op, u.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::cpu::selective_scan_fwd<T>(
-        result.out.data<T>(), result.final_state.defined() ? result.final_state.data<T>() : nullptr, u.data<T>(), delta.data<T>(),
-        A.data<T>(), B.data<T>(), C.data<T>(), detail::ptr_or_null<T>(D), detail::ptr_or_null<T>(z),
-        detail::ptr_or_null<T>(bias), softplus, detail::ptr_or_null<T>(init), dims);
-  });
+  result.out = Tensor::empty(s.u.shape(), s.u.dtype(), device);
+  if (options.return_final_state)
+    result.final_state = Tensor::empty({batch, dim, dstate}, state_dtype, device);
+#ifdef S6_WITH_CUDA
+  if (device == Device::CUDA)
+    s.chunk_states = Tensor::empty(
+        {batch, kernels::cuda::scan_num_chunks(length, s.plan.chunk), dim, dstate}, DType::Float32,
+        device);
+#endif
+  scan_forward(s, result.out, result.final_state);
   if (autograd::should_record({&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in})) {
-    autograd::record(
-        op, {u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in}, {&result.out},
-        [u, delta, A, B, C, D, z, bias, init, softplus, dims](const autograd::BackwardContext& ctx) {
-          Tensor dout = ctx.grad_outputs[0].contiguous();
-          const auto& need = ctx.needs_input_grad;
-          auto grad_for = [&](size_t i, const Tensor& like) {
-            return need[i] && like.defined() ? Tensor::empty_like(like) : Tensor();
-          };
-          Tensor du = grad_for(0, u), ddelta = grad_for(1, delta), dA = grad_for(2, A),
-                 dB = grad_for(3, B), dC = grad_for(4, C), dD = grad_for(5, D), dz = grad_for(6, z),
-                 dbias = grad_for(7, bias);
-          detail::dispatch_float("selective_scan backward", u.dtype(), [&](auto tag) {
-            using T = decltype(tag);
-            auto out_ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
-            kernels::cpu::selective_scan_bwd<T>(
-                out_ptr(du), out_ptr(ddelta), out_ptr(dA), out_ptr(dB), out_ptr(dC), out_ptr(dD),
-                out_ptr(dz), out_ptr(dbias), dout.data<T>(), u.data<T>(), delta.data<T>(), A.data<T>(),
-                B.data<T>(), C.data<T>(), detail::ptr_or_null<T>(D), detail::ptr_or_null<T>(z),
-                detail::ptr_or_null<T>(bias), softplus, detail::ptr_or_null<T>(init), dims);
-          });
-          return autograd::TensorList{du, ddelta, dA, dB, dC, dD, dz, dbias};
-        });
+    if (device == Device::CUDA) s.init = Tensor();  // the chunk states include it
+    autograd::record(op, {u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in}, {&result.out},
+                     [s](const autograd::BackwardContext& ctx) {
+                       Tensor dout = ctx.grad_outputs[0].to(s.u.device()).to(s.u.dtype()).contiguous();
+                       const auto& need = ctx.needs_input_grad;
+                       auto grad_for = [&](size_t i, const Tensor& like) {
+                         return need[i] && like.defined() ? Tensor::empty_like(like) : Tensor();
+                       };
+                       autograd::TensorList grads{
+                           grad_for(0, s.u), grad_for(1, s.delta), grad_for(2, s.A),
+                           grad_for(3, s.B), grad_for(4, s.C),     grad_for(5, s.D),
+                           grad_for(6, s.z), grad_for(7, s.bias)};
+                       scan_backward(s, dout, grads);
+                       return grads;
+                     });
   }
   return result;
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine: the CUDA scan tests, the scan bench and the training steps under each of
-# several scan settings (env assignments: S6_SCAN_CHUNK=16|64, S6_SCAN_FWD_BLOCKS /
-# S6_SCAN_BWD_BLOCKS = target grid size). Everything goes to $OUT/sweep.txt.
+# several scan settings (env assignments, the scan plan overrides of README's "Environment
+# variables": S6_SCAN_CHUNK=16|64, S6_SCAN_BWD_NS=4|8, S6_SCAN_SYNC_STAGE=1, S6_SCAN_FWD_BLOCKS /
+# S6_SCAN_BWD_BLOCKS = target grid size; the kernel-level scan tests pass their own plans).
+# Everything goes to $OUT/sweep.txt.
 # Usage: scripts/gpu_scan_sweep.sh "<VAR=v ...>" ...   ("" = the defaults)
 #   CASES="induction selective" (default) picks the training configs; "LM" adds the LM.
 set -uo pipefail

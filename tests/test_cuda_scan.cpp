@@ -1,7 +1,8 @@
 // CUDA selective scan vs the CPU reference (float64 on the same, bf16-rounded where relevant,
 // inputs): forward output, final state and every gradient, float32 and bfloat16, awkward sizes;
 // poisoned (NaN) outputs and workspaces; bitwise determinism of the backward; the single-token
-// step; the differentiable op on CUDA tensors. Skips without a GPU.
+// step; the differentiable op on CUDA tensors under several plans. Tests steer the kernels with
+// plans (ScanPlanOverrides), never the environment. Skips without a GPU.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -27,6 +28,18 @@ using namespace s6;
 namespace {
 
 namespace kc = s6::kernels::cuda;
+using kernels::ScanPlanOverrides;
+
+// Plan overrides from a few fields (0 leaves one to the plan).
+ScanPlanOverrides forced(int64_t chunk, int64_t blocks = 0, int bwd_states = 0,
+                         bool sync_staging = false) {
+  ScanPlanOverrides ov;
+  ov.chunk = chunk;
+  ov.fwd_blocks = ov.bwd_blocks = blocks;
+  ov.bwd_states = bwd_states;
+  ov.sync_staging = sync_staging;
+  return ov;
+}
 
 struct ScanCase {
   int64_t batch, length, dim, dstate;
@@ -84,17 +97,20 @@ Results cpu_reference(const ScanCase& c, const HostInputs& in) {
   auto u = to_double(in.u), delta = to_double(in.delta), A = to_double(in.A), B = to_double(in.B),
        C = to_double(in.C), D = to_double(in.D), z = to_double(in.z), bias = to_double(in.bias),
        init = to_double(in.init), dout = to_double(in.dout);
-  kernels::cpu::ScanDims dims{c.batch, c.length, c.dim, c.dstate};
+  kernels::ScanGradParams p;
+  p.dims = {c.batch, c.length, c.dim, c.dstate};
+  p.dtype = kernels::ScanDType::Float64;
+  p.delta_softplus = c.softplus;
+  p.u = u.data(), p.delta = delta.data(), p.A = A.data(), p.B = B.data(), p.C = C.data();
+  p.D = ptr(D), p.z = ptr(z), p.delta_bias = ptr(bias), p.initial_state = ptr(init);
   std::vector<double> out(BLD), fs(c.batch * c.dim * c.dstate), du(BLD), dd(BLD),
       dA(c.dim * c.dstate), dB(BLN), dC(BLN), dD(c.dim), dz(BLD), db(c.dim);
-  kernels::cpu::selective_scan_fwd<double>(out.data(), fs.data(), u.data(), delta.data(), A.data(),
-                                           B.data(), C.data(), ptr(D), ptr(z), ptr(bias),
-                                           c.softplus, ptr(init), dims);
-  kernels::cpu::selective_scan_bwd<double>(du.data(), dd.data(), dA.data(), dB.data(), dC.data(),
-                                           dD.data(), c.has_z ? dz.data() : nullptr, db.data(),
-                                           dout.data(), u.data(), delta.data(), A.data(), B.data(),
-                                           C.data(), ptr(D), ptr(z), ptr(bias), c.softplus,
-                                           ptr(init), dims);
+  p.out = out.data(), p.final_state = fs.data();
+  kernels::cpu::selective_scan_fwd<double>(p);
+  p.dout = dout.data(), p.du = du.data(), p.ddelta = dd.data(), p.dA = dA.data();
+  p.dB = dB.data(), p.dC = dC.data(), p.dD = dD.data(), p.dz = c.has_z ? dz.data() : nullptr;
+  p.ddelta_bias = db.data();
+  kernels::cpu::selective_scan_bwd<double>(p);
   auto f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
   Results r;
   r.out = f(out), r.final_state = f(fs), r.du = f(du), r.ddelta = f(dd), r.dA = f(dA);
@@ -114,20 +130,20 @@ Tensor poisoned(int64_t n, DType dtype) {
   return t;
 }
 const void* vp(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
-const float* fp(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
 std::vector<float> host(const Tensor& t, int64_t n) {
   std::vector<float> v = t.to_vector<float>();
   v.resize(static_cast<size_t>(n));
   return v;
 }
 
-// Runs the CUDA forward and backward with NaN-poisoned outputs and workspaces. bc_lead > 0 passes
-// B and C as column blocks [bc_lead, bc_lead + N) and [bc_lead + N, bc_lead + 2N) of one
-// (batch * length, bc_lead + 2N) matrix (x_proj's layout) with that row stride.
+// Runs the CUDA forward and backward under plan_scan's plan with `ov`, with NaN-poisoned outputs
+// and workspaces. bc_lead > 0 passes B and C as column blocks [bc_lead, bc_lead + N) and
+// [bc_lead + N, bc_lead + 2N) of one (batch * length, bc_lead + 2N) matrix (x_proj's layout) with
+// that row stride.
 Results cuda_run(const ScanCase& c, const HostInputs& in, bool bf16,
-                 std::vector<std::vector<uint8_t>>* raw_grads = nullptr, int64_t bc_lead = 0) {
+                 std::vector<std::vector<uint8_t>>* raw_grads = nullptr, int64_t bc_lead = 0,
+                 const ScanPlanOverrides& ov = {}) {
   const DType io = bf16 ? DType::BFloat16 : DType::Float32;
-  const kc::ScanDType kd = bf16 ? kc::ScanDType::BFloat16 : kc::ScanDType::Float32;
   const int64_t BLD = c.batch * c.length * c.dim, BLN = c.batch * c.length * c.dstate;
   const int64_t DN = c.dim * c.dstate, BDN = c.batch * DN;
   Tensor u = dev(in.u, io), delta = dev(in.delta, io), A = dev(in.A, DType::Float32),
@@ -149,27 +165,32 @@ Results cuda_run(const ScanCase& c, const HostInputs& in, bool bf16,
     return static_cast<const char*>(t.data_ptr()) + at * (bf16 ? 2 : 4);
   };
   const void* Bp = bc_ptr(B, bc_lead), *Cp = bc_ptr(C, bc_lead ? bc_lead + c.dstate : 0);
+  const kernels::ScanDims dims{c.batch, c.length, c.dim, c.dstate};
+  const kernels::ScanPlan plan = kc::plan_scan(dims, ov);
   Tensor out = poisoned(BLD, io), fs = poisoned(BDN, DType::Float32);
-  Tensor states = poisoned(kc::scan_chunk_states_floats(c.batch, c.length, c.dim, c.dstate),
-                           DType::Float32);
-  Tensor ws = poisoned(kc::scan_fwd_workspace_floats(c.batch, c.length, c.dim, c.dstate),
-                       DType::Float32);
-  void* stream = cuda::current_stream();
-  kc::selective_scan_fwd(out.data_ptr(), fs.data<float>(), states.data<float>(), ws.data<float>(),
-                         u.data_ptr(), delta.data_ptr(), A.data<float>(), Bp, Cp, fp(D), vp(z),
-                         fp(bias), fp(init), c.softplus, c.batch, c.length, c.dim, c.dstate, kd,
-                         stream, ld);
+  Tensor states = poisoned(kc::scan_chunk_states_floats(dims, plan), DType::Float32);
+  Tensor ws = poisoned(kc::scan_fwd_workspace_floats(dims, plan), DType::Float32);
+  kernels::ScanGradParams p;
+  p.dims = dims;
+  p.dtype = bf16 ? kernels::ScanDType::BFloat16 : kernels::ScanDType::Float32;
+  p.delta_softplus = c.softplus;
+  p.bc_row_stride = ld;
+  p.u = u.data_ptr(), p.delta = delta.data_ptr(), p.A = A.data_ptr(), p.B = Bp, p.C = Cp;
+  p.D = vp(D), p.z = vp(z), p.delta_bias = vp(bias), p.initial_state = vp(init);
+  p.out = out.data_ptr(), p.final_state = fs.data_ptr();
+  p.chunk_states = states.data<float>(), p.workspace = ws.data<float>();
+  p.stream = cuda::current_stream();
+  kc::selective_scan_fwd(p, plan);
   Tensor du = poisoned(BLD, io), dd = poisoned(BLD, io), dA = poisoned(DN, DType::Float32),
          dB = poisoned(BLN, io), dC = poisoned(BLN, io), dD = poisoned(c.dim, DType::Float32),
          dz = poisoned(BLD, io), db = poisoned(c.dim, DType::Float32);
-  Tensor bws = poisoned(kc::scan_bwd_workspace_floats(c.batch, c.length, c.dim, c.dstate),
-                        DType::Float32);
-  kc::selective_scan_bwd(du.data_ptr(), dd.data_ptr(), dA.data<float>(), dB.data_ptr(),
-                         dC.data_ptr(), dD.data<float>(), c.has_z ? dz.data_ptr() : nullptr,
-                         db.data<float>(), bws.data<float>(), dout.data_ptr(), u.data_ptr(),
-                         delta.data_ptr(), A.data<float>(), Bp, Cp, fp(D), vp(z), fp(bias),
-                         states.data<float>(), c.softplus, c.batch, c.length, c.dim, c.dstate, kd,
-                         stream, ld);
+  Tensor bws = poisoned(kc::scan_bwd_workspace_floats(dims, plan), DType::Float32);
+  p.out = p.final_state = nullptr;
+  p.workspace = bws.data<float>();
+  p.dout = dout.data_ptr(), p.du = du.data_ptr(), p.ddelta = dd.data_ptr(), p.dA = dA.data_ptr();
+  p.dB = dB.data_ptr(), p.dC = dC.data_ptr(), p.dD = dD.data_ptr();
+  p.dz = c.has_z ? dz.data_ptr() : nullptr, p.ddelta_bias = db.data_ptr();
+  kc::selective_scan_bwd(p, plan);
   cuda::synchronize();
   Results r;
   r.out = host(out, BLD), r.final_state = host(fs, BDN), r.du = host(du, BLD);
@@ -204,12 +225,12 @@ void check_same_bits(const std::vector<std::vector<uint8_t>>& a,
 }
 
 // Two runs of one awkward case give the same bits in every gradient.
-void check_deterministic(bool bf16) {
+void check_deterministic(bool bf16, const ScanPlanOverrides& ov = {}) {
   const ScanCase c{3, 1000, 200, 16, true, true, true, true, true};
   const HostInputs in = make_inputs(c, bf16, 7);
   std::vector<std::vector<uint8_t>> first, second;
-  cuda_run(c, in, bf16, &first);
-  cuda_run(c, in, bf16, &second);
+  cuda_run(c, in, bf16, &first, 0, ov);
+  cuda_run(c, in, bf16, &second, 0, ov);
   check_same_bits(first, second);
 }
 
@@ -226,11 +247,12 @@ double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
 }
 
 // bc_lead > 0: B and C as column blocks (cuda_run).
-void compare(const ScanCase& c, bool bf16, uint32_t seed, int64_t bc_lead = 0) {
+void compare(const ScanCase& c, bool bf16, uint32_t seed, int64_t bc_lead = 0,
+             const ScanPlanOverrides& ov = {}) {
   const double tol = bf16 ? 2e-2 : 1e-4;
   HostInputs in = make_inputs(c, bf16, seed);
   Results ref = cpu_reference(c, in);
-  Results got = cuda_run(c, in, bf16, nullptr, bc_lead);
+  Results got = cuda_run(c, in, bf16, nullptr, bc_lead, ov);
   INFO(c.describe() << (bf16 ? " bf16" : " fp32") << (bc_lead ? ", B/C column blocks" : ""));
   CHECK(rel_err(got.out, ref.out) < tol);
   CHECK(rel_err(got.final_state, ref.final_state) < tol);
@@ -294,22 +316,19 @@ TEST_CASE("cuda scan: super-chunks (blocks walking several chunks) match the CPU
     return;
   }
 #ifdef S6_WITH_CUDA
-  // The launchers group chunks into super-chunks walked by one block; the env variables set the
-  // target grid size, forcing one super-chunk (1) or a few with a partial last one (3, 5).
+  // The launchers group chunks into super-chunks walked by one block; the plan's target grid size
+  // forces one super-chunk (1) or a few with a partial last one (3, 5).
   uint32_t seed = 900;
-  for (const char* target : {"1", "3", "5"}) {
-    setenv("S6_SCAN_FWD_BLOCKS", target, 1);
-    setenv("S6_SCAN_BWD_BLOCKS", target, 1);
+  for (int64_t target : {1, 3, 5}) {
+    const ScanPlanOverrides ov = forced(0, target);
     INFO("target blocks " << target);
     for (bool bf16 : {false, true}) {
-      compare({1, 1027, 37, 16, true, true, true, true, true}, bf16, seed++);
-      compare({2, 700, 37, 1, false, false, true, true, false}, bf16, seed++);
-      compare({1, 333, 9, 64, true, true, true, true, true}, bf16, seed++);
-      compare({1, 4099, 8, 5, true, true, false, true, true}, bf16, seed++);
+      compare({1, 1027, 37, 16, true, true, true, true, true}, bf16, seed++, 0, ov);
+      compare({2, 700, 37, 1, false, false, true, true, false}, bf16, seed++, 0, ov);
+      compare({1, 333, 9, 64, true, true, true, true, true}, bf16, seed++, 0, ov);
+      compare({1, 4099, 8, 5, true, true, false, true, true}, bf16, seed++, 0, ov);
     }
   }
-  unsetenv("S6_SCAN_FWD_BLOCKS");
-  unsetenv("S6_SCAN_BWD_BLOCKS");
 #endif
 }
 
@@ -319,26 +338,23 @@ TEST_CASE("cuda scan: 16- and 64-step chunks both match the CPU reference") {
     return;
   }
 #ifdef S6_WITH_CUDA
-  // S6_SCAN_CHUNK forces 16- or 64-step chunks (the launchers pick one by problem size); the
-  // block targets force super-chunks (3) or one block per chunk (100000).
+  // The plan forces 16- or 64-step chunks (plan_scan picks one by problem size); the block targets
+  // force super-chunks (3) or one block per chunk (100000).
   uint32_t seed = 1300;
-  for (const char* chunk : {"16", "64"}) {
-    for (const char* target : {"3", "100000"}) {
-      setenv("S6_SCAN_CHUNK", chunk, 1);
-      setenv("S6_SCAN_FWD_BLOCKS", target, 1);
-      setenv("S6_SCAN_BWD_BLOCKS", target, 1);
+  for (int64_t chunk : {16, 64}) {
+    for (int64_t target : {3, 100000}) {
+      const ScanPlanOverrides ov = forced(chunk, target);
       INFO("chunk " << chunk << ", target blocks " << target);
       for (bool bf16 : {false, true}) {
-        compare({2, 17, 37, 16, true, true, true, true, true}, bf16, seed++);
-        compare({1, 211, 45, 12, true, true, true, true, false}, bf16, seed++);
-        compare({2, 80, 37, 16, false, false, true, true, true}, bf16, seed++);
-        compare({1, 16, 9, 7, true, true, false, true, true}, bf16, seed++);
-        compare({1, 300, 20, 64, true, true, true, true, true}, bf16, seed++);
-        compare({2, 500, 64, 16, true, true, true, true, true}, bf16, seed++);  // async staging
+        compare({2, 17, 37, 16, true, true, true, true, true}, bf16, seed++, 0, ov);
+        compare({1, 211, 45, 12, true, true, true, true, false}, bf16, seed++, 0, ov);
+        compare({2, 80, 37, 16, false, false, true, true, true}, bf16, seed++, 0, ov);
+        compare({1, 16, 9, 7, true, true, false, true, true}, bf16, seed++, 0, ov);
+        compare({1, 300, 20, 64, true, true, true, true, true}, bf16, seed++, 0, ov);
+        compare({2, 500, 64, 16, true, true, true, true, true}, bf16, seed++, 0, ov);  // async staging
       }
     }
   }
-  for (const char* v : {"S6_SCAN_CHUNK", "S6_SCAN_FWD_BLOCKS", "S6_SCAN_BWD_BLOCKS"}) unsetenv(v);
 #endif
 }
 
@@ -372,8 +388,9 @@ TEST_CASE("cuda scan: the backward's asynchronous staging gives the bits of sync
     return;
   }
 #ifdef S6_WITH_CUDA
-  // Asynchronous staging needs dim a multiple of 16 bytes of elements; S6_SCAN_SYNC_STAGE turns
-  // it off. B and C both contiguous and as column blocks (row stride 36).
+  // Asynchronous staging needs dim a multiple of 16 bytes of elements; the plan's sync_staging turns
+  // it off. B and C both contiguous and as column blocks (row stride 36); 64-step chunks, so
+  // several sub-chunks per chunk.
   uint32_t seed = 1900;
   for (bool bf16 : {false, true}) {
     for (const ScanCase& c : {ScanCase{2, 1000, 64, 16, true, true, true, true, true},
@@ -384,61 +401,14 @@ TEST_CASE("cuda scan: the backward's asynchronous staging gives the bits of sync
         INFO(c.describe() << (bf16 ? " bf16" : " fp32") << ", B/C lead " << lead);
         HostInputs in = make_inputs(c, bf16, seed++);
         std::vector<std::vector<uint8_t>> async_bits, sync_bits;
-        setenv("S6_SCAN_CHUNK", "64", 1);  // several sub-chunks per chunk
-        const Results a = cuda_run(c, in, bf16, &async_bits, lead);
-        setenv("S6_SCAN_SYNC_STAGE", "1", 1);
-        const Results b = cuda_run(c, in, bf16, &sync_bits, lead);
-        unsetenv("S6_SCAN_SYNC_STAGE");
-        unsetenv("S6_SCAN_CHUNK");
-        CHECK(a.out == b.out);
+        const Results a = cuda_run(c, in, bf16, &async_bits, lead, forced(64));
+        const Results b = cuda_run(c, in, bf16, &sync_bits, lead, forced(64, 0, 0, true));
+        CHECK(same_bits(a.out, b.out));
         check_same_bits(async_bits, sync_bits);
         if (lead == 0) compare(c, bf16, seed++);  // and against the CPU reference
       }
     }
   }
-#endif
-}
-
-TEST_CASE("cuda scan: 8-step halves are bitwise equal to the default backward") {
-  if (!s6::cuda::available()) {
-    MESSAGE("SKIPPED: no CUDA device on this machine");
-    return;
-  }
-#ifdef S6_WITH_CUDA
-  // With 4 states per thread (forced here: 64-step chunks use 8 by default), dstate 16's
-  // sub-chunks are reversed in two 8-step halves unless S6_SCAN_BWD_HALVES=0. 16-step chunks
-  // recompute every mid-sub-chunk state (no sweep); 64-step ones take it from the sweep except in
-  // the last sub-chunk. L 1000 and 77 end in partial chunks, dim 40 stages asynchronously and 130
-  // (not a multiple of 16 bytes) synchronously; the block target 3 makes blocks walk several
-  // chunks. B and C both contiguous and as column blocks (row stride 36).
-  uint32_t seed = 2100;
-  setenv("S6_SCAN_BWD_NS", "4", 1);
-  for (const char* chunk : {"16", "64"}) {
-    for (const char* target : {"3", "100000"}) {
-      setenv("S6_SCAN_CHUNK", chunk, 1);
-      setenv("S6_SCAN_BWD_BLOCKS", target, 1);
-      for (bool bf16 : {false, true}) {
-        for (const ScanCase& c : {ScanCase{2, 1000, 40, 16, true, true, true, true, true},
-                                  ScanCase{1, 1000, 40, 16, false, false, true, true, false},
-                                  ScanCase{2, 77, 130, 16, true, true, false, true, false},
-                                  ScanCase{3, 77, 130, 16, false, true, true, false, true}}) {
-          for (int64_t lead : {int64_t(0), int64_t(4)}) {
-            INFO(c.describe() << (bf16 ? " bf16" : " fp32") << ", chunk " << chunk
-                              << ", target blocks " << target << ", B/C lead " << lead);
-            HostInputs in = make_inputs(c, bf16, seed++);
-            std::vector<std::vector<uint8_t>> full_bits, halves_bits;
-            setenv("S6_SCAN_BWD_HALVES", "0", 1);
-            const Results a = cuda_run(c, in, bf16, &full_bits, lead);
-            unsetenv("S6_SCAN_BWD_HALVES");
-            const Results b = cuda_run(c, in, bf16, &halves_bits, lead);
-            CHECK(same_bits(a.out, b.out));
-            check_same_bits(full_bits, halves_bits);
-          }
-        }
-      }
-    }
-  }
-  for (const char* v : {"S6_SCAN_BWD_NS", "S6_SCAN_CHUNK", "S6_SCAN_BWD_BLOCKS"}) unsetenv(v);
 #endif
 }
 
@@ -448,39 +418,36 @@ TEST_CASE("cuda scan: the backward with 4 and 8 states per thread matches the CP
     return;
   }
 #ifdef S6_WITH_CUDA
-  // S6_SCAN_BWD_NS=4|8 runs B3 at dstate 9..16 with 4 or 8 states per thread (32 or 64 channels
-  // per block; by default 8 with 64-step chunks, 4 with 16-step ones). dstate 16 and 11 (padded);
+  // The plan's bwd_states 4|8 runs B3 at dstate 9..16 with 4 or 8 states per thread (32 or 64
+  // channels per block; by default 8 with 64-step chunks, 4 with 16-step ones; 4 reverses each
+  // sub-chunk in two 8-step halves, 8 in four 4-step pieces). dstate 16 and 11 (padded);
   // L 1000 and 77 end in partial chunks and sub-chunks; dim 40 (one partial block), 130 (a 2-channel last block, synchronous staging) and
   // 200; 16-step chunks (every piece checkpoint recomputed) and 64-step ones (from the sweep);
   // block target 3 (blocks walk several chunks) or one block per chunk; B and C also as column
   // blocks (row stride 36 or 26).
   uint32_t seed = 2500;
-  for (const char* ns : {"4", "8"}) {
-    setenv("S6_SCAN_BWD_NS", ns, 1);
-    for (const char* chunk : {"16", "64"}) {
-      for (const char* target : {"3", "100000"}) {
-        setenv("S6_SCAN_CHUNK", chunk, 1);
-        setenv("S6_SCAN_BWD_BLOCKS", target, 1);
+  for (int ns : {4, 8}) {
+    for (int64_t chunk : {16, 64}) {
+      for (int64_t target : {3, 100000}) {
+        ScanPlanOverrides ov = forced(chunk, 0, ns);
+        ov.bwd_blocks = target;
         INFO("states per thread " << ns << ", chunk " << chunk << ", target blocks " << target);
         for (bool bf16 : {false, true}) {
-          compare({2, 1000, 40, 16, true, true, true, true, true}, bf16, seed++);
-          compare({1, 77, 130, 11, false, true, false, true, false}, bf16, seed++);
-          compare({3, 1000, 200, 16, true, false, true, true, true}, bf16, seed++, /*bc_lead=*/4);
-          compare({2, 77, 40, 11, true, true, true, true, false}, bf16, seed++, /*bc_lead=*/4);
+          compare({2, 1000, 40, 16, true, true, true, true, true}, bf16, seed++, 0, ov);
+          compare({1, 77, 130, 11, false, true, false, true, false}, bf16, seed++, 0, ov);
+          compare({3, 1000, 200, 16, true, false, true, true, true}, bf16, seed++, /*bc_lead=*/4, ov);
+          compare({2, 77, 40, 11, true, true, true, true, false}, bf16, seed++, /*bc_lead=*/4, ov);
         }
       }
     }
     // Bitwise the same run to run.
-    for (const char* chunk : {"16", "64"}) {
-      setenv("S6_SCAN_CHUNK", chunk, 1);
-      unsetenv("S6_SCAN_BWD_BLOCKS");
+    for (int64_t chunk : {16, 64}) {
       for (bool bf16 : {false, true}) {
         INFO("states per thread " << ns << ", chunk " << chunk << (bf16 ? " bf16" : " fp32"));
-        check_deterministic(bf16);
+        check_deterministic(bf16, forced(chunk, 0, ns));
       }
     }
   }
-  for (const char* v : {"S6_SCAN_BWD_NS", "S6_SCAN_CHUNK", "S6_SCAN_BWD_BLOCKS"}) unsetenv(v);
 #endif
 }
 
@@ -508,7 +475,7 @@ TEST_CASE("cuda scan: the single-token step reproduces the sequence scan") {
       HostInputs in = make_inputs(c, bf16, 11);
       Results seq = cuda_run(c, in, bf16);
       const DType io = bf16 ? DType::BFloat16 : DType::Float32;
-      const kc::ScanDType kd = bf16 ? kc::ScanDType::BFloat16 : kc::ScanDType::Float32;
+      const kernels::ScanDType kd = bf16 ? kernels::ScanDType::BFloat16 : kernels::ScanDType::Float32;
       Tensor state = dev(in.init, DType::Float32), A = dev(in.A, DType::Float32),
              D = dev(in.D, DType::Float32), bias = dev(in.bias, DType::Float32);
       std::vector<float> outs(seq.out.size());
@@ -544,14 +511,19 @@ TEST_CASE("cuda scan: the single-token step reproduces the sequence scan") {
 #endif
 }
 
-TEST_CASE("cuda scan: the differentiable op on CUDA tensors matches the CPU op") {
+TEST_CASE("cuda scan: the differentiable op on CUDA tensors matches the CPU op, under any plan") {
   if (!s6::cuda::available()) {
     MESSAGE("SKIPPED: no CUDA device on this machine");
     return;
   }
 #ifdef S6_WITH_CUDA
+  // The op plans once per call and its node keeps the plan (and the chunk states it shaped) for
+  // the backward: the problem's own plan, and forced 16- and 64-step chunks.
+  const ScanPlanOverrides o16 = forced(16, 3, 4), o64 = forced(64, 0, 8);
+  for (const ScanPlanOverrides* plan : {static_cast<const ScanPlanOverrides*>(nullptr), &o16, &o64})
   for (bool bf16 : {false, true}) {
     CAPTURE(bf16);
+    CAPTURE((plan ? plan->chunk : 0));
     ScanCase c{2, 150, 40, 16, true, true, true, true, true};
     HostInputs in = make_inputs(c, bf16, 21);
     const int64_t Bt = c.batch, L = c.length, Dm = c.dim, N = c.dstate;
@@ -573,6 +545,7 @@ TEST_CASE("cuda scan: the differentiable op on CUDA tensors matches the CPU op")
       ScanOptions opt;
       opt.initial_state = Tensor::from_vector<float>(in.init, {Bt, Dm, N}).to(device);
       opt.return_final_state = true;
+      opt.plan_overrides = plan;
       ScanResult r = selective_scan_ex(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], opt);
       Tensor g = Tensor::from_vector<float>(in.dout, {Bt, L, Dm}).to(device).to(r.out.dtype());
       autograd::backward(r.out, g);

@@ -3,7 +3,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
+
+#include "core/error.h"
 
 namespace s6::kernels::cpu {
 
@@ -24,12 +27,37 @@ inline T delta_to_dt(T v, bool softplus) {
   return (softplus && v <= T(20)) ? std::log1p(std::exp(v)) : v;
 }
 
+// The reference reads every pointer as a T and B, C as contiguous rows.
+template <typename T>
+void check_params(const char* what, const ScanParams& p) {
+  const ScanDType want = std::is_same_v<T, double> ? ScanDType::Float64 : ScanDType::Float32;
+  S6_CHECK(p.dtype == want, "{}: params.dtype {} does not match the instantiation's ({})", what,
+           static_cast<int>(p.dtype), static_cast<int>(want));
+  S6_CHECK(p.bc_row_stride == 0 || p.bc_row_stride == p.dims.dstate,
+           "{}: B and C must be contiguous (bc_row_stride 0), got {}", what, p.bc_row_stride);
+}
+
+template <typename T>
+const T* cptr(const void* p) {
+  return static_cast<const T*>(p);
+}
+template <typename T>
+T* mptr(void* p) {
+  return static_cast<T*>(p);
+}
+
 }  // namespace
 
 template <typename T>
-void selective_scan_fwd(T* out, T* final_state, const T* u, const T* delta, const T* A, const T* B,
-                        const T* C, const T* D, const T* z, const T* delta_bias, bool softplus,
-                        const T* initial_state, const ScanDims& dims) {
+void selective_scan_fwd(const ScanParams& p) {
+  check_params<T>("selective_scan_fwd (CPU)", p);
+  const ScanDims& dims = p.dims;
+  const bool softplus = p.delta_softplus;
+  const T *u = cptr<T>(p.u), *delta = cptr<T>(p.delta), *A = cptr<T>(p.A), *B = cptr<T>(p.B),
+          *C = cptr<T>(p.C), *D = cptr<T>(p.D), *z = cptr<T>(p.z), *delta_bias = cptr<T>(p.delta_bias),
+          *initial_state = cptr<T>(p.initial_state);
+  T* y_out = mptr<T>(p.out);
+  T* final_state = mptr<T>(p.final_state);
   const int64_t Bn = dims.batch, L = dims.length, Dm = dims.dim, N = dims.dstate;
   const int64_t rows = Bn * Dm;
   // Threads only pay off on real sizes; tiny test shapes stay serial (no spin-up cost).
@@ -60,7 +88,7 @@ void selective_scan_fwd(T* out, T* final_state, const T* u, const T* delta, cons
         }
         y += Dd * u[i];
         if (z) y *= z[i] * sigmoid(z[i]);
-        out[i] = y;
+        y_out[i] = y;
       }
       if (final_state) std::copy(h.begin(), h.end(), final_state + r * N);
     }
@@ -68,10 +96,16 @@ void selective_scan_fwd(T* out, T* final_state, const T* u, const T* delta, cons
 }
 
 template <typename T>
-void selective_scan_bwd(T* du, T* ddelta, T* dA, T* dB, T* dC, T* dD, T* dz, T* ddelta_bias,
-                        const T* dout, const T* u, const T* delta, const T* A, const T* B,
-                        const T* C, const T* D, const T* z, const T* delta_bias, bool softplus,
-                        const T* initial_state, const ScanDims& dims) {
+void selective_scan_bwd(const ScanGradParams& p) {
+  check_params<T>("selective_scan_bwd (CPU)", p);
+  const ScanDims& dims = p.dims;
+  const bool softplus = p.delta_softplus;
+  const T *dout = cptr<T>(p.dout), *u = cptr<T>(p.u), *delta = cptr<T>(p.delta), *A = cptr<T>(p.A),
+          *B = cptr<T>(p.B), *C = cptr<T>(p.C), *D = cptr<T>(p.D), *z = cptr<T>(p.z),
+          *delta_bias = cptr<T>(p.delta_bias), *initial_state = cptr<T>(p.initial_state);
+  T *du = mptr<T>(p.du), *ddelta = mptr<T>(p.ddelta), *dA = mptr<T>(p.dA), *dB = mptr<T>(p.dB),
+    *dC = mptr<T>(p.dC), *dD = mptr<T>(p.dD), *dz = mptr<T>(p.dz),
+    *ddelta_bias = mptr<T>(p.ddelta_bias);
   const int64_t Bn = dims.batch, L = dims.length, Dm = dims.dim, N = dims.dstate;
   const int64_t G = std::min(kGroups, Dm);
   const int64_t LN = L * N;
@@ -186,22 +220,9 @@ void selective_scan_bwd(T* du, T* ddelta, T* dA, T* dB, T* dC, T* dD, T* dz, T* 
   }
 }
 
-template void selective_scan_fwd<float>(float*, float*, const float*, const float*, const float*,
-                                        const float*, const float*, const float*, const float*,
-                                        const float*, bool, const float*, const ScanDims&);
-template void selective_scan_fwd<double>(double*, double*, const double*, const double*,
-                                         const double*, const double*, const double*,
-                                         const double*, const double*, const double*, bool,
-                                         const double*, const ScanDims&);
-template void selective_scan_bwd<float>(float*, float*, float*, float*, float*, float*, float*,
-                                        float*, const float*, const float*, const float*,
-                                        const float*, const float*, const float*, const float*,
-                                        const float*, const float*, bool, const float*,
-                                        const ScanDims&);
-template void selective_scan_bwd<double>(double*, double*, double*, double*, double*, double*,
-                                         double*, double*, const double*, const double*,
-                                         const double*, const double*, const double*,
-                                         const double*, const double*, const double*,
-                                         const double*, bool, const double*, const ScanDims&);
+template void selective_scan_fwd<float>(const ScanParams&);
+template void selective_scan_fwd<double>(const ScanParams&);
+template void selective_scan_bwd<float>(const ScanGradParams&);
+template void selective_scan_bwd<double>(const ScanGradParams&);
 
 }  // namespace s6::kernels::cpu

@@ -4,7 +4,7 @@
 // CUDA selective scan (Mamba S6): chunked forward and backward, and the single-token step.
 //
 // Parallel over batch, channels and time. L is cut into chunks of 64 steps, or of 16 for problems
-// too small to fill the GPU otherwise (scan_chunk_length, selective_scan_fwd.cu); a thread owns
+// too small to fill the GPU otherwise (plan_scan, selective_scan_fwd.cu); a thread owns
 // one channel d and NS consecutive states of one chunk and walks the chunk sequentially (LPD lanes
 // share a channel, so sums over the states take log2(LPD) shuffles). Channel-last layout makes a
 // block's loads of u/delta/z/dout coalesced over d; every 16-step sub-chunk of u, delta (turned into
@@ -33,7 +33,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstdint>
 #include <initializer_list>
 #include <utility>
@@ -108,8 +107,8 @@ struct Cfg {
   // lanes and more independent state chains.
   static constexpr bool kWide = NS == 8 && LPD == 2;
   // dB/dC sums over a warp's channels: through shared memory at 4 or 8 lanes per channel and for
-  // the wide configuration (about 2.25 instructions per value against 3.75-3.9 for the 16
-  // values' shuffle butterfly there); by the butterfly otherwise.
+  // the wide configuration (fewer instructions per value than the shuffle butterfly there:
+  // docs/scan_notes.md, v5a and v9); by the butterfly otherwise.
   static constexpr bool kSmemReduce = LPD == 4 || LPD == 8 || kWide;
   // Per warp: V / 4 slabs of [32 lanes][4 values] (V = 2 NS), each padded by 128 / V floats so
   // that the 32 outputs one read instruction covers (all V / 4 slabs) fall in distinct banks.
@@ -138,9 +137,8 @@ struct Cfg {
   // from checkpoints of the state entering each piece: hist[kTS / pieces][NS] registers of
   // recomputed states instead of hist[kTS][NS]; at most kBwdPiecedRegs registers, and dB/dC
   // flushed every 8 steps (less shared memory). Built for dstate 16 (two 8-step halves: 96
-  // registers and 41 KB, for 5 blocks per SM instead of 4; the default, S6_SCAN_BWD_HALVES=0 turns
-  // it off) and as the wide configuration's only variant, in 4-step quarters (124 registers and
-  // 52.5 KB, 4 blocks per SM; halves spilled there at 128 registers).
+  // registers and 41 KB, for 5 blocks per SM instead of 4) and for the wide configuration, in
+  // 4-step quarters (124 registers and 52.5 KB, 4 blocks per SM; halves spilled at 128 registers).
   static constexpr int kBwdPieces = kWide ? 4 : NS == 4 && LPD == 4 ? 2 : 1;
   static constexpr int kBwdPiecedRegs = kWide ? 128 : 96;
   __host__ __device__ static constexpr int bwd_tsb(int pieces) {
@@ -224,8 +222,8 @@ __device__ __forceinline__ void stage_seq(float* s_dt, float* s_dsp, float* s_u,
 }
 
 // Asks L1 for the lines a later stage_seq / stage_bc of steps [t0, tend) will read, so that those
-// loads do not wait on DRAM (the backward's staging is otherwise exposed latency: with 4 warps per
-// scheduler, ncu showed 39% of the stall cycles waiting on L1TEX). Non-null sequences only; each
+// loads do not wait on DRAM (the backward's staging is otherwise exposed latency at 4 warps per
+// scheduler: docs/scan_notes.md, v5). Non-null sequences only; each
 // per-channel row is prefetched at its first and last channel (it may straddle two lines).
 template <class CF, typename T>
 __device__ __forceinline__ void prefetch_stage(std::initializer_list<const T*> seqs, const T* Bm,
@@ -633,44 +631,36 @@ void launch_combine(float* x, const float* dts, const float* A, const float* ini
       static_cast<int>(dim), static_cast<int>(N));
 }
 
-int num_sms() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0)
-      v = 132;
-    return v;
-  }();
-  return n;
-}
-
 // Super-chunks: each block walks K consecutive chunks, so that only the ns - 1 super-chunk
 // boundaries need the extra end-state pass (F1 / B1). ns is the fewest that gives the grid about
-// `blocks_per_sm` blocks per SM (the env variables S6_SCAN_FWD_BLOCKS / S6_SCAN_BWD_BLOCKS, when
-// set, give the target number of blocks of the whole grid instead: for tuning and tests).
+// `target` blocks (ScanPlan::fwd_blocks / bwd_blocks).
 struct Split {
   int64_t K, ns;
 };
-Split split_chunks(int64_t nc, int64_t cols, const char* env, int64_t blocks_per_sm,
-                   int64_t single_pass_cols_per_sm = 0) {
-  int64_t target = blocks_per_sm * num_sms();
-  if (single_pass_cols_per_sm > 0 && cols >= single_pass_cols_per_sm * num_sms()) target = 1;
-  if (const char* v = std::getenv(env)) {
-    const long long x = std::atoll(v);
-    if (x > 0) target = x;
-  }
+Split split_chunks(int64_t nc, int64_t cols, int64_t target) {
   int64_t ns = std::clamp<int64_t>((target + cols - 1) / std::max<int64_t>(cols, 1), 1, nc);
   const int64_t K = (nc + ns - 1) / ns;
   ns = (nc + K - 1) / K;
   return {K, ns};
 }
 
-// Measured on H100 (docs/scan_notes.md): the backward main kernel and the forward of narrow grids
-// want many blocks; a forward whose (batch x channel-block) columns already fill two blocks per
-// SM runs fastest as one super-chunk (no F1 pass at all).
-constexpr int64_t kFwdBlocksPerSm = 32;
-constexpr int64_t kBwdBlocksPerSm = 32;
-constexpr int64_t kFwdSinglePassColsPerSm = 2;
+// The plan's fields the launchers rely on (a default-constructed plan has none of them).
+void check_plan(const char* what, const ScanPlan& plan) {
+  S6_CHECK(plan.chunk == kScanShortChunkLength || plan.chunk == kScanChunkLength,
+           "{}: plan.chunk must be {} or {}, got {} (take the plan from plan_scan)", what,
+           kScanShortChunkLength, kScanChunkLength, plan.chunk);
+  S6_CHECK(plan.bwd_states == 4 || plan.bwd_states == 8,
+           "{}: plan.bwd_states must be 4 or 8, got {}", what, plan.bwd_states);
+  S6_CHECK(plan.fwd_blocks > 0 && plan.bwd_blocks > 0,
+           "{}: plan.fwd_blocks and plan.bwd_blocks must be positive, got {} and {}", what,
+           plan.fwd_blocks, plan.bwd_blocks);
+}
+
+// The pointer arguments' element type: float or bfloat16 on CUDA.
+void check_dtype(const char* what, ScanDType dtype) {
+  S6_CHECK(dtype == ScanDType::Float32 || dtype == ScanDType::BFloat16,
+           "{}: params.dtype must be Float32 or BFloat16, got {}", what, static_cast<int>(dtype));
+}
 
 }  // namespace
 

@@ -526,42 +526,32 @@ void run_colsums(ColsumJobs jobs, cudaStream_t stream) {
 }  // namespace
 
 namespace {
-// B3's states per thread at dstate 9..16: 8 with 64-step chunks (10% faster than 4 at every large
-// shape on the H200: fewer repeated per-channel instructions and shuffles per state), 4 with
-// 16-step chunks (small problems, where 8 was 20% slower: the sub-chunk the sweep does not walk
-// is every one there). S6_SCAN_BWD_NS=4|8 forces it (for measurements).
-int bwd_main_states(int64_t chunk) {
-  const char* v = std::getenv("S6_SCAN_BWD_NS");
-  const long long x = v ? std::atoll(v) : 0;
-  if (x == 4 || x == 8) return static_cast<int>(x);
-  return chunk == kScanChunkLength ? 8 : 4;
-}
-
-// B3's configuration with 8 states per thread, where CF is Cfg<4, 4> (dstate 9..16). (16 states
-// per thread, Cfg<16, 1, 128>, measured 20-45% slower: scan_notes v9.)
+// B3's configuration with 8 states per thread, where CF is Cfg<4, 4> (dstate 9..16); 16 states
+// per thread lost everywhere (docs/scan_notes.md, v9).
 using WideBwdCfg = Cfg<8, 2, 128>;
 template <class CF>
 constexpr bool has_wide_bwd = CF::NS == 4 && CF::LPD == 4;
 
-// B3's configuration where CF runs the other kernels: WideBwdCfg when bwd_main_states says 8.
+// B3's configuration where CF runs the other kernels: WideBwdCfg when the plan says 8 states per
+// thread.
 template <class CF, typename Fn>
-void dispatch_bwd_main_cfg(int64_t chunk, Fn&& fn) {
+void dispatch_bwd_main_cfg(int bwd_states, Fn&& fn) {
   if constexpr (has_wide_bwd<CF>) {
-    if (bwd_main_states(chunk) == 8) return fn(WideBwdCfg{});
+    if (bwd_states == 8) return fn(WideBwdCfg{});
   }
   fn(CF{});
 }
 
 // The backward's configurations at dstate N: fn(B1's, B3's).
 template <typename Fn>
-void dispatch_bwd_cfgs(int64_t N, int64_t chunk, Fn&& fn) {
+void dispatch_bwd_cfgs(int64_t N, int bwd_states, Fn&& fn) {
   dispatch_cfg(N, [&](auto cf) {
-    dispatch_bwd_main_cfg<decltype(cf)>(chunk, [&](auto cf3) { fn(cf, cf3); });
+    dispatch_bwd_main_cfg<decltype(cf)>(bwd_states, [&](auto cf3) { fn(cf, cf3); });
   });
 }
 
-// B3's channel blocks at the most, over the configurations it may run at this dstate (whatever
-// S6_SCAN_BWD_NS is when the workspace is sized): the rows of dB/dC partials the workspace holds.
+// B3's channel blocks at the most, over the configurations it may run at this dstate: the rows of
+// dB/dC partials the workspace holds.
 int64_t bwd_main_max_dblocks(int64_t dim, int64_t N) {
   int64_t dpb = 0;
   dispatch_cfg(N, [&](auto cf) {
@@ -574,8 +564,8 @@ int64_t bwd_main_max_dblocks(int64_t dim, int64_t N) {
 struct BwdLayout {
   int64_t adj, dts, dD, dbias, dB, dC, temp_dA, temp_dD, temp_dbias, temp_dB, temp_dC, total;
 };
-BwdLayout bwd_layout(int64_t batch, int64_t length, int64_t dim, int64_t dstate) {
-  const int64_t nc = scan_num_chunks(batch, length, dim, dstate);
+BwdLayout bwd_layout(int64_t batch, int64_t length, int64_t dim, int64_t dstate, int64_t chunk) {
+  const int64_t nc = scan_num_chunks(length, chunk);
   const int64_t ndb = bwd_main_max_dblocks(dim, dstate);
   const int64_t rows = batch * nc;
   auto up = [](int64_t v) { return (v + 3) / 4 * 4; };  // keep 16-byte alignment
@@ -598,22 +588,32 @@ BwdLayout bwd_layout(int64_t batch, int64_t length, int64_t dim, int64_t dstate)
 }
 }  // namespace
 
-int64_t scan_bwd_workspace_floats(int64_t batch, int64_t length, int64_t dim, int64_t dstate) {
-  return bwd_layout(batch, length, dim, dstate).total;
+int64_t scan_bwd_workspace_floats(const ScanDims& d, const ScanPlan& plan) {
+  return bwd_layout(d.batch, d.length, d.dim, d.dstate, plan.chunk).total;
 }
 
-void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, float* dD, void* dz,
-                        float* ddelta_bias, float* workspace, const void* dout, const void* u,
-                        const void* delta, const float* A, const void* B, const void* C,
-                        const float* D, const void* z, const float* delta_bias,
-                        const float* chunk_states, bool delta_softplus, int64_t batch,
-                        int64_t length, int64_t dim, int64_t dstate, ScanDType dtype,
-                        void* stream_ptr, int64_t bc_row_stride) {
+void selective_scan_bwd(const ScanGradParams& args, const ScanPlan& plan) {
   const char* what = "selective_scan_bwd (CUDA)";
+  const int64_t batch = args.dims.batch, length = args.dims.length, dim = args.dims.dim,
+                dstate = args.dims.dstate;
   check_dims(what, batch, length, dim, dstate);
-  const int64_t ldbc = bc_row_stride ? bc_row_stride : dstate;
+  check_dtype(what, args.dtype);
+  check_plan(what, plan);
+  const int64_t ldbc = args.bc_row_stride ? args.bc_row_stride : dstate;
   S6_CHECK(ldbc >= dstate, "{}: B/C row stride {} is below dstate {}", what, ldbc, dstate);
-  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  cudaStream_t stream = static_cast<cudaStream_t>(args.stream);
+  void *du = args.du, *ddelta = args.ddelta, *dB = args.dB, *dC = args.dC, *dz = args.dz;
+  float* dA = static_cast<float*>(args.dA);
+  float* dD = static_cast<float*>(args.dD);
+  float* ddelta_bias = static_cast<float*>(args.ddelta_bias);
+  float* workspace = args.workspace;
+  const void *dout = args.dout, *u = args.u, *delta = args.delta, *B = args.B, *C = args.C, *z = args.z;
+  const float* A = static_cast<const float*>(args.A);
+  const float* D = static_cast<const float*>(args.D);
+  const float* delta_bias = static_cast<const float*>(args.delta_bias);
+  const float* chunk_states = args.chunk_states;
+  const bool delta_softplus = args.delta_softplus;
+  const ScanDType dtype = args.dtype;
   auto zero = [&](float* p, int64_t n) {
     if (!p || n == 0) return;
     cudaError_t e = cudaMemsetAsync(p, 0, size_t(n) * 4, stream);
@@ -638,9 +638,9 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
                          {"D", D}, {"delta_bias", delta_bias}, {"chunk_states", chunk_states}})
     if (p) check_aligned(what, name, p, 4);
   check_aligned(what, "workspace", workspace, 16);
-  const int64_t chunk = scan_chunk_length(batch, length, dim, dstate);
+  const int64_t chunk = plan.chunk;
   const int64_t nc = scan_num_chunks(length, chunk);
-  const BwdLayout lay = bwd_layout(batch, length, dim, dstate);
+  const BwdLayout lay = bwd_layout(batch, length, dim, dstate, chunk);
   float* adj = workspace + lay.adj;
   float* dts = workspace + lay.dts;
   float* dD_part = workspace + lay.dD;
@@ -649,7 +649,7 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
   float* dC_part = workspace + lay.dC;
   dispatch_dtype(dtype, [&](auto ttag) {
     using T = decltype(ttag);
-    dispatch_bwd_cfgs(dstate, chunk, [&](auto cf, auto cf3) {
+    dispatch_bwd_cfgs(dstate, plan.bwd_states, [&](auto cf, auto cf3) {
       using CF = decltype(cf);    // B1
       using CF3 = decltype(cf3);  // B3, its partials and their column sums
       const unsigned dblocks = static_cast<unsigned>((dim + CF::DPB - 1) / CF::DPB);
@@ -661,8 +661,7 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
       const T* zt = static_cast<const T*>(z);
       const T* dot = static_cast<const T*>(dout);
       // B1, B2 and B3 share the super-chunks; B3's grid is the one to fill.
-      const Split sp = split_chunks(nc, int64_t(dblocks3) * batch, "S6_SCAN_BWD_BLOCKS",
-                                    kBwdBlocksPerSm);
+      const Split sp = split_chunks(nc, int64_t(dblocks3) * batch, plan.bwd_blocks);
       if (sp.ns > 1) {
         const size_t smem = (2 * CF::TD + kTS * CF::NPAD) * sizeof(float);
         auto k1 = scan_bwd_chunk_adj_kernel<CF, T>;
@@ -681,19 +680,10 @@ void selective_scan_bwd(void* du, void* ddelta, float* dA, void* dB, void* dC, f
           async_rows_fit<T>(CF3::DPB) && dim % (16 / static_cast<int64_t>(sizeof(T))) == 0 &&
           is_aligned(ut, 16) && is_aligned(dt, 16) && is_aligned(dot, 16) && is_aligned(zt, 16) &&
           is_aligned(Bt, 4) && is_aligned(Ct, 4) && (ldbc * sizeof(T)) % 4 == 0 &&
-          (dstate * sizeof(T)) % 4 == 0 && std::getenv("S6_SCAN_SYNC_STAGE") == nullptr;
-      // B3 in CF3::kBwdPieces pieces per sub-chunk where built: at dstate 16 2-3% faster at every
-      // large shape on the H200, the same bits (S6_SCAN_BWD_HALVES=0 turns it off there, for
-      // measurements); the wide configuration's only variant.
-      int np = CF3::kBwdPieces;
-      auto k3 = scan_bwd_main_kernel<CF3, T, CF3::kBwdPieces>;
-      if constexpr (!CF3::kWide) {
-        const char* hv = std::getenv("S6_SCAN_BWD_HALVES");
-        if (hv && std::atoll(hv) == 0) {
-          np = 1;
-          k3 = scan_bwd_main_kernel<CF3, T, 1>;
-        }
-      }
+          (dstate * sizeof(T)) % 4 == 0 && !plan.sync_staging;
+      // B3 in CF3::kBwdPieces pieces per sub-chunk (1 where no pieced variant is built).
+      constexpr int np = CF3::kBwdPieces;
+      auto k3 = scan_bwd_main_kernel<CF3, T, np>;
       const size_t smem =
           (CF3::bwd_smem_floats(np) + (async_stage ? CF3::kBwdRawFloats : 0)) * sizeof(float);
       set_smem(k3, smem);

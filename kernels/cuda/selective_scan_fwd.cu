@@ -161,37 +161,85 @@ __global__ void __launch_bounds__(CF::NT)
   }
 }
 
+int num_sms() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0)
+      v = 132;
+    return v;
+  }();
+  return n;
+}
+
+// Grid targets per SM (docs/scan_notes.md, v1-v2 and v9): the backward's main kernel and the
+// forward of narrow grids want many blocks; a forward whose (batch x channel-block) columns
+// already fill two blocks per SM runs fastest as one super-chunk (no F1 pass at all).
+constexpr int64_t kFwdBlocksPerSm = 32;
+constexpr int64_t kBwdBlocksPerSm = 32;
+constexpr int64_t kFwdSinglePassColsPerSm = 2;
 
 }  // namespace
 
-int64_t scan_chunk_length(int64_t batch, int64_t length, int64_t dim, int64_t dstate) {
-  if (const char* v = std::getenv("S6_SCAN_CHUNK")) {
-    const long long x = std::atoll(v);
-    if (x == kScanShortChunkLength || x == kScanChunkLength) return x;
-  }
+ScanPlan plan_scan(const ScanDims& dims, const ScanPlanOverrides& ov) {
+  const char* what = "plan_scan (CUDA selective scan)";
+  S6_CHECK(ov.chunk == 0 || ov.chunk == kScanShortChunkLength || ov.chunk == kScanChunkLength,
+           "{}: the chunk override must be {} or {}, got {}", what, kScanShortChunkLength,
+           kScanChunkLength, ov.chunk);
+  S6_CHECK(ov.bwd_states == 0 || ov.bwd_states == 4 || ov.bwd_states == 8,
+           "{}: the backward states-per-thread override must be 4 or 8, got {}", what,
+           ov.bwd_states);
+  S6_CHECK(ov.fwd_blocks >= 0 && ov.bwd_blocks >= 0,
+           "{}: the grid-size overrides must be positive, got {} and {}", what, ov.fwd_blocks,
+           ov.bwd_blocks);
+  const int64_t dstate = std::clamp<int64_t>(dims.dstate, 1, kScanMaxDState);
+  const int64_t dpb = channels_per_block(dstate);
+  const int64_t cols = dims.batch * ((dims.dim + dpb - 1) / dpb);
+  const int64_t sms = num_sms();
+  ScanPlan plan;
   // The grid the backward's main kernel could have with long chunks: (batch x channel blocks) x
   // chunks. Under two blocks per SM, short chunks give it 4x the blocks and no checkpoint sweep.
-  const int64_t cols = batch * ((dim + channels_per_block(dstate) - 1) / channels_per_block(dstate));
-  return cols * scan_num_chunks(length, kScanChunkLength) < 2 * num_sms() ? kScanShortChunkLength
-                                                                          : kScanChunkLength;
+  plan.chunk = ov.chunk ? ov.chunk
+               : cols * scan_num_chunks(dims.length, kScanChunkLength) < 2 * sms
+                   ? kScanShortChunkLength
+                   : kScanChunkLength;
+  // 8 states per thread with 64-step chunks; 4 with 16-step chunks, where every sub-chunk is one
+  // the sweep does not walk (docs/scan_notes.md, v9).
+  plan.bwd_states = ov.bwd_states ? ov.bwd_states : plan.chunk == kScanChunkLength ? 8 : 4;
+  plan.fwd_blocks = ov.fwd_blocks ? ov.fwd_blocks
+                    : cols >= kFwdSinglePassColsPerSm * sms ? 1
+                                                            : kFwdBlocksPerSm * sms;
+  plan.bwd_blocks = ov.bwd_blocks ? ov.bwd_blocks : kBwdBlocksPerSm * sms;
+  plan.sync_staging = ov.sync_staging;
+  return plan;
 }
 
-int64_t scan_fwd_workspace_floats(int64_t batch, int64_t length, int64_t dim, int64_t dstate) {
-  return std::max<int64_t>(1, batch * scan_num_chunks(batch, length, dim, dstate) * dim);
+int64_t scan_fwd_workspace_floats(const ScanDims& d, const ScanPlan& plan) {
+  return std::max<int64_t>(1, d.batch * scan_num_chunks(d.length, plan.chunk) * d.dim);
 }
 
-void selective_scan_fwd(void* out, float* final_state, float* chunk_states, float* workspace,
-                        const void* u, const void* delta, const float* A, const void* B,
-                        const void* C, const float* D, const void* z, const float* delta_bias,
-                        const float* initial_state, bool delta_softplus, int64_t batch,
-                        int64_t length, int64_t dim, int64_t dstate, ScanDType dtype,
-                        void* stream_ptr, int64_t bc_row_stride) {
+void selective_scan_fwd(const ScanParams& args, const ScanPlan& plan) {
   const char* what = "selective_scan_fwd (CUDA)";
+  const int64_t batch = args.dims.batch, length = args.dims.length, dim = args.dims.dim,
+                dstate = args.dims.dstate;
   check_dims(what, batch, length, dim, dstate);
-  const int64_t ldbc = bc_row_stride ? bc_row_stride : dstate;
+  check_dtype(what, args.dtype);
+  check_plan(what, plan);
+  const int64_t ldbc = args.bc_row_stride ? args.bc_row_stride : dstate;
   S6_CHECK(ldbc >= dstate, "{}: B/C row stride {} is below dstate {}", what, ldbc, dstate);
-  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  cudaStream_t stream = static_cast<cudaStream_t>(args.stream);
   if (batch == 0 || dim == 0) return;
+  float* chunk_states = args.chunk_states;
+  float* final_state = static_cast<float*>(args.final_state);
+  const float* initial_state = static_cast<const float*>(args.initial_state);
+  const float* A = static_cast<const float*>(args.A);
+  const float* D = static_cast<const float*>(args.D);
+  const float* delta_bias = static_cast<const float*>(args.delta_bias);
+  const bool delta_softplus = args.delta_softplus;
+  void* out = args.out;
+  const void *u = args.u, *delta = args.delta, *B = args.B, *C = args.C, *z = args.z;
+  float* workspace = args.workspace;
+  const ScanDType dtype = args.dtype;
   S6_CHECK(chunk_states && workspace && A, "{}: chunk_states, workspace and A are required", what);
   const size_t es = dtype == ScanDType::Float32 ? 4 : 2;
   if (length == 0) {
@@ -214,7 +262,7 @@ void selective_scan_fwd(void* out, float* final_state, float* chunk_states, floa
                          {"workspace", workspace}, {"A", A}, {"D", D}, {"delta_bias", delta_bias},
                          {"initial_state", initial_state}, {"final_state", final_state}})
     if (p) check_aligned(what, name, p, 4);
-  const int64_t chunk = scan_chunk_length(batch, length, dim, dstate);
+  const int64_t chunk = plan.chunk;
   const int64_t nc = scan_num_chunks(length, chunk);
   float* dts = workspace;
   dispatch_dtype(dtype, [&](auto ttag) {
@@ -227,8 +275,7 @@ void selective_scan_fwd(void* out, float* final_state, float* chunk_states, floa
       const T* Bt = static_cast<const T*>(B);
       const T* Ct = static_cast<const T*>(C);
       const T* zt = static_cast<const T*>(z);
-      const Split sp = split_chunks(nc, int64_t(dblocks) * batch, "S6_SCAN_FWD_BLOCKS",
-                                    kFwdBlocksPerSm, kFwdSinglePassColsPerSm);
+      const Split sp = split_chunks(nc, int64_t(dblocks) * batch, plan.fwd_blocks);
       if (sp.ns > 1) {
         const size_t smem = (2 * CF::TD + kTS * CF::NPAD) * sizeof(float);
         auto k1 = scan_fwd_chunk_end_kernel<CF, T>;
