@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "trainer/checkpoint.h"
-#include "trainer/distributed_rendezvous.h"
+#include "trainer/dist/rendezvous.h"
 #include "trainer/exit_codes.h"
 #include "tests/train_helpers.h"
 

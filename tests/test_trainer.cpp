@@ -202,6 +202,23 @@ TEST_CASE("checkpoint: resuming into a different model shape is refused naming t
   fs::remove_all(dir);
 }
 
+TEST_CASE("checkpoint: the model-shape values are the config's YAML text, as older checkpoints stored them") {
+  TrainConfig c;
+  c.model.d_model = 48;
+  c.model.layer = LayerKind::S4;
+  c.model.block = BlockKind::NoGate;
+  c.model.bias = true;
+  const std::map<std::string, std::string> expected{
+      {"model.d_model", "48"},         {"model.n_layer", "2"},       {"model.vocab_size", "16"},
+      {"model.d_state", "16"},         {"model.d_conv", "4"},        {"model.expand", "2"},
+      {"model.dt_rank", "auto"},       {"model.conv_bias", "true"},  {"model.bias", "true"},
+      {"model.pad_vocab_size_multiple", "8"}, {"model.tie_embeddings", "true"},
+      {"model.layer", "s4"},           {"model.block", "no_gate"}};
+  CHECK(model_shape_of(c) == expected);
+  c.model.dt_rank = 7;
+  CHECK(model_shape_of(c).at("model.dt_rank") == "7");
+}
+
 namespace {
 
 // The uninterrupted reference run the process tests compare against.
