@@ -10,7 +10,7 @@ namespace s6::trainer::fault_injection {
 namespace {
 
 struct Plan {
-  int signal = 0;          // raised after step `at_step`
+  int signal = 0;  // raised after step `at_step`
   int64_t at_step = -1;
   bool kill_in_checkpoint = false;
 };

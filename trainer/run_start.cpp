@@ -1,5 +1,5 @@
-// The start of a run: the device, the run directory, the startup table, and the state training starts from (a checkpoint to
-// resume, the weights of init.from, or a fresh model).
+// The start of a run: the device, the run directory, the startup table, and the state training
+// starts from (a checkpoint to resume, the weights of init.from, or a fresh model).
 #include "trainer/run_start.h"
 
 #include <fmt/format.h>
@@ -52,15 +52,17 @@ void print_startup(const TrainConfig& c, const std::string& config_path, const M
   const MambaConfig& m = c.model;
   fmt::print("s6 train | {} -> {}\n", config_path, c.run_dir);
   fmt::print("  {:<12} {}\n", "device", device == Device::CUDA ? "cuda" : "cpu");
-  fmt::print("  {:<12} {} layers, d_model {}, d_inner {}, d_state {}, dt_rank {}, vocab {} (padded {}), {} / {}\n",
-             "model", m.n_layer, m.d_model, m.d_inner(), m.d_state, m.resolved_dt_rank(), m.vocab_size,
-             m.padded_vocab(), m.layer == LayerKind::S6 ? "S6" : "S4 (LTI)",
-             m.block == BlockKind::Mamba ? "Mamba block" : "no-gate block");
+  fmt::print(
+      "  {:<12} {} layers, d_model {}, d_inner {}, d_state {}, dt_rank {}, vocab {} (padded {}), {} / {}\n",
+      "model", m.n_layer, m.d_model, m.d_inner(), m.d_state, m.resolved_dt_rank(), m.vocab_size,
+      m.padded_vocab(), m.layer == LayerKind::S6 ? "S6" : "S4 (LTI)",
+      m.block == BlockKind::Mamba ? "Mamba block" : "no-gate block");
   fmt::print("  {:<12} {}\n", "parameters", model.num_parameters());
   fmt::print("  {:<12} {}\n", "precision",
-             c.train.precision == "bf16" ? "bf16 mixed (bf16 activations and matmuls; fp32 parameters, scan state, "
-                                           "residual stream, norms and loss)"
-                                         : "fp32");
+             c.train.precision == "bf16"
+                 ? "bf16 mixed (bf16 activations and matmuls; fp32 parameters, scan state, "
+                   "residual stream, norms and loss)"
+                 : "fp32");
   fmt::print("  {:<12} {}: seq_len {}, vocab {}, tokens {}, loss positions {}\n", "task", task.name(),
              task.seq_len(), task.vocab(), c.task.num_tokens, c.task.loss_positions);
   if (!c.task.curriculum_lengths.empty()) {
@@ -69,9 +71,10 @@ void print_startup(const TrainConfig& c, const std::string& config_path, const M
       phases += fmt::format("{} steps at {}, ", c.task.curriculum_steps[i], c.task.curriculum_lengths[i]);
     fmt::print("  {:<12} {}then length {}\n", "curriculum", phases, task.seq_len());
   }
-  fmt::print("  {:<12} AdamW lr {:g} ({}, warmup {}), betas ({:g}, {:g}), eps {:g}, weight decay {:g}, clip {:g}\n",
-             "optimizer", c.optim.lr, c.schedule.kind, c.schedule.warmup_steps, c.optim.beta1, c.optim.beta2,
-             c.optim.eps, c.optim.weight_decay, c.optim.grad_clip);
+  fmt::print(
+      "  {:<12} AdamW lr {:g} ({}, warmup {}), betas ({:g}, {:g}), eps {:g}, weight decay {:g}, clip {:g}\n",
+      "optimizer", c.optim.lr, c.schedule.kind, c.schedule.warmup_steps, c.optim.beta1, c.optim.beta2,
+      c.optim.eps, c.optim.weight_decay, c.optim.grad_clip);
   fmt::print("  {:<12} {} steps x batch {} x length {} = {} tokens/step, seed {}\n", "training", c.train.steps,
              c.train.batch_size, task.seq_len(), c.train.batch_size * task.seq_len(), c.seed);
   fmt::print("  {:<12} parameters {} | gradients {} | AdamW moments {}\n", "memory", megabytes(param_bytes),
@@ -79,8 +82,8 @@ void print_startup(const TrainConfig& c, const std::string& config_path, const M
   std::fflush(stdout);
 }
 
-
-StartState load_start_state(const TrainConfig& config, const std::string& resume, MambaLM& model, AdamW& optimizer) {
+StartState load_start_state(const TrainConfig& config, const std::string& resume, MambaLM& model,
+                            AdamW& optimizer) {
   StartState start;
   if (std::optional<CheckpointContents> resumed = find_resume_checkpoint(config, resume)) {
     restore(*resumed, model, &optimizer);

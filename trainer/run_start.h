@@ -19,8 +19,8 @@ Device resolve_device(const std::string& name);
 void prepare_run_dir(const TrainConfig& config);
 
 // The table of what is about to run (device, model, task, optimizer, sizes), on stdout.
-void print_startup(const TrainConfig& config, const std::string& config_path, const MambaLM& model, Device device,
-                   const data::Task& task);
+void print_startup(const TrainConfig& config, const std::string& config_path, const MambaLM& model,
+                   Device device, const data::Task& task);
 
 struct StartState {
   int64_t step = 0;               // steps already done
@@ -29,6 +29,7 @@ struct StartState {
 // Resumes model and optimizer per `resume` (auto | never | a checkpoint path; see
 // find_resume_checkpoint), else takes init.from's weights with a fresh optimizer, else leaves the
 // fresh model as it is.
-StartState load_start_state(const TrainConfig& config, const std::string& resume, MambaLM& model, AdamW& optimizer);
+StartState load_start_state(const TrainConfig& config, const std::string& resume, MambaLM& model,
+                            AdamW& optimizer);
 
 }  // namespace s6::trainer

@@ -73,8 +73,7 @@ class StepGraph {
     out.replayed = true;
     if (out.skipped)  // name the culprit as the eager step does (the norm itself came from the device)
       out.norm.first_nonfinite = optimizer_.norm_from_sums(sumsq_.to_vector<double>()).first_nonfinite;
-    else
-      optimizer_.set_step_count(optimizer_.step_count() + 1);
+    else optimizer_.set_step_count(optimizer_.step_count() + 1);
     return out;
   }
 
@@ -97,7 +96,8 @@ class StepGraph {
     try {
       const StepData& d = step_.data_;
       d.task->sample_on_device(batch_, d.seed, &scalars->batch_index, d.rank);
-      Tensor loss = step_.forward_backward(batch_.inputs, batch_.targets.view({batch_.targets.numel()}), nullptr);
+      Tensor loss = step_.forward_backward(batch_.inputs, batch_.targets.view({batch_.targets.numel()}),
+                                           nullptr);
       // The eager step's norm, clip, skip and update (train_step.h), decided on the device.
       cuda::memset_zero(sumsq_.data_ptr(), sumsq_.nbytes());
       optimizer_.launch_sum_of_squares(sumsq_.data<float>(), /*capturing=*/true);
@@ -218,8 +218,8 @@ StepResult TrainStep::run_eager(uint64_t index, double lr, SharedFlags* flags) {
   Tensor inputs, targets;
   if (device_ == Device::CUDA) {  // generated where the model is (Task::sample_on_device)
     cuda::copy_bytes(device_index_.data_ptr(), &index, sizeof(index), cuda::CopyKind::HostToDevice);
-    data_.task->sample_on_device(device_batch_, data_.seed, reinterpret_cast<const uint64_t*>(device_index_.data<int64_t>()),
-                                 data_.rank);
+    data_.task->sample_on_device(device_batch_, data_.seed,
+                                 reinterpret_cast<const uint64_t*>(device_index_.data<int64_t>()), data_.rank);
     inputs = device_batch_.inputs;
     targets = device_batch_.targets.view({device_batch_.targets.numel()});
   } else {
@@ -229,8 +229,8 @@ StepResult TrainStep::run_eager(uint64_t index, double lr, SharedFlags* flags) {
   }
   autograd::profile::mark("step", "batch");
   // With data parallelism, gradient buckets are all-reduced as backward finishes them.
-  Tensor loss = forward_backward(inputs, targets,
-                                 dp_ ? dp_->start_gradient_averaging(model_.parameters()) : autograd::LeafReadyFn());
+  Tensor loss = forward_backward(
+      inputs, targets, dp_ ? dp_->start_gradient_averaging(model_.parameters()) : autograd::LeafReadyFn());
   StepResult r;
   r.loss = loss.item();
   autograd::profile::mark("step", "loss.item");

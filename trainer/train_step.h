@@ -34,10 +34,10 @@ struct SharedFlags {
 };
 
 struct StepResult {
-  double loss = 0;       // mean over ranks
-  GradientNorm norm;     // of the averaged gradients; first_nonfinite named when skipped
-  bool skipped = false;  // the loss or the norm is not finite: no update, step count unchanged
-  bool replayed = false; // ran as the captured CUDA graph
+  double loss = 0;        // mean over ranks
+  GradientNorm norm;      // of the averaged gradients; first_nonfinite named when skipped
+  bool skipped = false;   // the loss or the norm is not finite: no update, step count unchanged
+  bool replayed = false;  // ran as the captured CUDA graph
 };
 
 // With train.cuda_graph auto or on, a single-GPU step runs eagerly once (so every handle,
@@ -71,7 +71,8 @@ class TrainStep {
   friend class StepGraph;
   // The parts the eager step and the captured graph share.
   const data::Batch& sample_on_host(uint64_t index);
-  Tensor forward_backward(const Tensor& inputs, const Tensor& flat_targets, const autograd::LeafReadyFn& on_ready);
+  Tensor forward_backward(const Tensor& inputs, const Tensor& flat_targets,
+                          const autograd::LeafReadyFn& on_ready);
   StepResult run_eager(uint64_t index, double lr, SharedFlags* flags);
 
   MambaLM& model_;
@@ -85,11 +86,11 @@ class TrainStep {
   std::unique_ptr<StreamScope> stream_;  // a graph is captured on a stream of its own
   std::unique_ptr<StepGraph> graph_;
   data::Batch host_batch_;
-  int64_t host_batch_index_ = -1;       // the batch host_batch_ holds, -1 none
-  data::Batch device_batch_;            // CUDA eager steps generate here
-  Tensor device_index_;                 // its batch index (int64 on the device)
+  int64_t host_batch_index_ = -1;  // the batch host_batch_ holds, -1 none
+  data::Batch device_batch_;       // CUDA eager steps generate here
+  Tensor device_index_;            // its batch index (int64 on the device)
   uint64_t last_index_ = 0;
-  Tensor logits_;                       // (batch * length, vocab) of the latest step
+  Tensor logits_;  // (batch * length, vocab) of the latest step
   double host_data_seconds_ = 0;
 };
 
