@@ -1,5 +1,5 @@
-// The training loop: batch -> forward -> loss -> backward -> norm/clip -> AdamW -> metrics, with
-// evaluation every eval.every steps and at the end.
+// The training loop: the schedule, the cadence of logging, evaluation and checkpoints, the
+// curriculum, and stopping on signals, time or non-finite steps; the step is trainer/train_step.h.
 #include "trainer/trainer.h"
 
 #include <fmt/format.h>
