@@ -48,7 +48,7 @@ struct StepResult {
 // under `auto` is reported once and the step stays eager; under `on` it throws.
 class TrainStep {
  public:
-  // model, optimizer, task and dp must outlive the step.
+  // model, optimizer, config, task and dp must outlive the step.
   TrainStep(MambaLM& model, AdamW& optimizer, const TrainConfig& config, const StepData& data,
             DataParallel* dp = nullptr);
   ~TrainStep();
@@ -56,7 +56,8 @@ class TrainStep {
   TrainStep& operator=(const TrainStep&) = delete;
 
   // Step on batch `index` at learning rate lr. On a non-finite loss or norm nothing is updated
-  // (the caller decides whether to skip or halt). Leaves no gradients behind.
+  // (the caller decides whether to skip or halt). An eager step leaves no gradients behind; the
+  // graph keeps its gradient buffers until it is dropped (then they are cleared).
   StepResult run(uint64_t index, double lr, SharedFlags* flags = nullptr);
   // Accuracy of the latest step's logits on its batch (made on the host here when the step made
   // it on the device).
