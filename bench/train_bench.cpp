@@ -11,12 +11,10 @@
 #include <functional>
 #include <vector>
 
-#include "autograd/tape.h"
 #include "core/cuda_runtime.h"
-#include "layers/ops.h"
-#include "trainer/captured_step.h"
-#include "trainer/evaluate.h"
+#include "trainer/configured_task.h"
 #include "trainer/optimizer.h"
+#include "trainer/train_step.h"
 
 namespace {
 
@@ -71,35 +69,22 @@ struct Measured {
 
 Measured measure(const StepCase& s, bool graph, int steps) {
   TrainConfig c = config_for(s);
+  c.train.cuda_graph = graph ? "on" : "off";
   MambaLM model(c.model, /*seed=*/1, DType::Float32, Device::CUDA, compute_dtype(c));
   AdamW optimizer(model.parameters(), c.optim);
   auto task = make_configured_task(c, s.length);
-  data::Batch batch = task->make_batch(s.batch);
-  task->sample_into(batch, 1, 0, 0);
-  const int64_t vocab = model.config().padded_vocab();
   cuda::synchronize();
   cuda::empty_cache();
   cuda::reset_peak_stats();
+  // The trainer's step: batch k generated on the device, forward, loss, backward, norm, clip,
+  // AdamW; with the graph, the warm-up's second call captures it and the timed calls replay it.
+  TrainStep step(model, optimizer, c, {task.get(), s.batch, /*seed=*/1, /*rank=*/0});
+  uint64_t k = 0;
   Measured m;
-  if (graph) {
-    // Each replay generates its batch on the device (batch k = step k), as in training.
-    std::unique_ptr<CapturedStep> captured = make_captured_step(model, optimizer, c, {task.get(), s.batch, 1, 0});
-    uint64_t k = 0;
-    m.ms = median_ms(steps, [&] { captured->run(k++, c.optim.lr); });
-  } else {
-    m.ms = median_ms(steps, [&] {
-      Tensor inputs = batch.inputs.to(Device::CUDA);
-      Tensor targets = batch.targets.view({batch.targets.numel()}).to(Device::CUDA);
-      Tensor logits = model.forward(inputs);
-      Tensor loss = cross_entropy(reshape(logits, {targets.numel(), vocab}), targets);
-      autograd::backward(loss);
-      (void)loss.item();
-      GradientNorm gn = optimizer.gradient_norm();
-      optimizer.step(c.optim.lr, clip_scale(gn.norm, c.optim.grad_clip));
-      optimizer.zero_grad();
-      cuda::synchronize();
-    });
-  }
+  m.ms = median_ms(steps, [&] {
+    step.run(k++, c.optim.lr);
+    cuda::synchronize();
+  });
   m.peak_gib = static_cast<double>(cuda::allocator_stats().peak_allocated_bytes) / (1 << 30);
   return m;
 }

@@ -16,12 +16,16 @@ MambaMixer::MambaMixer(const MambaConfig& config, std::map<std::string, Tensor> 
 
 Tensor MambaMixer::param(const char* name) const {
   auto it = params_.find(name);
-  return it == params_.end() ? Tensor() : it->second;
+  if (it == params_.end()) {
+    std::string known;
+    for (const auto& [key, value] : params_) known += (known.empty() ? "" : ", ") + key;
+    S6_FAIL("MambaMixer: no parameter mixer.{} (this mixer has {})", name, known);
+  }
+  return it->second;
 }
 
-Tensor MambaMixer::compute_param(const char* name) const {
-  Tensor p = param(name);
-  return p.defined() ? to_dtype(p, compute_) : p;
+Tensor MambaMixer::compute_param(const char* name, bool present) const {
+  return present ? to_dtype(param(name), compute_) : Tensor();
 }
 
 namespace {
@@ -45,15 +49,15 @@ Tensor MambaMixer::forward(const Tensor& hidden, LayerState* state) const {
   Tensor h = to_dtype(hidden, compute_), x, z;
   if (c.block == BlockKind::Mamba) {  // x and z come out contiguous: the conv and scan copy nothing
     std::vector<Tensor> xz =
-        linear_split(h, compute_param("in_proj.weight"), compute_param("in_proj.bias"), {din, din});
+        linear_split(h, compute_param("in_proj.weight"), compute_param("in_proj.bias", c.bias), {din, din});
     x = xz[0];
     z = xz[1];
   } else {
-    x = linear(h, compute_param("in_proj.weight"), compute_param("in_proj.bias"));
+    x = linear(h, compute_param("in_proj.weight"), compute_param("in_proj.bias", c.bias));
   }
   Tensor conv_init;
   if (state && c.d_conv > 1) conv_init = state->conv_state.narrow(2, 1, c.d_conv - 1).contiguous();
-  Tensor xc = causal_conv1d(x, compute_param("conv1d.weight"), compute_param("conv1d.bias"), /*silu=*/true,
+  Tensor xc = causal_conv1d(x, compute_param("conv1d.weight"), compute_param("conv1d.bias", c.conv_bias), /*silu=*/true,
                             conv_init);
 
   Tensor delta, B, C;
@@ -79,7 +83,7 @@ Tensor MambaMixer::forward(const Tensor& hidden, LayerState* state) const {
     state->ssm_state = scan.final_state;
     state->conv_state = advance_conv_state(state->conv_state, x);
   }
-  return linear(scan.out, compute_param("out_proj.weight"), compute_param("out_proj.bias"));
+  return linear(scan.out, compute_param("out_proj.weight"), compute_param("out_proj.bias", c.bias));
 }
 
 // ---- MambaBlock ---------------------------------------------------------------------------------

@@ -39,8 +39,11 @@ class MambaMixer {
   Tensor forward(const Tensor& hidden, LayerState* state = nullptr) const;
 
  private:
+  // The parameter `name` (after "mixer."); a name the mixer lacks is an error naming it.
   Tensor param(const char* name) const;
-  Tensor compute_param(const char* name) const;  // the parameter in the compute dtype
+  // The same in the compute dtype; an undefined tensor when the config has no such parameter
+  // (present = false: the biases that model.bias and model.conv_bias turn off).
+  Tensor compute_param(const char* name, bool present = true) const;
   MambaConfig config_;
   std::map<std::string, Tensor> params_;  // keyed by the name after "mixer."
   DType compute_;

@@ -47,6 +47,16 @@ void check_cuda_index_errors() {
           host[2], host[1], host[3]);
 }
 
+}  // namespace s6::detail
+
+namespace s6 {
+void check_index_errors(Device device) {
+  if (device == Device::CUDA) detail::check_cuda_index_errors();
+}
+}  // namespace s6
+
+namespace s6::detail {
+
 void check_cpu(const char* op, const Tensor& t) {
   S6_CHECK(t.device() == Device::CPU, "{}: no CUDA kernel for {} yet (CPU only)", op,
            t.describe());

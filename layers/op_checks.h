@@ -73,8 +73,8 @@ void dispatch_cuda_elementwise(const char* op, DType dtype, Fn&& fn) {
 // a bad id or target is recorded in this thread's device buffer (int64[4] = {1, position, value,
 // bound}) and poisons its output with NaN. check_cuda_index_errors() reads that buffer (it
 // synchronises the stream), resets it and throws a message naming the id, position and bound; call it
-// where the host waits anyway (e.g. when the loss is read). One buffer per thread: a thread
-// drives one device.
+// where the host waits anyway (e.g. when the loss is read); outside layers/ through
+// s6::check_index_errors (layers/ops.h). One buffer per thread: a thread drives one device.
 int64_t* cuda_index_error_buffer();
 void check_cuda_index_errors();
 

@@ -60,6 +60,13 @@ Tensor embedding(const Tensor& ids, const Tensor& weight);
 // ignore_index; a scalar. When every row is ignored the loss is 0 (and so is its gradient).
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
 
+// Ids given to embedding and targets given to cross_entropy on a CUDA device are checked by the
+// kernels themselves (no copy to the host per call): a bad one poisons the output with NaN and is
+// recorded. This reads the record (waiting for the stream) and throws naming the first bad id,
+// its position and the bound; call it where the host waits anyway, e.g. after reading the loss.
+// On the CPU the ops check at the call and this does nothing.
+void check_index_errors(Device device);
+
 // ---- Elementwise (broadcasting binary ops; gradients summed back to each input's shape) --------
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);

@@ -347,12 +347,12 @@ TEST_CASE("cuda ops: embedding backward is bit-identical across runs / bad ids a
     grads[run] = wr.grad();
   }
   CHECK(bit_equal(grads[0], grads[1]));
-  detail::check_cuda_index_errors();  // clean so far
+  check_index_errors(Device::CUDA);  // clean so far
   Tensor bad = Tensor::from_vector<int64_t>({1, 40, 2}, {3}, Device::CUDA);
   Tensor out = embedding(bad, w);
-  CHECK_THROWS_WITH_AS(detail::check_cuda_index_errors(), doctest::Contains("id 40 at position 1"),
+  CHECK_THROWS_WITH_AS(check_index_errors(Device::CUDA), doctest::Contains("id 40 at position 1"),
                        s6::Error);
-  CHECK_NOTHROW(detail::check_cuda_index_errors());  // reset after reporting
+  CHECK_NOTHROW(check_index_errors(Device::CUDA));  // reset after reporting
   std::vector<double> row = host_values(out.narrow(0, 1, 1));
   CHECK(std::isnan(row[0]));
 }
@@ -409,7 +409,7 @@ TEST_CASE("cuda ops: cross_entropy vs CPU (ignore_index / all ignored / int32/in
     Tensor t = Tensor::from_vector<int64_t>({1, 2, 9}, {3}, Device::CUDA);
     Tensor loss = cross_entropy(logits, t);
     CHECK(std::isnan(loss.item()));
-    CHECK_THROWS_WITH_AS(detail::check_cuda_index_errors(), doctest::Contains("id 9 at position 2"),
+    CHECK_THROWS_WITH_AS(check_index_errors(Device::CUDA), doctest::Contains("id 9 at position 2"),
                          s6::Error);
   }
 }

@@ -8,13 +8,14 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "trainer/checkpoint.h"
-#include "trainer/distributed_rendezvous.h"
+#include "trainer/dist/rendezvous.h"
 #include "trainer/exit_codes.h"
 #include "tests/train_helpers.h"
 
@@ -89,10 +90,14 @@ TEST_CASE("data parallel (CPU): 2 ranks x batch 8 track 1 rank x batch 16 (--npr
   c.eval.batch_size = 8;                 // 4 evaluation forwards: 2 per rank
   write_yaml(one / "cfg.yaml", c);
   c.run_dir = two.string();
+  c.dist.bucket_mb = 0.004;  // several buckets even for this small model
   write_yaml(two / "cfg.yaml", c);
   REQUIRE(wait_exit(spawn_train(one / "cfg.yaml", {}, kOneThread)) == kExitOk);
   REQUIRE(wait_exit(spawn_train(two / "cfg.yaml", {"--nproc", "2"}, kOneThread, two / "log.txt")) == kExitOk);
-  CHECK(read_file(two / "log.txt").find("gradient averaging: ") != std::string::npos);
+  const std::string log = read_file(two / "log.txt");
+  std::smatch m;
+  REQUIRE(std::regex_search(log, m, std::regex(R"(gradient averaging: \d+ parameters in (\d+) bucket\(s\) of up to 0.004 MB)")));
+  CHECK(std::stoi(m[1]) > 1);
   std::vector<std::string> a = train_losses(one), b = train_losses(two);
   REQUIRE(a.size() == 40);
   REQUIRE(b.size() == 40);

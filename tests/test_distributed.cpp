@@ -1,4 +1,4 @@
-// Distributed layer (trainer/distributed_*, trainer/launch, trainer/gradient_buckets): env parsing,
+// Distributed runtime (trainer/dist/: env, rendezvous, agreement, watchdog, launch, gradient_buckets): env parsing,
 // loopback rendezvous between forked processes, startup check, watchdog, --nproc launcher, batch
 // sharding, gradient bucket assignment and launch order. CPU only.
 #include <arpa/inet.h>
@@ -27,12 +27,12 @@
 #include "data/task.h"
 #include "layers/mamba.h"
 #include "layers/ops.h"
-#include "trainer/distributed_agreement.h"
-#include "trainer/distributed_env.h"
-#include "trainer/distributed_rendezvous.h"
-#include "trainer/distributed_watchdog.h"
-#include "trainer/gradient_buckets.h"
-#include "trainer/launch.h"
+#include "trainer/dist/agreement.h"
+#include "trainer/dist/env.h"
+#include "trainer/dist/rendezvous.h"
+#include "trainer/dist/watchdog.h"
+#include "trainer/dist/gradient_buckets.h"
+#include "trainer/dist/launch.h"
 
 using namespace s6;
 using namespace s6::trainer;
@@ -537,11 +537,6 @@ TEST_CASE("distributed: gradient buckets fill in reverse parameter order up to t
   CHECK(bucket_params(assign_gradient_buckets({1, 2, 3}, 1000)) == P{{2, 1, 0}});
   CHECK(assign_gradient_buckets({}, 50).empty());
   CHECK_THROWS_WITH_AS(assign_gradient_buckets({1}, 0), doctest::Contains("bucket size must be positive"), Error);
-  CHECK(bucket_mb_from_env(nullptr) == kDefaultBucketMb);
-  CHECK(bucket_mb_from_env("") == kDefaultBucketMb);
-  CHECK(bucket_mb_from_env("0.05") == 0.05);
-  for (const char* bad : {"0", "-1", "lots", "5MB", "nan"})
-    CHECK_THROWS_WITH_AS(bucket_mb_from_env(bad), doctest::Contains("S6_DP_BUCKET_MB"), Error);
 
   // Any sizes: every parameter once, in reverse order overall, no bucket over the size unless it
   // holds a single parameter.

@@ -206,3 +206,19 @@ TEST_CASE("model: two builds with one seed are bit-identical and another seed di
   CHECK(a.parameter("backbone.embedding.weight").to_vector<float>() !=
         c.parameter("backbone.embedding.weight").to_vector<float>());
 }
+
+TEST_CASE("model: a mixer missing a parameter names it instead of running with an empty tensor") {
+  MambaConfig c;
+  c.d_model = 8;
+  c.n_layer = 1;
+  MambaLM model(c, 1, DType::Float32);
+  std::map<std::string, Tensor> mixer_params;
+  const std::string prefix = "backbone.layers.0.mixer.";
+  for (const NamedParameter& p : model.parameters())
+    if (p.name.rfind(prefix, 0) == 0 && p.name != prefix + "x_proj.weight")
+      mixer_params[p.name.substr(prefix.size())] = p.tensor;
+  MambaMixer mixer(c, mixer_params, DType::Float32);
+  Philox rng(3);
+  CHECK_THROWS_WITH_AS(mixer.forward(uniform({1, 4, c.d_model}, -1, 1, rng)),
+                       doctest::Contains("no parameter mixer.x_proj.weight"), Error);
+}

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -17,7 +18,9 @@
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/exit_codes.h"
+#include "trainer/configured_task.h"
 #include "trainer/resume.h"
+#include "trainer/train_step.h"
 #include "trainer/trainer.h"
 #include "tests/train_helpers.h"
 
@@ -200,6 +203,65 @@ TEST_CASE("checkpoint: resuming into a different model shape is refused naming t
   explicit_path.resume = (dir / "checkpoints" / "missing.h5").string();
   CHECK_THROWS_AS(run_training(tiny_config(dir, 10), explicit_path), CheckpointError);
   fs::remove_all(dir);
+}
+
+TEST_CASE("train step: a finite step updates once; a non-finite one updates nothing; neither leaves gradients") {
+  const TrainConfig c = tiny_config("", 5);
+  MambaLM model(c.model, c.seed, DType::Float32, Device::CPU);
+  AdamW optimizer(model.parameters(), c.optim);
+  const std::unique_ptr<data::Task> task = make_configured_task(c, c.task.seq_len);
+  TrainStep step(model, optimizer, c, {task.get(), 4, c.seed, 0});
+  auto snapshot = [&] {
+    std::vector<std::vector<float>> out;
+    for (const NamedParameter& p : model.parameters()) out.push_back(p.tensor.detach().to_vector<float>());
+    for (const Tensor& m : optimizer.exp_avg()) out.push_back(m.to_vector<float>());
+    return out;
+  };
+  auto no_gradients = [&] {
+    for (const NamedParameter& p : model.parameters())
+      if (p.tensor.grad().defined()) return false;
+    return true;
+  };
+  const auto before = snapshot();
+  StepResult r = step.run(0, 1e-3);
+  CHECK(!r.skipped);
+  CHECK(std::isfinite(r.loss));
+  CHECK(r.norm.norm > 0);
+  CHECK(optimizer.step_count() == 1);
+  CHECK(snapshot() != before);
+  CHECK(no_gradients());
+  const data::Accuracy acc = step.accuracy();
+  CHECK(acc.total > 0);
+  // A NaN in the final norm's weight makes every logit, and so the loss, NaN.
+  for (NamedParameter& p : model.parameters())
+    if (p.name == "backbone.norm_f.weight") p.tensor.data<float>()[0] = std::nanf("");
+  const auto poisoned = snapshot();
+  r = step.run(1, 1e-3);
+  CHECK(r.skipped);
+  CHECK(!std::isfinite(r.loss));
+  CHECK(optimizer.step_count() == 1);
+  const auto after = snapshot();
+  CHECK(after.size() == poisoned.size());
+  for (size_t i = 0; i < after.size(); ++i)  // bitwise (NaN included): memcmp, not ==
+    CHECK(std::memcmp(after[i].data(), poisoned[i].data(), after[i].size() * sizeof(float)) == 0);
+  CHECK(no_gradients());
+}
+
+TEST_CASE("checkpoint: the model-shape values are the config's YAML text, as older checkpoints stored them") {
+  TrainConfig c;
+  c.model.d_model = 48;
+  c.model.layer = LayerKind::S4;
+  c.model.block = BlockKind::NoGate;
+  c.model.bias = true;
+  const std::map<std::string, std::string> expected{
+      {"model.d_model", "48"},         {"model.n_layer", "2"},       {"model.vocab_size", "16"},
+      {"model.d_state", "16"},         {"model.d_conv", "4"},        {"model.expand", "2"},
+      {"model.dt_rank", "auto"},       {"model.conv_bias", "true"},  {"model.bias", "true"},
+      {"model.pad_vocab_size_multiple", "8"}, {"model.tie_embeddings", "true"},
+      {"model.layer", "s4"},           {"model.block", "no_gate"}};
+  CHECK(model_shape_of(c) == expected);
+  c.model.dt_rank = 7;
+  CHECK(model_shape_of(c).at("model.dt_rank") == "7");
 }
 
 namespace {

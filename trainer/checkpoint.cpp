@@ -7,11 +7,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <regex>
+
+#include "trainer/fault_injection.h"
 
 #ifndef S6_VERSION
 #define S6_VERSION "unknown"
@@ -166,8 +167,7 @@ void write_checkpoint(const std::string& path, const CheckpointContents& c) {
     H5Id file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
     if (file < 0) fail(fmt::format("cannot create checkpoint file {}", tmp));
     write_group(file, "/model", c.model, path);
-    if (const char* fault = std::getenv("S6_FAULT_INJECT"); fault && std::string(fault) == "kill_during_checkpoint")
-      std::raise(SIGKILL);  // test hook: die with a half-written temp file
+    fault_injection::during_checkpoint_write();
     H5Id opt(H5Gcreate2(file, "/optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
     write_attr_i64(opt, "step", c.meta.optimizer_step, path);
     write_group(file, "/optimizer/exp_avg", c.exp_avg, path);

@@ -67,6 +67,13 @@ struct CheckpointConfig {
   int64_t keep_every = 0;            // also keep every M-th step's checkpoint (0 = none)
 };
 
+struct DistConfig {
+  // Gradients are all-reduced in buckets of about this many MB of fp32 (smaller buckets start
+  // communicating sooner during backward, larger ones make fewer collectives). Part of the config
+  // every rank must agree on, since different layouts would pair different collectives.
+  double bucket_mb = 25.0;
+};
+
 struct TrainConfig {
   uint64_t seed = 1;
   std::string device = "auto";       // auto | cpu | cuda
@@ -77,6 +84,7 @@ struct TrainConfig {
   TrainSection train;
   EvalConfig eval;
   CheckpointConfig checkpoint;
+  DistConfig dist;
   std::string run_dir;               // run.dir; default runs/<config file stem>
   std::string init_from;             // init.from: checkpoint whose /model initializes a new run
 };

@@ -309,6 +309,7 @@ std::vector<Field> build_fields() {
   f.push_back(int_field("checkpoint.every", S6_MEMBER(checkpoint.every), 0));
   f.push_back(int_field("checkpoint.keep_last", S6_MEMBER(checkpoint.keep_last), 1));
   f.push_back(int_field("checkpoint.keep_every", S6_MEMBER(checkpoint.keep_every), 0));
+  f.push_back(double_field("dist.bucket_mb", S6_MEMBER(dist.bucket_mb), kPositive));
   f.push_back(string_field("run.dir", S6_MEMBER(run_dir)));
   f.push_back(string_field("init.from", S6_MEMBER(init_from)));
   return f;

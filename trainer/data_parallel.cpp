@@ -15,9 +15,9 @@
 
 #include "core/cuda_runtime.h"
 #include "core/log.h"
-#include "trainer/distributed_agreement.h"
-#include "trainer/distributed_rendezvous.h"
-#include "trainer/distributed_watchdog.h"
+#include "trainer/dist/agreement.h"
+#include "trainer/dist/rendezvous.h"
+#include "trainer/dist/watchdog.h"
 
 #if defined(S6_WITH_CUDA) && defined(S6_WITH_NCCL)
 #include <cuda_runtime.h>
@@ -119,7 +119,7 @@ const std::vector<GradientBucket>& DataParallel::gradient_buckets() const {
 }
 
 DataParallel::DataParallel(const LaunchEnv& env, std::chrono::milliseconds timeout, Device device)
-    : env_(env), device_(device), timeout_(timeout), bucket_mb_(bucket_mb_from_env(std::getenv("S6_DP_BUCKET_MB"))) {
+    : env_(env), device_(device), timeout_(timeout) {
   if (device == Device::CUDA) {
     S6_CHECK(cuda::available(), "data parallelism needs a CUDA device on every rank (rank {})", env.rank);
     cuda::set_device(env.local_rank);

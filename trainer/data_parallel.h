@@ -10,8 +10,9 @@
 
 #include "autograd/tape.h"
 #include "layers/mamba.h"
-#include "trainer/distributed_env.h"
-#include "trainer/gradient_buckets.h"
+#include "trainer/config.h"
+#include "trainer/dist/env.h"
+#include "trainer/dist/gradient_buckets.h"
 
 namespace s6::trainer {
 
@@ -36,9 +37,9 @@ class DataParallel {
   // Gradient averaging in buckets, overlapped with backward:
   //   autograd::backward(loss, Tensor(), dp.start_gradient_averaging(params));
   //   dp.finish_gradient_averaging();
-  // Parameters are grouped into buckets of about bucket_mb() (fp32; 25 MB unless S6_DP_BUCKET_MB
-  // or set_bucket_mb says otherwise) in reverse parameter order (assign_gradient_buckets). The returned hook marks a parameter ready when backward reports its
-  // gradient final; a bucket whose parameters are all ready is launched at once (an event on the
+  // Parameters are grouped into buckets of about bucket_mb() (fp32; dist.bucket_mb's default
+  // unless set_bucket_mb says otherwise) in reverse parameter order (assign_gradient_buckets).
+  // The returned hook marks a parameter ready when backward reports its gradient final; a bucket whose parameters are all ready is launched at once (an event on the
   // compute stream, which the communicator stream waits on, then one grouped in-place ncclAllReduce
   // ncclAvg of its gradients), so communication overlaps the rest of backward (on the CPU a
   // bucket is packed into one buffer and averaged there and then, through the TCP star, before
@@ -79,7 +80,7 @@ class DataParallel {
   std::unique_ptr<Rendezvous> rendezvous_;
   std::unique_ptr<Nccl> nccl_;
   std::unique_ptr<Reducer> reducer_;
-  double bucket_mb_ = kDefaultBucketMb;
+  double bucket_mb_ = DistConfig{}.bucket_mb;
 };
 
 }  // namespace s6::trainer

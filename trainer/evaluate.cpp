@@ -7,6 +7,7 @@
 #include "autograd/tape.h"
 #include "data/task.h"
 #include "layers/ops.h"
+#include "trainer/configured_task.h"
 #include "trainer/data_parallel.h"
 
 namespace s6::trainer {
@@ -15,15 +16,6 @@ namespace {
 // Tokens per forward pass; long evaluations shrink their batch to stay under it.
 int64_t token_budget(Device device) { return device == Device::CUDA ? (int64_t{1} << 22) : (int64_t{1} << 16); }
 }  // namespace
-
-std::unique_ptr<data::Task> make_configured_task(const TrainConfig& config, int64_t seq_len) {
-  data::TaskParams params;
-  params.vocab = config.task.vocab_size;
-  params.seq_len = seq_len;
-  params.num_tokens = config.task.num_tokens;
-  params.loss_positions = data::parse_loss_positions(config.task.loss_positions);
-  return data::make_task(config.task.name, params);
-}
 
 EvalBatch eval_batch(const data::Task& task, int64_t batch_size, uint64_t seed, uint64_t j, Device device) {
   const int64_t length = task.seq_len();

@@ -19,9 +19,6 @@ struct EvalResult {
 
 class DataParallel;
 
-// The configured task at sequence length seq_len (training uses task.seq_len, evaluation others).
-std::unique_ptr<data::Task> make_configured_task(const TrainConfig& config, int64_t seq_len);
-
 // Validation batch j of `batch_size` examples (Task::sample's, rank 0) for a model on `device`:
 // inputs and device_targets there, targets and eval_targets on the host. On CUDA the batch is
 // generated on the device (the same bits) and only the targets come back to the host.

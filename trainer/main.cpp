@@ -12,10 +12,11 @@
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/data_parallel.h"
-#include "trainer/distributed_env.h"
-#include "trainer/distributed_error.h"
-#include "trainer/launch.h"
+#include "trainer/dist/env.h"
+#include "trainer/dist/error.h"
+#include "trainer/dist/launch.h"
 #include "trainer/exit_codes.h"
+#include "trainer/run_start.h"
 #include "trainer/trainer.h"
 
 namespace {

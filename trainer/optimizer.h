@@ -48,18 +48,19 @@ class AdamW {
   // betas, eps and weight decay (for decayed parameters), no gradient scale.
   kernels::AdamWParams hyperparameters(double lr, int64_t step) const;
 
-  // CUDA parameters, without host synchronisation (so a graph capture can record them): the sums
-  // of squares of the gradients into sumsq (device, one float per parameter; parameters without a
-  // gradient are left as they are), and the update with the per-step scalars and the clip scale /
-  // skip flag read from device memory (kernels::cuda::DeviceAdamWScalars / DeviceStepStatus).
-  // Each launches one kernel (two for the sums) over every parameter. Inside a capture
-  // (capturing = true) the parameter table is uploaded later, by upload_pending_tables().
+ private:
+  // The training step's CUDA graph (trainer/train_step.cpp) records the update without host
+  // synchronisation; nothing else needs these.
+  friend class StepGraph;
+  // CUDA parameters: the sums of squares of the gradients into sumsq (device, one float per
+  // parameter; parameters without a gradient are left as they are), and the update with the
+  // per-step scalars and the clip scale / skip flag read from device memory. Each launches one
+  // kernel (two for the sums) over every parameter. Inside a capture (capturing = true) the
+  // parameter table is uploaded later, by upload_pending_tables().
   void launch_sum_of_squares(float* sumsq, bool capturing);
   void launch_update(const kernels::cuda::DeviceAdamWScalars* scalars,
                      const kernels::cuda::DeviceStepStatus* status, bool capturing);
   void upload_pending_tables();
-
- private:
   struct DeviceTables;
   DeviceTables& refresh_tables(bool capturing);
   std::unique_ptr<DeviceTables> device_;

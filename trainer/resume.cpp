@@ -1,25 +1,23 @@
 // Resume policy and state transfer between checkpoints and the live model/optimizer.
 #include "trainer/resume.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <filesystem>
 #include <fstream>
 #include <regex>
 
 #include "core/log.h"
+#include "trainer/config_schema.h"
 
 namespace s6::trainer {
 
 namespace fs = std::filesystem;
 
 std::map<std::string, std::string> model_shape_of(const TrainConfig& config) {
-  YAML::Node root = YAML::Load(to_yaml(config));
   std::map<std::string, std::string> out;
   for (const std::string& key : model_shape_keys()) {
-    std::string leaf = key.substr(key.find('.') + 1);
-    YAML::Node v = root["model"][leaf];
-    out[key] = v.IsDefined() ? YAML::Dump(v) : "";
+    const schema::Field* field = schema::find_field(key);
+    S6_CHECK(field, "model_shape_keys: {} is not a config key", key);
+    out[key] = field->write(config);  // plain scalars, as checkpoints have always stored them
   }
   return out;
 }

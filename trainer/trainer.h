@@ -20,8 +20,4 @@ struct RunOptions {
 
 int run_training(const TrainConfig& config, const RunOptions& options);
 
-// The device the `device` key selects: cpu, cuda (ConfigError when none is visible), or auto
-// (CUDA when a GPU is visible).
-Device resolve_device(const std::string& name);
-
 }  // namespace s6::trainer

@@ -5,7 +5,7 @@
 #include <functional>
 #include <string>
 
-#include "trainer/distributed_error.h"
+#include "trainer/dist/error.h"
 
 namespace s6::trainer {
 

@@ -18,16 +18,6 @@ struct GradientBucket {
 // gets a bucket of its own. Every parameter is in exactly one bucket; no bucket is empty.
 std::vector<GradientBucket> assign_gradient_buckets(const std::vector<int64_t>& param_bytes, int64_t bucket_bytes);
 
-// 25 MB of fp32 gradients per bucket unless the caller says otherwise.
-constexpr double kDefaultBucketMb = 25.0;
-
-// The bucket size in MB from the environment variable S6_DP_BUCKET_MB (its value, or null when
-// unset): kDefaultBucketMb when unset or empty, else a positive number (e.g. 0.05 to split even a
-// small model into several buckets); anything else throws Error naming the variable. Every rank
-// must use the same size (the launchers pass one environment to all ranks): different layouts
-// would pair different collectives across ranks.
-double bucket_mb_from_env(const char* value);
-
 // When each bucket may launch during one step. Parameters become ready in whatever order backward
 // finishes them; buckets launch strictly in bucket order (NCCL needs every rank to issue the same
 // collectives in the same order), so a complete bucket waits for every earlier one.

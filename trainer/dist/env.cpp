@@ -1,5 +1,5 @@
 // Launcher environment parsing (torchrun, Slurm, none) and the per-rank batch split.
-#include "trainer/distributed_env.h"
+#include "trainer/dist/env.h"
 
 #include <fmt/format.h>
 

@@ -1,5 +1,5 @@
 // Watchdog for collectives: a polling loop and a helper-thread wait, both ending in abort + CommError.
-#include "trainer/distributed_watchdog.h"
+#include "trainer/dist/watchdog.h"
 
 #include <fmt/format.h>
 

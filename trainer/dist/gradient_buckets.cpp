@@ -1,5 +1,5 @@
 // Bucket assignment for the data-parallel gradient reducer (see gradient_buckets.h).
-#include "trainer/gradient_buckets.h"
+#include "trainer/dist/gradient_buckets.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -23,16 +23,6 @@ std::vector<GradientBucket> assign_gradient_buckets(const std::vector<int64_t>& 
   }
   if (!open.params.empty()) buckets.push_back(std::move(open));
   return buckets;
-}
-
-double bucket_mb_from_env(const char* value) {
-  if (!value || !*value) return kDefaultBucketMb;
-  char* end = nullptr;
-  const double mb = std::strtod(value, &end);
-  if (end == value || *end != '\0' || !std::isfinite(mb) || mb <= 0)
-    throw Error(fmt::format("S6_DP_BUCKET_MB='{}': expected a positive number of megabytes (default {})", value,
-                            kDefaultBucketMb));
-  return mb;
 }
 
 BucketSchedule::BucketSchedule(std::vector<GradientBucket> buckets, int64_t num_params)

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "trainer/distributed_env.h"
-#include "trainer/distributed_error.h"
+#include "trainer/dist/env.h"
+#include "trainer/dist/error.h"
 
 namespace s6::trainer {
 

@@ -1,6 +1,6 @@
 // TCP rendezvous: non-blocking sockets and poll() with one deadline per operation, so a dead or
 // silent peer turns into a CommError naming it instead of a hang.
-#include "trainer/distributed_rendezvous.h"
+#include "trainer/dist/rendezvous.h"
 
 #include <arpa/inet.h>
 #include <fmt/format.h>

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "trainer/distributed_rendezvous.h"
+#include "trainer/dist/rendezvous.h"
 
 namespace s6::trainer {
 

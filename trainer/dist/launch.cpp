@@ -1,6 +1,6 @@
 // Built-in launcher: fork/exec of N workers with the torchrun environment, signal forwarding,
 // first-failure exit code, and SIGKILL of the stragglers after a grace period.
-#include "trainer/launch.h"
+#include "trainer/dist/launch.h"
 
 #include <fmt/format.h>
 #include <sys/prctl.h>
@@ -16,7 +16,7 @@
 #include <thread>
 
 #include "core/error.h"
-#include "trainer/distributed_rendezvous.h"
+#include "trainer/dist/rendezvous.h"
 
 extern char** environ;
 

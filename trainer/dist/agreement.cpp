@@ -1,5 +1,5 @@
 // Startup agreement check over the rendezvous: record encoding, comparison, verdict broadcast.
-#include "trainer/distributed_agreement.h"
+#include "trainer/dist/agreement.h"
 
 #include <fmt/format.h>
 
