@@ -51,6 +51,7 @@ class GraphStep final : public CapturedStep {
     scalars->adamw = kc::adamw_device_scalars(optimizer_.hyperparameters(lr, optimizer_.step_count() + 1));
     scalars->batch_index = batch_index;
     cuda::copy_bytes_async(scalars_.data_ptr(), scalars, sizeof(StepScalars), cuda::CopyKind::HostToDevice);
+    if (!data_.task->samples_on_device()) copy_host_batch(batch_index);
     if (!graph_) capture();
     cuda::replay(graph_);
     cuda::copy_bytes_async(staging_.status(), status_.data_ptr(), sizeof(kc::DeviceStepStatus),
@@ -77,8 +78,9 @@ class GraphStep final : public CapturedStep {
     optimizer_.zero_grad();  // the captured backward assigns the gradients (no accumulation)
     cuda::begin_capture();
     try {
-      data_.task->sample_on_device(batch_, data_.seed,
-                                   &static_cast<const StepScalars*>(scalars_.data_ptr())->batch_index, data_.rank);
+      if (data_.task->samples_on_device())
+        data_.task->sample_on_device(batch_, data_.seed,
+                                     &static_cast<const StepScalars*>(scalars_.data_ptr())->batch_index, data_.rank);
       Tensor logits = reshape(model_.forward(batch_.inputs), {targets_.numel(), vocab});
       logits_ = logits.detach();
       Tensor loss = cross_entropy(logits, targets_);
@@ -101,6 +103,16 @@ class GraphStep final : public CapturedStep {
     }
   }
 
+  // File tasks (no device generator): the host samples the batch and copies it into the graph's
+  // batch buffers, allocated before the capture, ahead of the replay on the same stream.
+  void copy_host_batch(uint64_t batch_index) {
+    if (!host_batch_.inputs.defined()) host_batch_ = data_.task->make_batch(data_.batch_size);
+    data_.task->sample_into(host_batch_, data_.seed, batch_index, data_.rank);
+    batch_.inputs.copy_(host_batch_.inputs);
+    batch_.targets.copy_(host_batch_.targets);
+    if (data_.task->separate_eval_targets()) batch_.eval_targets.copy_(host_batch_.eval_targets);
+  }
+
   // One page-locked block: [step scalars | step status].
   class Staging {
    public:
@@ -120,7 +132,8 @@ class GraphStep final : public CapturedStep {
   Staging staging_;
   const TrainConfig& config_;
   const CapturedData data_;
-  data::Batch batch_;  // on the device, written by the graph
+  data::Batch batch_;  // on the device, written by the graph (or copied from host_batch_)
+  data::Batch host_batch_;
   Tensor targets_, logits_, loss_;
   Tensor sumsq_, status_, scalars_;
   cuda::CapturedGraph* graph_ = nullptr;

@@ -5,7 +5,8 @@
 // launches, with the per-step values (batch index, lr, bias corrections) read from device
 // buffers, so its losses and weights are bitwise those of the eager loop on host-generated
 // batches. The skip on a non-finite loss or norm is decided on the device (the update kernels
-// return early) and reported back.
+// return early) and reported back. File tasks (tokens, bytes) have no device generator: their
+// batch is sampled on the host and copied into the graph's batch buffers before each replay.
 #pragma once
 #include <memory>
 #include <string>

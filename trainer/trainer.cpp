@@ -18,6 +18,7 @@
 #include "core/cuda_runtime.h"
 #include "core/log.h"
 #include "data/task.h"
+#include "data/text_task.h"
 #include "layers/mamba.h"
 #include "layers/op_checks.h"
 #include "layers/ops.h"
@@ -100,6 +101,7 @@ void print_startup(const TrainConfig& c, const RunOptions& o, const MambaLM& mod
                                          : "fp32");
   fmt::print("  {:<12} {}: seq_len {}, vocab {}, tokens {}, loss positions {}\n", "task", task.name(),
              task.seq_len(), task.vocab(), c.task.num_tokens, c.task.loss_positions);
+  if (auto* text = dynamic_cast<const data::TextTask*>(&task)) fmt::print("  {:<12} {}\n", "data", text->summary());
   if (!c.task.curriculum_lengths.empty()) {
     std::string phases;
     for (size_t i = 0; i < c.task.curriculum_lengths.size(); ++i)
@@ -189,11 +191,11 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     for (int64_t len : eval_lengths) {
       auto t0 = Clock::now();
       EvalResult r = evaluate(model, config, len, dp);
-      metrics.write(EvalRecord{step, len, r.loss, r.accuracy});
+      metrics.write(EvalRecord{step, len, r.loss, r.accuracy, r.perplexity, r.bits_per_byte});
       progress.finish();
       if (lead)
-        log::info("eval step {} length {}: loss {:.4f}, accuracy {:.2f}% ({} examples, {:.1f} s)", step, len,
-                r.loss, 100.0 * r.accuracy, r.examples,
+        log::info("eval step {} length {}: loss {:.4f}, accuracy {:.2f}%{} ({} examples, {:.1f} s)", step, len,
+                r.loss, 100.0 * r.accuracy, language_model_figures(r), r.examples,
                 std::chrono::duration<double>(Clock::now() - t0).count());
     }
   };
