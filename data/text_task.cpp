@@ -25,9 +25,8 @@ void check_vocab(const TokenCorpus& c, int64_t begin, int64_t end, int64_t vocab
   c.read(begin, n, head.data());
   for (int64_t i = 0; i < n; ++i)
     if (head[i] < 0 || head[i] >= vocab)
-      throw DataError(fmt::format("{} = '{}': token {} at position {} is outside task.vocab_size = {} "
-                                  "(another tokenizer, or data.dtype wrong?)", what, c.glob(), head[i],
-                                  begin + i, vocab));
+      throw DataError(fmt::format("{}: token {} at position {} is outside task.vocab_size = {} "
+                                  "(another tokenizer, or data.dtype wrong?)", what, head[i], begin + i, vocab));
 }
 
 }  // namespace
@@ -54,15 +53,17 @@ TextTask::TextTask(const std::string& name, const TaskParams& params, const Text
     train_.end = val_.begin;
   }
   const int64_t window = params.seq_len + 1;
-  for (auto [split, key] : {std::pair{Split::Train, "data.train_glob"}, std::pair{Split::Validation, "data.val_glob"}}) {
+  for (Split split : {Split::Train, Split::Validation}) {
     const Range& r = range(split);
-    const std::string what = split == Split::Validation && data.val_glob.empty()
-                                 ? fmt::format("the held-out data.val_fraction = {} of data.train_glob", data.val_fraction)
-                                 : std::string(key);
+    const std::string what =
+        split == Split::Train ? fmt::format("data.train_glob = '{}'", r.corpus->glob())
+        : data.val_glob.empty()
+            ? fmt::format("the held-out data.val_fraction = {} of data.train_glob = '{}'", data.val_fraction, r.corpus->glob())
+            : fmt::format("data.val_glob = '{}'", r.corpus->glob());
     if (r.end - r.begin < window)
-      throw DataError(fmt::format("{} = '{}': {} holds {} tokens, fewer than one window of task.seq_len + 1 = {}",
-                                  key, r.corpus->glob(), what, r.end - r.begin, window));
-    check_vocab(*r.corpus, r.begin, r.end, params.vocab, key);
+      throw DataError(fmt::format("{} holds {} tokens, fewer than one window of task.seq_len + 1 = {}", what,
+                                  r.end - r.begin, window));
+    check_vocab(*r.corpus, r.begin, r.end, params.vocab, what);
   }
 }
 

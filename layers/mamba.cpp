@@ -75,9 +75,9 @@ Tensor MambaMixer::forward(const Tensor& hidden, LayerState* state) const {
     options.return_final_state = true;
   }
   ScanResult scan = selective_scan_ex(xc, delta, A, B, C, param("D"), z, param("dt_proj.bias"), options);
-  if (state) {
-    state->ssm_state = scan.final_state;
-    state->conv_state = advance_conv_state(state->conv_state, x);
+  if (state) {  // in place: the state's buffers stay put, so a captured decode step can replay
+    state->ssm_state.copy_(scan.final_state);
+    state->conv_state.copy_(advance_conv_state(state->conv_state, x));
   }
   return linear(scan.out, compute_param("out_proj.weight"), compute_param("out_proj.bias"));
 }

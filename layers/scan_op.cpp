@@ -89,6 +89,16 @@ ScanResult selective_scan_cuda(const Tensor& u_in, const Tensor& delta_in, const
 
   ScanResult result;
   result.out = Tensor::empty(u.shape(), io, Device::CUDA);
+  if (length == 1 && options.return_final_state &&
+      !autograd::should_record({&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in})) {
+    // One token of recurrent decoding: the step kernel advances a copy of the state in place.
+    result.final_state = init.defined() ? init.clone() : Tensor::zeros({batch, dim, dstate}, DType::Float32, Device::CUDA);
+    Tensor Bc = B.contiguous(), Cc = C.contiguous();
+    kc::selective_scan_step(result.out.data_ptr(), result.final_state.data<float>(), u.data_ptr(), delta.data_ptr(),
+                            A.data<float>(), Bc.data_ptr(), Cc.data_ptr(), fptr(D), vptr(z), fptr(bias), softplus,
+                            batch, dim, dstate, kd, cuda::current_stream());
+    return result;
+  }
   if (options.return_final_state)
     result.final_state = Tensor::empty({batch, dim, dstate}, DType::Float32, Device::CUDA);
   Tensor states = Tensor::empty({batch, kc::scan_num_chunks(batch, length, dim, dstate), dim, dstate},
