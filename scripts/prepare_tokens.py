@@ -13,7 +13,8 @@ tokens or 2 for uint32, token count at [2]), then the tokens. uint16 when every 
 <= 65536), else uint32.
 
 The tokenizer is a local Hugging Face `tokenizers` file (pip install tokenizers); nothing is
-downloaded. The released Mamba models (state-spaces/mamba-130m ... 2.8b) use the GPT-NeoX-20B
+downloaded. With --train-tokenizer V, a byte-level BPE of V ids is first trained on the inputs
+and saved as --tokenizer (for machines without a tokenizer.json; <|endoftext|> = 0). The released Mamba models (state-spaces/mamba-130m ... 2.8b) use the GPT-NeoX-20B
 tokenizer: its tokenizer.json (from EleutherAI/gpt-neox-20b, fetched once by you) has 50277
 ids with <|endoftext|> = 0; set task.vocab_size: 50280 (padded to a multiple of 8) and
   data.train_glob: DIR/<prefix>_train_*.bin
@@ -91,6 +92,19 @@ def documents(inputs, by_lines):
     return paths, docs
 
 
+def train_tokenizer(docs, vocab_size, path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=True)
+    tok.train_from_iterator(docs, trainer=trainer, length=len(docs))
+    tok.save(path)
+    print(f"trained a byte-level BPE of {tok.get_vocab_size()} ids -> {path}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+", help="text files or globs")
@@ -103,12 +117,19 @@ def main():
     ap.add_argument("--eot", default="<|endoftext|>", help="token that starts every document ('' = none)")
     ap.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default="auto")
     ap.add_argument("--batch", type=int, default=256, help="documents per encode_batch call")
+    ap.add_argument("--train-tokenizer", type=int, default=0, metavar="V",
+                    help="first train a byte-level BPE of V ids on the inputs and save it as --tokenizer")
     args = ap.parse_args()
 
     try:
         from tokenizers import Tokenizer
     except ImportError:
         sys.exit("prepare_tokens: needs the Hugging Face tokenizers package (pip install tokenizers)")
+    paths, docs = documents(args.inputs, args.lines)
+    if not docs:
+        sys.exit("prepare_tokens: the inputs hold no text")
+    if args.train_tokenizer:
+        train_tokenizer(docs, args.train_tokenizer, args.tokenizer)
     if not os.path.isfile(args.tokenizer):
         sys.exit(f"prepare_tokens: --tokenizer {args.tokenizer}: no such file (a local tokenizer.json)")
     tok = Tokenizer.from_file(args.tokenizer)
@@ -122,9 +143,6 @@ def main():
     if not 0 <= args.val_fraction < 1:
         sys.exit("prepare_tokens: --val-fraction must be in [0, 1)")
 
-    paths, docs = documents(args.inputs, args.lines)
-    if not docs:
-        sys.exit("prepare_tokens: the inputs hold no text")
     n_val = int(round(len(docs) * args.val_fraction))
     if args.val_fraction > 0 and n_val == 0 and len(docs) > 1:
         n_val = 1

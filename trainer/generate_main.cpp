@@ -36,7 +36,8 @@ const char* kUsage =
     "  --precision fp32|bf16 (the run's on CUDA, fp32 on the CPU)    --no-graph (CUDA: eager decode)\n"
     "  --quiet            print no text, only the timing line\n"
     "  --bench            time generation on --batch B (1) random prompts of --prompt-len L (2048)\n"
-    "                     tokens, greedy unless --temperature is given; prints one JSON line\n";
+    "                     tokens, greedy unless --temperature is given, after one untimed warm-up\n"
+    "                     run; prints one JSON line (scripts/bench_generate.py compares with HF)\n";
 
 struct Cli {
   std::string checkpoint, config;
@@ -187,6 +188,7 @@ int run(const Cli& c) {
       std::fflush(stdout);
     };
   }
+  if (c.bench) generate(model, vocab, prompts, gen);  // a warm-up run: handles, workspaces, graph capture
   GenerationResult r = generate(model, vocab, prompts, gen);
   if (stream) fmt::print("\n");
   if (!c.quiet && !c.bench && !stream) {
