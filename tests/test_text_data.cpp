@@ -294,3 +294,21 @@ TEST_CASE("text data (cuda): the captured step copies host batches and matches t
   fs::remove_all(eager);
   fs::remove_all(graph);
 }
+
+TEST_CASE("text data: the shipped text configs load with their documented values") {
+  const fs::path configs = fs::path(S6_SOURCE_DIR) / "configs";
+  trainer::TrainConfig b = trainer::load_config((configs / "text_bytes_cpu.yaml").string(), {});
+  CHECK(b.task.name == "bytes");
+  CHECK(b.task.vocab_size == 256);
+  CHECK(b.task.loss_positions == "all");
+  CHECK(b.device == "cpu");
+  CHECK(b.data.train_glob == "/usr/lib/python3.*/**/*.py");
+  CHECK(b.data.val_fraction == doctest::Approx(0.02));
+  trainer::TrainConfig g = trainer::load_config((configs / "text_lm_130m.yaml").string(), {});
+  CHECK(g.task.name == "tokens");
+  CHECK(g.model.d_model == 768);
+  CHECK(g.model.n_layer == 24);
+  CHECK(g.model.padded_vocab() == 50280);
+  CHECK(g.train.precision == "bf16");
+  CHECK(g.data.format == "llmc");
+}
