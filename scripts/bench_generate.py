@@ -66,7 +66,7 @@ def run_hf(model, args, batch):
         fast = None
     g = torch.Generator().manual_seed(batch)
     ids = torch.randint(0, model.config.vocab_size, (batch, args.prompt_len), generator=g).cuda()
-    kw = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, use_cache=True)
+    kw = dict(max_new_tokens=args.new_tokens, do_sample=False, use_cache=True)  # no eos: never stops early
     with torch.inference_mode():
         model.generate(ids, **kw)  # warm-up
         torch.cuda.synchronize()
