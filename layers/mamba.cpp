@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "core/philox.h"
 #include "layers/mamba_init.h"
 #include "layers/ops.h"
@@ -25,13 +27,15 @@ Tensor MambaMixer::compute_param(const char* name) const {
 }
 
 namespace {
-// The new conv_state: the last d_conv raw inputs of (previous state ++ this sequence's x).
+// The new conv_state: the last d_conv raw inputs of (previous state ++ this sequence's x). Only
+// x's last d_conv steps can reach it, so a long prefill joins no more than those.
 Tensor advance_conv_state(const Tensor& previous, const Tensor& x) {
-  const int64_t batch = x.size(0), length = x.size(1), din = x.size(2), width = previous.size(2);
-  Tensor joined = Tensor::empty({batch, din, width + length}, x.dtype(), x.device());
+  const int64_t batch = x.size(0), din = x.size(2), width = previous.size(2);
+  const int64_t keep = std::min(x.size(1), width);
+  Tensor joined = Tensor::empty({batch, din, width + keep}, x.dtype(), x.device());
   joined.narrow(2, 0, width).copy_(previous);
-  joined.narrow(2, width, length).copy_(x.detach().transpose(1, 2));
-  return joined.narrow(2, length, width).contiguous();
+  joined.narrow(2, width, keep).copy_(x.detach().narrow(1, x.size(1) - keep, keep).transpose(1, 2));
+  return joined.narrow(2, keep, width).contiguous();
 }
 }  // namespace
 

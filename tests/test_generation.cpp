@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <regex>
 
 #include "autograd/tape.h"
 #include "core/cuda_runtime.h"
@@ -130,7 +131,7 @@ TEST_CASE("generation: prompts of different lengths in one batch decode as each 
   }
 }
 
-TEST_CASE("generation: a fixed seed gives fixed samples; another seed other samples") {
+TEST_CASE("generation: a fixed seed gives fixed samples, another seed other samples") {
   MambaLM m(small_model(30), 14, DType::Float32);
   GenerationOptions o;
   o.max_new_tokens = 40;
@@ -181,7 +182,7 @@ TEST_CASE("generation: sampling respects top-k and top-p and follows the softmax
   CHECK(sampling_uniform(1, 0, 5) != sampling_uniform(2, 0, 5));
 }
 
-TEST_CASE("generation: build/generate continues a bytes-task checkpoint and streams its text") {
+TEST_CASE("generation: build/generate continues a bytes-task checkpoint and streams its text (and its eval has bits per byte)") {
   fs::path dir = testing::fresh_dir("gen_cli");
   TrainConfig c = testing::tiny_config(dir / "run", 2);
   c.task.name = "bytes";
@@ -192,6 +193,20 @@ TEST_CASE("generation: build/generate continues a bytes-task checkpoint and stre
   c.data.train_glob = (dir / "corpus.txt").string();
   c.data.val_fraction = 0.25;
   REQUIRE(run_training(c, RunOptions{}) == 0);
+  {  // the bytes task's evaluation: bits per byte = loss / ln 2, perplexity = exp(loss)
+    std::ifstream in(dir / "run" / "metrics.jsonl");
+    static const std::regex re(R"re("split": "eval".*"loss": ([^,]+),.*"perplexity": ([^,]+), "bits_per_byte": ([^}]+)\})re");
+    int found = 0;
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      if (!std::regex_search(line, m, re)) continue;
+      const double loss = std::stod(m[1].str());
+      CHECK(std::stod(m[2].str()) == doctest::Approx(std::exp(loss)).epsilon(1e-9));
+      CHECK(std::stod(m[3].str()) == doctest::Approx(loss / std::log(2.0)).epsilon(1e-9));
+      ++found;
+    }
+    CHECK(found == 1);
+  }
   const std::string gen = fs::path(S6_TRAIN_BINARY).parent_path() / "generate";
   auto run = [&](const std::string& args) {
     std::string out;

@@ -93,7 +93,7 @@ TEST_CASE("text data: '**' globs match any depth, sorted, skipping hidden direct
   fs::remove_all(dir);
 }
 
-TEST_CASE("text data: llm.c shards are one stream; windows cross files; validation reads its own files") {
+TEST_CASE("text data: llm.c shards are one stream, windows cross files, validation reads its own files") {
   fs::path dir = fresh_dir("llmc");
   write_llmc(dir / "train_000.bin", 0, 100);
   write_llmc(dir / "train_001.bin", 100, 50);   // continues the stream across the file boundary
