@@ -17,7 +17,9 @@ struct NamedParameter {
   bool weight_decay;
 };
 
-// Per-layer recurrent state (SPEC 4.3): the last d_conv raw conv inputs and the SSM state.
+// Per-layer recurrent state (SPEC 4.3): the last d_conv raw conv inputs and the SSM state. A
+// forward or step with a state updates these tensors in place (the buffers stay put, so a
+// captured CUDA graph of the decode step can replay on them).
 struct LayerState {
   Tensor conv_state;  // (batch, d_inner, d_conv), compute dtype
   Tensor ssm_state;   // (batch, d_inner, d_state), parameter dtype (float32 under mixed precision)
