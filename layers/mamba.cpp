@@ -142,7 +142,7 @@ int64_t MambaLM::num_parameters() const {
   return total;
 }
 
-Tensor MambaLM::forward_embeddings(const Tensor& embeddings, InferenceState* state) const {
+std::pair<Tensor, Tensor> MambaLM::run_blocks(const Tensor& embeddings, InferenceState* state) const {
   S6_CHECK(!state || static_cast<int64_t>(state->layers.size()) == config_.n_layer,
            "MambaLM: the inference state has {} layers but the model has {}",
            state ? state->layers.size() : 0, config_.n_layer);
@@ -152,9 +152,29 @@ Tensor MambaLM::forward_embeddings(const Tensor& embeddings, InferenceState* sta
     hidden = h;
     residual = r;
   }
+  return {hidden, residual};
+}
+
+Tensor MambaLM::head(const Tensor& hidden, const Tensor& residual) const {
   Tensor normed = rmsnorm_add(hidden, residual, parameter("backbone.norm_f.weight"), config_.norm_eps).first;
   Tensor head = config_.tie_embeddings ? parameter("backbone.embedding.weight") : parameter("lm_head.weight");
   return linear(to_dtype(normed, compute_), to_dtype(head, compute_));
+}
+
+Tensor MambaLM::forward_embeddings(const Tensor& embeddings, InferenceState* state) const {
+  auto [hidden, residual] = run_blocks(embeddings, state);
+  return head(hidden, residual);
+}
+
+Tensor MambaLM::prefill(const Tensor& ids, InferenceState& state) const {
+  S6_CHECK(ids.dim() == 2 && ids.size(1) >= 1, "MambaLM::prefill: ids should be (batch, length >= 1) but are {}",
+           ids.describe());
+  auto [hidden, residual] = run_blocks(embedding(ids, parameter("backbone.embedding.weight")), &state);
+  const int64_t batch = ids.size(0), last = ids.size(1) - 1;
+  // Only the last position's logits are needed: no (batch, length, vocab) tensor.
+  auto at_last = [&](const Tensor& t) { return t.detach().narrow(1, last, 1).contiguous(); };
+  Tensor logits = head(at_last(hidden), at_last(residual));
+  return logits.view({batch, logits.size(2)});
 }
 
 Tensor MambaLM::forward(const Tensor& ids, InferenceState* state) const {

@@ -77,6 +77,9 @@ class MambaLM {
 
   // Zero recurrent state for `batch` sequences; prefill = forward(ids, &state).
   InferenceState new_state(int64_t batch) const;
+  // forward(ids, &state) that computes the final norm and head at the last position only:
+  // (batch, length) ids -> (batch, padded_vocab) logits. For inference (records no gradient).
+  Tensor prefill(const Tensor& ids, InferenceState& state) const;
   // One token per sequence: ids (batch) -> logits (batch, padded_vocab); advances the state.
   Tensor step(const Tensor& ids, InferenceState& state) const;
 
@@ -91,6 +94,9 @@ class MambaLM {
 
  private:
   void build_modules();
+  // The blocks: {last mixer output, residual stream}; then the final norm and the head.
+  std::pair<Tensor, Tensor> run_blocks(const Tensor& embeddings, InferenceState* state) const;
+  Tensor head(const Tensor& hidden, const Tensor& residual) const;
   MambaConfig config_;
   DType dtype_;
   DType compute_;

@@ -103,6 +103,22 @@ TEST_CASE("generation: prefill with the scan, then one step, equals the full for
       worst = std::max(worst, std::fabs(stepped[b * V + v] - full[(b * (length + 1) + length) * V + v]));
   MESSAGE("prefill + step vs full forward, max |diff| = ", worst);
   CHECK(worst < 1e-12);
+  // MambaLM::prefill (the head at the last position only) gives the full forward's last logits
+  // and the same state as forward(ids, &state).
+  InferenceState fresh = m.new_state(batch);
+  std::vector<double> last_only = m.prefill(Tensor::from_vector<int32_t>(prefix, {batch, length}), fresh).to_vector<double>();
+  const std::vector<double> pre_all = pre.to_vector<double>();
+  double worst_prefill = 0;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t v = 0; v < V; ++v)
+      worst_prefill = std::max(worst_prefill, std::fabs(last_only[b * V + v] - pre_all[(b * length + length - 1) * V + v]));
+  CHECK(worst_prefill < 1e-12);
+  InferenceState again = m.new_state(batch);
+  m.forward(Tensor::from_vector<int32_t>(prefix, {batch, length}), &again);
+  for (int64_t i = 0; i < m.config().n_layer; ++i) {
+    CHECK(fresh.layers[i].ssm_state.to_vector<double>() == again.layers[i].ssm_state.to_vector<double>());
+    CHECK(fresh.layers[i].conv_state.to_vector<double>() == again.layers[i].conv_state.to_vector<double>());
+  }
 }
 
 TEST_CASE("generation: greedy decoding equals the argmax of the full forward at every position (CPU)") {

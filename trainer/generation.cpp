@@ -201,8 +201,8 @@ GenerationResult generate(const MambaLM& model, int64_t vocab, const std::vector
   const int64_t prefix = static_cast<int64_t>(shortest);
   std::vector<int32_t> ids(static_cast<size_t>(batch * prefix));
   for (int64_t r = 0; r < batch; ++r) std::copy(prompts[r].begin(), prompts[r].begin() + prefix, ids.begin() + r * prefix);
-  Tensor logits = model.forward(Tensor::from_vector<int32_t>(ids, {batch, prefix}).to(model.device()), &state);
-  Tensor last = logits.narrow(1, prefix - 1, 1).contiguous().view({batch, logits.size(2)}).narrow(1, 0, vocab);
+  Tensor last = model.prefill(Tensor::from_vector<int32_t>(ids, {batch, prefix}).to(model.device()), state)
+                    .narrow(1, 0, vocab);
   const SamplingOptions& s = options.sampling;
   Tensor host = (s.greedy() ? last.argmax_last() : last.to(DType::Float32)).to(Device::CPU);
   if (cuda) cuda::synchronize();
