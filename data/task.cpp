@@ -59,7 +59,7 @@ void Task::sample_into(Batch& out, uint64_t seed, uint64_t k, uint32_t rank, Spl
 #pragma omp parallel for schedule(static) if (B * L >= 16384)
   for (int64_t e = 0; e < B; ++e) {
     ExampleRng rng(key, k, first + static_cast<uint64_t>(e));
-    generate(rng, in + e * L, tgt + e * L, separate ? ev + e * L : nullptr);
+    generate_split(rng, split, in + e * L, tgt + e * L, separate ? ev + e * L : nullptr);
     if (!separate && !aliased) std::copy(tgt + e * L, tgt + (e + 1) * L, ev + e * L);
   }
 }

@@ -80,6 +80,9 @@ class Task {
 
   // True when accuracy uses other positions than the loss (eval_targets is then its own tensor).
   virtual bool separate_eval_targets() const { return false; }
+  // False for tasks read from files (data/text_task.h): they have no device generator, so a CUDA
+  // run samples their batches on the host and copies them to the device.
+  virtual bool samples_on_device() const { return true; }
 
  protected:
   Task(std::string name, const TaskParams& params) : name_(std::move(name)), params_(params) {}
@@ -95,12 +98,18 @@ class Task {
   // Writes one example: inputs and targets rows of length seq_len; eval is null unless
   // separate_eval_targets().
   virtual void generate(ExampleRng& rng, int32_t* inputs, int32_t* targets, int32_t* eval) const = 0;
+  // The same for one split: synthetic tasks tell the splits apart by their key alone, file tasks
+  // also read other files for validation.
+  virtual void generate_split(ExampleRng& rng, Split /*split*/, int32_t* inputs, int32_t* targets,
+                              int32_t* eval) const {
+    generate(rng, inputs, targets, eval);
+  }
 
   std::string name_;
   TaskParams params_;
 };
 
-// name: "copying" | "selective_copying" | "induction_heads". Throws s6::Error naming the parameter
+// name: "copying" | "selective_copying" | "induction_heads" (file tasks: data/text_task.h). Throws s6::Error naming the parameter
 // and its valid range when params are invalid.
 std::unique_ptr<Task> make_task(const std::string& name, const TaskParams& params);
 

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "core/philox.h"
 #include "layers/mamba_init.h"
 #include "layers/ops.h"
@@ -29,13 +31,15 @@ Tensor MambaMixer::compute_param(const char* name, bool present) const {
 }
 
 namespace {
-// The new conv_state: the last d_conv raw inputs of (previous state ++ this sequence's x).
+// The new conv_state: the last d_conv raw inputs of (previous state ++ this sequence's x). Only
+// x's last d_conv steps can reach it, so a long prefill joins no more than those.
 Tensor advance_conv_state(const Tensor& previous, const Tensor& x) {
-  const int64_t batch = x.size(0), length = x.size(1), din = x.size(2), width = previous.size(2);
-  Tensor joined = Tensor::empty({batch, din, width + length}, x.dtype(), x.device());
+  const int64_t batch = x.size(0), din = x.size(2), width = previous.size(2);
+  const int64_t keep = std::min(x.size(1), width);
+  Tensor joined = Tensor::empty({batch, din, width + keep}, x.dtype(), x.device());
   joined.narrow(2, 0, width).copy_(previous);
-  joined.narrow(2, width, length).copy_(x.detach().transpose(1, 2));
-  return joined.narrow(2, length, width).contiguous();
+  joined.narrow(2, width, keep).copy_(x.detach().narrow(1, x.size(1) - keep, keep).transpose(1, 2));
+  return joined.narrow(2, keep, width).contiguous();
 }
 }  // namespace
 
@@ -79,9 +83,9 @@ Tensor MambaMixer::forward(const Tensor& hidden, LayerState* state) const {
     options.return_final_state = true;
   }
   ScanResult scan = selective_scan_ex(xc, delta, A, B, C, param("D"), z, param("dt_proj.bias"), options);
-  if (state) {
-    state->ssm_state = scan.final_state;
-    state->conv_state = advance_conv_state(state->conv_state, x);
+  if (state) {  // in place: the state's buffers stay put, so a captured decode step can replay
+    state->ssm_state.copy_(scan.final_state);
+    state->conv_state.copy_(advance_conv_state(state->conv_state, x));
   }
   return linear(scan.out, compute_param("out_proj.weight"), compute_param("out_proj.bias", c.bias));
 }
@@ -142,7 +146,7 @@ int64_t MambaLM::num_parameters() const {
   return total;
 }
 
-Tensor MambaLM::forward_embeddings(const Tensor& embeddings, InferenceState* state) const {
+std::pair<Tensor, Tensor> MambaLM::run_blocks(const Tensor& embeddings, InferenceState* state) const {
   S6_CHECK(!state || static_cast<int64_t>(state->layers.size()) == config_.n_layer,
            "MambaLM: the inference state has {} layers but the model has {}",
            state ? state->layers.size() : 0, config_.n_layer);
@@ -152,9 +156,29 @@ Tensor MambaLM::forward_embeddings(const Tensor& embeddings, InferenceState* sta
     hidden = h;
     residual = r;
   }
+  return {hidden, residual};
+}
+
+Tensor MambaLM::head(const Tensor& hidden, const Tensor& residual) const {
   Tensor normed = rmsnorm_add(hidden, residual, parameter("backbone.norm_f.weight"), config_.norm_eps).first;
   Tensor head = config_.tie_embeddings ? parameter("backbone.embedding.weight") : parameter("lm_head.weight");
   return linear(to_dtype(normed, compute_), to_dtype(head, compute_));
+}
+
+Tensor MambaLM::forward_embeddings(const Tensor& embeddings, InferenceState* state) const {
+  auto [hidden, residual] = run_blocks(embeddings, state);
+  return head(hidden, residual);
+}
+
+Tensor MambaLM::prefill(const Tensor& ids, InferenceState& state) const {
+  S6_CHECK(ids.dim() == 2 && ids.size(1) >= 1, "MambaLM::prefill: ids should be (batch, length >= 1) but are {}",
+           ids.describe());
+  auto [hidden, residual] = run_blocks(embedding(ids, parameter("backbone.embedding.weight")), &state);
+  const int64_t batch = ids.size(0), last = ids.size(1) - 1;
+  // Only the last position's logits are needed: no (batch, length, vocab) tensor.
+  auto at_last = [&](const Tensor& t) { return t.detach().narrow(1, last, 1).contiguous(); };
+  Tensor logits = head(at_last(hidden), at_last(residual));
+  return logits.view({batch, logits.size(2)});
 }
 
 Tensor MambaLM::forward(const Tensor& ids, InferenceState* state) const {

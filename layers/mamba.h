@@ -17,7 +17,9 @@ struct NamedParameter {
   bool weight_decay;
 };
 
-// Per-layer recurrent state (SPEC 4.3): the last d_conv raw conv inputs and the SSM state.
+// Per-layer recurrent state (SPEC 4.3): the last d_conv raw conv inputs and the SSM state. A
+// forward or step with a state updates these tensors in place (the buffers stay put, so a
+// captured CUDA graph of the decode step can replay on them).
 struct LayerState {
   Tensor conv_state;  // (batch, d_inner, d_conv), compute dtype
   Tensor ssm_state;   // (batch, d_inner, d_state), parameter dtype (float32 under mixed precision)
@@ -78,6 +80,9 @@ class MambaLM {
 
   // Zero recurrent state for `batch` sequences; prefill = forward(ids, &state).
   InferenceState new_state(int64_t batch) const;
+  // forward(ids, &state) that computes the final norm and head at the last position only:
+  // (batch, length) ids -> (batch, padded_vocab) logits. For inference (records no gradient).
+  Tensor prefill(const Tensor& ids, InferenceState& state) const;
   // One token per sequence: ids (batch) -> logits (batch, padded_vocab); advances the state.
   Tensor step(const Tensor& ids, InferenceState& state) const;
 
@@ -92,6 +97,9 @@ class MambaLM {
 
  private:
   void build_modules();
+  // The blocks: {last mixer output, residual stream}; then the final norm and the head.
+  std::pair<Tensor, Tensor> run_blocks(const Tensor& embeddings, InferenceState* state) const;
+  Tensor head(const Tensor& hidden, const Tensor& residual) const;
   MambaConfig config_;
   DType dtype_;
   DType compute_;

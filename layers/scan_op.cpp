@@ -195,6 +195,22 @@ ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const T
   const DType state_dtype = device == Device::CUDA ? DType::Float32 : u_in.dtype();
   ScanResult result;
   result.out = Tensor::empty(s.u.shape(), s.u.dtype(), device);
+#ifdef S6_WITH_CUDA
+  if (device == Device::CUDA && length == 1 && options.return_final_state &&
+      !autograd::should_record({&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in})) {
+    // One token of recurrent decoding: the step kernel advances a copy of the state in place.
+    result.final_state = s.init.defined() ? s.init.clone()
+                                          : Tensor::zeros({batch, dim, dstate}, DType::Float32, device);
+    const Tensor Bc = s.B.contiguous(), Cc = s.C.contiguous();
+    const kernels::ScanDType kd = scan_dtype(s.u.dtype());
+    kernels::cuda::selective_scan_step(mptr(result.out), result.final_state.data<float>(), cptr(s.u),
+                                       cptr(s.delta), s.A.data<float>(), cptr(Bc), cptr(Cc),
+                                       s.D.defined() ? s.D.data<float>() : nullptr, cptr(s.z),
+                                       s.bias.defined() ? s.bias.data<float>() : nullptr, s.softplus, batch,
+                                       dim, dstate, kd, cuda::current_stream());
+    return result;
+  }
+#endif
   if (options.return_final_state)
     result.final_state = Tensor::empty({batch, dim, dstate}, state_dtype, device);
 #ifdef S6_WITH_CUDA

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""Turn a run's metrics.jsonl into PNG charts: training curves and, when the run evaluated
-several lengths, accuracy versus evaluation length at the last evaluation.
+"""Turn a run's metrics.jsonl into PNG charts: training curves (with validation perplexity, or
+bits per byte, for the tokens and bytes tasks) and, when the run evaluated several lengths,
+accuracy versus evaluation length at the last evaluation.
 
 usage: scripts/plot_metrics.py RUN_DIR_OR_METRICS_JSONL [--out DIR] [--title TEXT]
 Needs matplotlib for the system Python (Debian: python3-matplotlib; ./train.sh installs it),
@@ -32,6 +33,18 @@ def load(path):
     return path, train, evals
 
 
+def plot_language_model(ax, evals):
+    """The tokens/bytes tasks' evaluation figures: bits per byte (bytes) or perplexity."""
+    key = "bits_per_byte" if any("bits_per_byte" in r for r in evals) else "perplexity"
+    for length in sorted({r["length"] for r in evals}):
+        rows = [r for r in evals if r["length"] == length and key in r]
+        ax.plot([r["step"] for r in rows], [r[key] for r in rows], "o--", label=f"eval L={length}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation bits per byte" if key == "bits_per_byte" else "validation perplexity")
+    if key == "perplexity":
+        ax.set_yscale("log")
+
+
 def plot_training(train, evals, title, out):
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [r["step"] for r in train]
@@ -48,9 +61,13 @@ def plot_training(train, evals, title, out):
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss (scored positions)")
     ax_loss.set_yscale("log")
-    ax_acc.set_xlabel("step")
-    ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.set_ylim(0, 101)
+    if any("perplexity" in r for r in evals):  # a language model: its own figures instead of accuracy
+        ax_acc.clear()
+        plot_language_model(ax_acc, evals)
+    else:
+        ax_acc.set_xlabel("step")
+        ax_acc.set_ylabel("accuracy (%)")
+        ax_acc.set_ylim(0, 101)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

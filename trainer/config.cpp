@@ -100,6 +100,9 @@ class Loader {
     }
     // The model must cover the task's tokens; unset, it is exactly the task's vocabulary.
     if (!values_.count("model.vocab_size")) c.model.vocab_size = c.task.vocab_size;
+    // Language modelling scores every next token.
+    if (!values_.count("task.loss_positions") && (c.task.name == "tokens" || c.task.name == "bytes"))
+      c.task.loss_positions = "all";
     if (c.run_dir.empty())
       c.run_dir = "runs/" + std::filesystem::path(source_).stem().string();
     check(c, world_size);
@@ -155,13 +158,15 @@ class Loader {
                          world_size));
     }
     const bool copying = c.task.name == "copying" || c.task.name == "selective_copying";
+    const bool text = c.task.name == "tokens" || c.task.name == "bytes";
     // The shortest sequence each task can generate (data/copying.h, data/induction.h).
-    const int64_t min_len = copying ? 2 * c.task.num_tokens + 1 : 4;
+    const int64_t min_len = copying ? 2 * c.task.num_tokens + 1 : text ? 1 : 4;
     const std::string len_rule =
         copying ? fmt::format("{} needs > 2 * task.num_tokens = {} (M data tokens, M markers and at "
                               "least one noise token)",
                               c.task.name, 2 * c.task.num_tokens)
-                : std::string("induction_heads needs >= 4");
+                : text ? c.task.name + " needs >= 1" : std::string("induction_heads needs >= 4");
+    if (text) check_text(c);
     if (ok({"task.name", "task.num_tokens", "task.seq_len"}) && c.task.seq_len < min_len)
       add_at("task.seq_len", fmt::format("{}, got {}", len_rule, c.task.seq_len));
     // Every length the run generates (evaluation, curriculum phases) must fit the task too.
@@ -214,6 +219,23 @@ class Loader {
         problems_.push_back(e.what());
       }
     }
+  }
+
+  // The file tasks name their files; whether they exist and hold tokens is checked when the task opens them.
+  void check_text(const TrainConfig& c) {
+    if (!ok({"task.name", "data.train_glob", "data.val_glob", "data.val_fraction", "task.vocab_size"})) return;
+    if (c.data.train_glob.empty())
+      add_at("data.train_glob", fmt::format("task.name = {} reads files: expected a glob such as "
+                                            "data/train_*.bin", c.task.name), "task.name");
+    if (c.data.val_glob.empty() && c.data.val_fraction <= 0)
+      add_at("data.val_glob", "expected a glob of validation files, or data.val_fraction in (0, 1) to hold "
+                              "out the tail of the training files", "task.name");
+    if (c.task.name == "bytes" && c.task.vocab_size != 256)
+      add_at("task.vocab_size", fmt::format("the bytes task has one token per byte value: expected 256, got {}",
+                                            c.task.vocab_size));
+    if (c.task.loss_positions != "all")
+      add_at("task.loss_positions", fmt::format("{} scores every next token: expected all, got {}",
+                                                c.task.name, c.task.loss_positions));
   }
 
   std::string source_;

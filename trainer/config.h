@@ -18,7 +18,7 @@ struct ConfigError : std::runtime_error {
 };
 
 struct TaskConfig {
-  std::string name = "selective_copying";  // copying | selective_copying | induction_heads
+  std::string name = "selective_copying";  // copying | selective_copying | induction_heads | tokens | bytes
   int64_t vocab_size = 16;
   int64_t seq_len = 4096;
   int64_t num_tokens = 16;
@@ -28,6 +28,15 @@ struct TaskConfig {
   // chance for a long time when trained at full length from the start (README, Results).
   std::vector<int64_t> curriculum_lengths;
   std::vector<int64_t> curriculum_steps;
+};
+
+// data.*: the files of the tokens and bytes tasks (data/text_task.h).
+struct DataConfig {
+  std::string train_glob;          // e.g. data/fineweb_train_*.bin; '**' matches any directories
+  std::string val_glob;            // "" = hold out the last val_fraction of the training stream
+  double val_fraction = 0;         // in (0, 1) when val_glob is ""
+  std::string format = "llmc";     // tokens: llmc (256 x int32 header) | raw (headerless)
+  std::string dtype = "uint16";    // raw: uint16 | uint32
 };
 
 struct OptimConfig {
@@ -79,6 +88,7 @@ struct TrainConfig {
   std::string device = "auto";       // auto | cpu | cuda
   MambaConfig model;
   TaskConfig task;
+  DataConfig data;
   OptimConfig optim;
   ScheduleConfig schedule;
   TrainSection train;

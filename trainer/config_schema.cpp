@@ -273,7 +273,9 @@ std::vector<Field> build_fields() {
   f.push_back(enum_field<S>("task.name", S6_MEMBER(task.name),
                             {{"copying", "copying"},
                              {"selective_copying", "selective_copying"},
-                             {"induction_heads", "induction_heads"}}));
+                             {"induction_heads", "induction_heads"},
+                             {"tokens", "tokens"},
+                             {"bytes", "bytes"}}));
   f.push_back(int_field("task.vocab_size", S6_MEMBER(task.vocab_size), 3));
   f.push_back(int_field("task.seq_len", S6_MEMBER(task.seq_len), 1));
   f.push_back(int_field("task.num_tokens", S6_MEMBER(task.num_tokens), 1));
@@ -281,6 +283,11 @@ std::vector<Field> build_fields() {
                             {{"last", "last"}, {"all", "all"}}));
   f.push_back(int_list_field("task.curriculum_lengths", S6_MEMBER(task.curriculum_lengths)));
   f.push_back(int_list_field("task.curriculum_steps", S6_MEMBER(task.curriculum_steps)));
+  f.push_back(string_field("data.train_glob", S6_MEMBER(data.train_glob)));
+  f.push_back(string_field("data.val_glob", S6_MEMBER(data.val_glob)));
+  f.push_back(double_field("data.val_fraction", S6_MEMBER(data.val_fraction), Bounds{0, false, 1, true}));
+  f.push_back(enum_field<S>("data.format", S6_MEMBER(data.format), {{"llmc", "llmc"}, {"raw", "raw"}}));
+  f.push_back(enum_field<S>("data.dtype", S6_MEMBER(data.dtype), {{"uint16", "uint16"}, {"uint32", "uint32"}}));
   f.push_back(double_field("optim.lr", S6_MEMBER(optim.lr), kPositive));
   f.push_back(double_field("optim.beta1", S6_MEMBER(optim.beta1), Bounds{0, false, 1, true}));
   f.push_back(double_field("optim.beta2", S6_MEMBER(optim.beta2), Bounds{0, false, 1, true}));

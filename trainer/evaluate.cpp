@@ -2,10 +2,14 @@
 // token budget per forward.
 #include "trainer/evaluate.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <cmath>
 
 #include "autograd/tape.h"
 #include "data/task.h"
+#include "data/text_task.h"
 #include "layers/ops.h"
 #include "trainer/configured_task.h"
 #include "trainer/data_parallel.h"
@@ -17,9 +21,16 @@ namespace {
 int64_t token_budget(Device device) { return device == Device::CUDA ? (int64_t{1} << 22) : (int64_t{1} << 16); }
 }  // namespace
 
+std::string language_model_figures(const EvalResult& r) {
+  std::string out;
+  if (std::isfinite(r.perplexity)) out += fmt::format(", perplexity {:.3f}", r.perplexity);
+  if (std::isfinite(r.bits_per_byte)) out += fmt::format(", {:.4f} bits/byte", r.bits_per_byte);
+  return out;
+}
+
 EvalBatch eval_batch(const data::Task& task, int64_t batch_size, uint64_t seed, uint64_t j, Device device) {
   const int64_t length = task.seq_len();
-  if (device != Device::CUDA) {
+  if (device != Device::CUDA || !task.samples_on_device()) {
     data::Batch batch = task.sample(batch_size, seed, j, 0, data::Split::Validation);
     return {batch.inputs.to(device), batch.targets.view({batch_size * length}).to(device), batch.targets,
             batch.eval_targets};
@@ -71,6 +82,10 @@ EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t len
   }
   result.loss = loss_count ? loss_sum / static_cast<double>(loss_count) : 0.0;
   result.accuracy = acc.fraction();
+  if (data::is_text_task(config.task.name)) {
+    result.perplexity = std::exp(result.loss);
+    if (config.task.name == "bytes") result.bits_per_byte = result.loss / std::log(2.0);
+  }
   return result;
 }
 

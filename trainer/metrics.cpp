@@ -36,8 +36,11 @@ void MetricsWriter::write(const TrainRecord& r) {
 }
 
 void MetricsWriter::write(const EvalRecord& r) {
-  line(fmt::format(R"({{"step": {}, "split": "eval", "length": {}, "loss": {}, "accuracy": {}}})", r.step,
-                   r.length, json_number(r.loss), json_number(r.accuracy)));
+  std::string text;  // language-modelling figures (evaluate.h), absent for the synthetic tasks
+  if (std::isfinite(r.perplexity)) text += fmt::format(R"(, "perplexity": {})", json_number(r.perplexity));
+  if (std::isfinite(r.bits_per_byte)) text += fmt::format(R"(, "bits_per_byte": {})", json_number(r.bits_per_byte));
+  line(fmt::format(R"({{"step": {}, "split": "eval", "length": {}, "loss": {}, "accuracy": {}{}}})", r.step,
+                   r.length, json_number(r.loss), json_number(r.accuracy), text));
 }
 
 void MetricsWriter::write_event(int64_t step, const std::string& event, const std::string& detail) {

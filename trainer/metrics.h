@@ -1,5 +1,6 @@
 // Training output: metrics.jsonl records and the human progress line (bar on a TTY).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -13,6 +14,7 @@ struct TrainRecord {
 struct EvalRecord {
   int64_t step, length;
   double loss, accuracy;
+  double perplexity = NAN, bits_per_byte = NAN;  // written when finite (tokens and bytes tasks)
 };
 
 // Appends one JSON object per line; flushed after each line so a crash loses nothing written.

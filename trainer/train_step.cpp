@@ -60,6 +60,7 @@ class StepGraph {
     scalars->adamw = kc::adamw_device_scalars(optimizer_.hyperparameters(lr, optimizer_.step_count() + 1));
     scalars->batch_index = index;
     cuda::copy_bytes_async(scalars_.data_ptr(), scalars, sizeof(Scalars), cuda::CopyKind::HostToDevice);
+    if (!step_.data_.task->samples_on_device()) step_.copy_host_batch(index, batch_);
     if (!graph_) capture();
     cuda::replay(graph_);
     cuda::copy_bytes_async(staging_.status(), status_.data_ptr(), sizeof(kc::DeviceStepStatus),
@@ -95,7 +96,7 @@ class StepGraph {
     cuda::begin_capture();
     try {
       const StepData& d = step_.data_;
-      d.task->sample_on_device(batch_, d.seed, &scalars->batch_index, d.rank);
+      if (d.task->samples_on_device()) d.task->sample_on_device(batch_, d.seed, &scalars->batch_index, d.rank);
       Tensor loss = step_.forward_backward(batch_.inputs, batch_.targets.view({batch_.targets.numel()}),
                                            nullptr);
       // The eager step's norm, clip, skip and update (train_step.h), decided on the device.
@@ -132,7 +133,7 @@ class StepGraph {
   TrainStep& step_;
   AdamW& optimizer_;
   Staging staging_;
-  data::Batch batch_;  // on the device, written by the graph
+  data::Batch batch_;  // on the device, written by the graph (file tasks: copied from the host)
   Tensor loss_;        // kept so the graph's loss buffer stays with it
   Tensor sumsq_, status_, scalars_;
   cuda::CapturedGraph* graph_ = nullptr;
@@ -181,6 +182,13 @@ const data::Batch& TrainStep::sample_on_host(uint64_t index) {
   return host_batch_;
 }
 
+void TrainStep::copy_host_batch(uint64_t index, data::Batch& device_batch) {
+  const data::Batch& b = sample_on_host(index);
+  device_batch.inputs.copy_(b.inputs);
+  device_batch.targets.copy_(b.targets);
+  if (data_.task->separate_eval_targets()) device_batch.eval_targets.copy_(b.eval_targets);
+}
+
 Tensor TrainStep::forward_backward(const Tensor& inputs, const Tensor& flat_targets,
                                    const autograd::LeafReadyFn& on_ready) {
   Tensor logits = reshape(model_.forward(inputs), {flat_targets.numel(), model_.config().padded_vocab()});
@@ -216,7 +224,11 @@ StepResult TrainStep::run(uint64_t index, double lr, SharedFlags* flags) {
 
 StepResult TrainStep::run_eager(uint64_t index, double lr, SharedFlags* flags) {
   Tensor inputs, targets;
-  if (device_ == Device::CUDA) {  // generated where the model is (Task::sample_on_device)
+  if (device_ == Device::CUDA && !data_.task->samples_on_device()) {  // file tasks: read on the host
+    copy_host_batch(index, device_batch_);
+    inputs = device_batch_.inputs;
+    targets = device_batch_.targets.view({device_batch_.targets.numel()});
+  } else if (device_ == Device::CUDA) {  // generated where the model is (Task::sample_on_device)
     cuda::copy_bytes(device_index_.data_ptr(), &index, sizeof(index), cuda::CopyKind::HostToDevice);
     data_.task->sample_on_device(device_batch_, data_.seed,
                                  reinterpret_cast<const uint64_t*>(device_index_.data<int64_t>()), data_.rank);

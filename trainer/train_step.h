@@ -72,6 +72,9 @@ class TrainStep {
   friend class StepGraph;
   // The parts the eager step and the captured graph share.
   const data::Batch& sample_on_host(uint64_t index);
+  // File tasks (tokens, bytes) have no device generator: the host samples batch `index` and copies
+  // it into a device batch (the graph's, allocated before its capture, or the eager step's).
+  void copy_host_batch(uint64_t index, data::Batch& device_batch);
   Tensor forward_backward(const Tensor& inputs, const Tensor& flat_targets,
                           const autograd::LeafReadyFn& on_ready);
   StepResult run_eager(uint64_t index, double lr, SharedFlags* flags);

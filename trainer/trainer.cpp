@@ -87,11 +87,11 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     for (int64_t len : eval_lengths) {
       auto t0 = Clock::now();
       EvalResult r = evaluate(model, config, len, dp);
-      metrics.write(EvalRecord{step, len, r.loss, r.accuracy});
+      metrics.write(EvalRecord{step, len, r.loss, r.accuracy, r.perplexity, r.bits_per_byte});
       progress.finish();
       if (lead)
-        log::info("eval step {} length {}: loss {:.4f}, accuracy {:.2f}% ({} examples, {:.1f} s)", step, len,
-                  r.loss, 100.0 * r.accuracy, r.examples, seconds_since(t0));
+        log::info("eval step {} length {}: loss {:.4f}, accuracy {:.2f}%{} ({} examples, {:.1f} s)", step, len,
+                  r.loss, 100.0 * r.accuracy, language_model_figures(r), r.examples, seconds_since(t0));
     }
   };
 
