@@ -11,6 +11,7 @@
 #include "core/cuda_runtime.h"
 #include "data/text_task.h"
 #include "tests/train_helpers.h"
+#include "trainer/configured_task.h"
 #include "trainer/evaluate.h"
 #include "trainer/exit_codes.h"
 #include "trainer/trainer.h"

@@ -205,7 +205,7 @@ TEST_CASE("checkpoint: resuming into a different model shape is refused naming t
   fs::remove_all(dir);
 }
 
-TEST_CASE("train step: a finite step updates once; a non-finite one updates nothing; neither leaves gradients") {
+TEST_CASE("train step: a finite step updates once, a non-finite one updates nothing, neither leaves gradients") {
   const TrainConfig c = tiny_config("", 5);
   MambaLM model(c.model, c.seed, DType::Float32, Device::CPU);
   AdamW optimizer(model.parameters(), c.optim);

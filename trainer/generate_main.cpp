@@ -15,6 +15,7 @@
 #include "trainer/config.h"
 #include "trainer/exit_codes.h"
 #include "trainer/generation.h"
+#include "trainer/run_start.h"
 #include "trainer/trainer.h"
 
 namespace {
