@@ -96,6 +96,18 @@ bool wait_for(Pred pred, double seconds = 30) {
   return true;
 }
 
+// Whether the process runs train (exec done: the forked test process has doctest's handlers) and
+// has a SIGTERM handler installed (SigCgt in /proc/<pid>/status).
+bool catches_sigterm(pid_t pid) {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink(fmt::format("/proc/{}/exe", pid), ec);
+  if (ec || !fs::equivalent(exe, S6_TRAIN_BINARY, ec)) return false;
+  std::ifstream in(fmt::format("/proc/{}/status", pid));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("SigCgt:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> (SIGTERM - 1)) & 1;
+  return false;
+}
+
 int metric_lines(const fs::path& dir) {
   std::ifstream in(dir / "metrics.jsonl");
   int n = 0;
@@ -252,10 +264,12 @@ TEST_CASE("reliability 4: --resume auto falls back past missing, misshaped and e
   {  // step 4: /meta step edited
     hid_t f = H5Fopen(ckpt(4).c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
     REQUIRE(f >= 0);
-    hid_t attr = H5Aopen_by_name(f, "/meta", "step", H5P_DEFAULT, H5P_DEFAULT);
+    hid_t meta = H5Gopen2(f, "/meta", H5P_DEFAULT);
+    hid_t attr = H5Aopen(meta, "step", H5P_DEFAULT);
     int64_t step = 3;
     CHECK(H5Awrite(attr, H5T_NATIVE_INT64, &step) >= 0);
     H5Aclose(attr);
+    H5Gclose(meta);
     H5Fclose(f);
   }
   CHECK(train(dir, {}) == kExitOk);
@@ -303,12 +317,14 @@ TEST_CASE("reliability 5b: SIGTERM is honoured in a streak of skipped steps, in 
     CHECK(steps_in(dir) == std::vector<int64_t>{2});
     fs::remove_all(dir);
   }
-  {  // start-up: a stop before the first step exits 5 without training
+  {  // start-up: a stop as soon as main is running (its handlers in place) exits 5 before any step
     fs::path dir = prepared("startup_stop", 1000, 0);
-    Child c = start(dir / "cfg.yaml", {}, dir / "log.txt");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    Child c = start(dir / "cfg.yaml", {"model.n_layer=8", "model.d_model=256"}, dir / "log.txt");
+    REQUIRE(wait_for([&] { return catches_sigterm(c.pid); }, 30));
     kill(c.pid, SIGTERM);
     CHECK(finish(c, 30) == kExitInterrupted);
+    CHECK(contains(slurp(dir / "log.txt"), "during start-up"));
+    CHECK(metric_lines(dir) == 0);
     fs::remove_all(dir);
   }
 }

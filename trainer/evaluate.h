@@ -15,6 +15,7 @@ struct EvalResult {
   double loss = 0;      // mean over the scored positions
   double accuracy = 0;  // over the task's accuracy positions
   int64_t examples = 0;
+  bool interrupted = false;  // a stop signal arrived: stopped within one batch, the result is partial
 };
 
 class DataParallel;
@@ -33,7 +34,8 @@ EvalBatch eval_batch(const data::Task& task, int64_t batch_size, uint64_t seed, 
 
 // Evaluates `config.eval.num_examples` validation examples of the configured task at `length`.
 // With data parallelism the forward passes are dealt out across ranks and the sums combined, so
-// every rank returns the same result.
+// every rank returns the same result. A stop signal ends it after the current batch (on every rank,
+// through the final reduction) with `interrupted` set.
 EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t length,
                     DataParallel* data_parallel = nullptr);
 

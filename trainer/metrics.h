@@ -15,7 +15,9 @@ struct EvalRecord {
   double loss, accuracy;
 };
 
-// Appends one JSON object per line; flushed after each line so a crash loses nothing written.
+// Appends one JSON object per line; flushed after each line so a crash loses nothing written. A
+// line that cannot be written (disk full, file size limit, I/O error) throws IoError naming the
+// file, rather than being lost.
 class MetricsWriter {
  public:
   MetricsWriter() = default;
@@ -30,6 +32,7 @@ class MetricsWriter {
  private:
   void line(const std::string& json);
   std::FILE* file_ = nullptr;
+  std::string path_;
 };
 
 // One progress line per log step: a redrawn bar on a terminal, plain lines otherwise.
