@@ -235,7 +235,9 @@ void write_file(const std::string& tmp, const std::string& path, const std::vect
     if (done >= image.size() / 2)
       if (const char* fault = std::getenv("S6_FAULT_INJECT"); fault && std::string(fault) == "kill_during_checkpoint")
         std::raise(SIGKILL);  // test hook: die with a half-written temp file
-    ssize_t n = ::write(fd, image.data() + done, std::min<size_t>(image.size() - done, size_t{1} << 24));
+    // In pieces of at most half the file, so that the hook above finds a half-written file.
+    const size_t piece = std::min({image.size() - done, std::max<size_t>(image.size() / 2, 1), size_t{1} << 24});
+    ssize_t n = ::write(fd, image.data() + done, piece);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) failed("write", n < 0 ? errno : EIO, fd);
     done += static_cast<size_t>(n);
