@@ -7,7 +7,7 @@ source scripts/gpu_build.sh
 s6_gpu_build train || exit 1
 cfg=${1:-configs/selective_copying_cpu.yaml}; n=${2:-30}
 common=(device=cuda train.steps=$n train.log_every=1 eval.every=0 schedule.kind=constant schedule.warmup_steps=0
-        checkpoint.every=0 --resume never)
+        checkpoint.every=0 --resume never --overwrite)
 rm -rf runs/dp_plain runs/dp_nccl
 build-gpu/train --config "$cfg" "${common[@]}" run.dir=runs/dp_plain >"$OUT/dp_plain.log" 2>&1 || { tail "$OUT/dp_plain.log"; exit 1; }
 build-gpu/train --config "$cfg" "${common[@]}" run.dir=runs/dp_nccl --nproc 1 >"$OUT/dp_nccl.log" 2>&1 || { tail "$OUT/dp_nccl.log"; exit 1; }

@@ -35,7 +35,9 @@ void check_model_shape(const std::map<std::string, std::string>& saved, const Tr
       problems += fmt::format("{}: the checkpoint {} has {} but the config has {}\n", key, source, old, value);
   }
   if (!problems.empty())
-    throw ConfigError(problems + "refusing to resume into a model of a different shape (use --resume never or init.from)");
+    throw ConfigError(problems +
+                      "refusing to resume into a model of a different shape (a model of another shape starts in "
+                      "another run.dir, or here with --resume never --overwrite)");
 }
 
 void check_fits_model(const CheckpointContents& c, const MambaLM& model, bool with_optimizer) {
