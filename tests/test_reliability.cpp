@@ -146,7 +146,7 @@ uint64_t fnv1a64(const void* data, size_t bytes) {
 
 }  // namespace
 
-TEST_CASE("reliability 1: a second train in a locked run.dir refuses naming the holder's pid; SIGHUP saves") {
+TEST_CASE("reliability 1: a second train in a locked run.dir refuses naming the holder's pid, SIGHUP saves") {
   fs::path dir = prepared("lock", 1000000, 0);
   Child first = start(dir / "cfg.yaml", {}, dir / "first.txt");
   REQUIRE(wait_for([&] { return metric_lines(dir) >= 3; }));
@@ -162,7 +162,7 @@ TEST_CASE("reliability 1: a second train in a locked run.dir refuses naming the 
   fs::remove_all(dir);
 }
 
-TEST_CASE("reliability 2: a fresh start over another run's checkpoints refuses; pruning keeps other lineages") {
+TEST_CASE("reliability 2: a fresh start over another run's checkpoints refuses, pruning keeps other lineages") {
   fs::path dir = prepared("lineage", 20, 5);
   REQUIRE(train(dir, {"checkpoint.keep_last=2"}) == kExitOk);
   REQUIRE(steps_in(dir) == std::vector<int64_t>{15, 20});
@@ -201,7 +201,7 @@ TEST_CASE("reliability 2b: pruning deletes only the current lineage's checkpoint
   fs::remove_all(b);
 }
 
-TEST_CASE("reliability 3: a full disk during a save exits 4 naming the file; the previous checkpoint stays") {
+TEST_CASE("reliability 3: a full disk during a save exits 4 naming the file, the previous checkpoint stays") {
   fs::path dir = prepared("enospc", 10, 5);
   REQUIRE(train(dir, {"train.steps=5"}) == kExitOk);
   const fs::path five = dir / "checkpoints" / checkpoint_name(5);
@@ -224,6 +224,21 @@ TEST_CASE("reliability 3b: metrics.jsonl hitting the size limit exits 4 naming i
   const std::string msg = slurp(dir / "log.txt");
   CHECK(contains(msg, (dir / "metrics.jsonl").string()));
   CHECK(contains(msg, std::strerror(EFBIG)));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("reliability 3c: a read-only checkpoint directory exits 4 naming the file and the OS error") {
+  if (geteuid() == 0) {
+    MESSAGE("skipped: permissions do not bind root (the RLIMIT_FSIZE cases cover the same write path)");
+    return;
+  }
+  fs::path dir = prepared("readonly", 10, 5);
+  REQUIRE(train(dir, {"train.steps=5"}) == kExitOk);
+  fs::permissions(dir / "checkpoints", fs::perms::owner_read | fs::perms::owner_exec);
+  CHECK(train(dir, {}) == kExitCheckpointError);
+  CHECK(contains(slurp(dir / "log.txt"), std::strerror(EACCES)));
+  fs::permissions(dir / "checkpoints", fs::perms::owner_all);
+  CHECK(steps_in(dir) == std::vector<int64_t>{5});
   fs::remove_all(dir);
 }
 
@@ -358,7 +373,7 @@ TEST_CASE("reliability 6: a config without task.name, absurd sizes and a bad run
   fs::remove_all(dir);
 }
 
-TEST_CASE("reliability 7: resuming with changed keys is reported key by key; train.steps below the checkpoint refused") {
+TEST_CASE("reliability 7: resuming with changed keys is reported key by key, train.steps below the checkpoint refused") {
   fs::path dir = prepared("changed", 10, 5);
   REQUIRE(train(dir, {"train.steps=5"}) == kExitOk);
   for (const char* change : {"seed=4", "train.batch_size=8", "task.seq_len=20"}) {
