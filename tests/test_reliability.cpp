@@ -218,12 +218,22 @@ TEST_CASE("reliability 3: a full disk during a save exits 4 naming the file, the
   fs::remove_all(dir);
 }
 
-TEST_CASE("reliability 3b: metrics.jsonl hitting the size limit exits 4 naming it, with no lines lost silently") {
+TEST_CASE("reliability 3b: metrics.jsonl or config.yaml hitting the size limit exits 4 naming it, nothing lost silently") {
   fs::path dir = prepared("metrics_full", 400, 0);
   CHECK(train(dir, {}, "log.txt", 4096) == kExitCheckpointError);
   const std::string msg = slurp(dir / "log.txt");
   CHECK(contains(msg, (dir / "metrics.jsonl").string()));
   CHECK(contains(msg, std::strerror(EFBIG)));
+  // config.yaml too (written through a temp file): exit 4, the old one untouched. A long
+  // eval.lengths makes it larger than the limit while the log (a file too) stays below it.
+  const std::string config_before = slurp(dir / "config.yaml");
+  std::string lengths = "eval.lengths=[17";
+  for (int len = 18; len < 600; ++len) lengths += fmt::format(",{}", len);
+  CHECK(train(dir, {"--resume", "never", "--overwrite", lengths + "]"}, "config.txt", 2048) == kExitCheckpointError);
+  CHECK(contains(slurp(dir / "config.txt"), "config.yaml"));
+  CHECK(slurp(dir / "config.yaml") == config_before);
+  // The log itself (stdout and stderr into one file) past the limit: an exit code, not an abort.
+  CHECK(train(dir, {"--resume", "never", "--overwrite"}, "tiny.txt", 512) == kExitCheckpointError);
   fs::remove_all(dir);
 }
 

@@ -2,10 +2,12 @@
 // the exit codes in trainer/exit_codes.h.
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "core/error.h"
@@ -70,7 +72,9 @@ std::string parse(int argc, char** argv, Cli& cli) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// A function-try-block: an error while reporting an error (stdout or stderr on a full disk makes
+// fmt::print throw) still ends in an exit code, never in std::terminate.
+int main(int argc, char** argv) try {
   using namespace s6::trainer;
   install_stop_handlers();  // first: a signal during start-up is a clean stop too (exit 5)
   if (argc == 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
@@ -140,8 +144,17 @@ int main(int argc, char** argv) {
   } catch (const s6::Error& e) {
     fmt::print(stderr, "train: error: {}\n", e.what());
     return kExitInternalError;
+  } catch (const std::system_error& e) {  // the console or a file in run.dir could not be written
+    fmt::print(stderr, "train: I/O error: {}\n", e.what());
+    return kExitCheckpointError;
   } catch (const std::exception& e) {
     fmt::print(stderr, "train: unexpected error: {}\n", e.what());
     return kExitInternalError;
   }
+} catch (const std::system_error& e) {
+  std::fprintf(stderr, "train: I/O error: %s\n", e.what());
+  return s6::trainer::kExitCheckpointError;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "train: unexpected error: %s\n", e.what());
+  return s6::trainer::kExitInternalError;
 }
