@@ -43,7 +43,8 @@ void settle_lineage(const std::string& checkpoint_dir, const std::string& run_di
         resumed ? fmt::format("resuming from step {} ({}) would leave newer checkpoints ({}) that a later --resume "
                               "auto would pick",
                               resumed->meta.step, resumed->path, names)
-                : fmt::format("a fresh start would mix with the checkpoints already there ({}) of another run",
+                : fmt::format("a fresh start would mix with the checkpoints already there ({}), of an earlier "
+                              "run or unusable (see above)",
                               names);
     throw ConfigError(fmt::format("run.dir: {}: {}; pass --overwrite to delete them, or choose another run.dir",
                                   run_dir, what));
