@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <hdf5.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -358,10 +359,23 @@ int remove_stale_temp_files(const std::string& dir) {
 void prune_checkpoints(const std::string& dir, int64_t keep_last, int64_t keep_every,
                        const std::optional<std::string>& run_id) {
   auto all = list_checkpoints(dir);
-  if (run_id)
-    all.erase(std::remove_if(all.begin(), all.end(),
-                             [&](const auto& ckpt) { return checkpoint_run_id(ckpt.second) != *run_id; }),
+  if (run_id) {
+    // Checkpoints never change once renamed into place (a rewrite is a new file): each file's run
+    // id is read once per process, not at every save.
+    static std::map<std::string, std::pair<std::string, std::optional<std::string>>> seen;
+    auto lineage = [&](const std::string& path) {
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0) return checkpoint_run_id(path);
+      const std::string identity = fmt::format("{}:{}:{}.{}", st.st_ino, st.st_size, st.st_mtim.tv_sec,
+                                               st.st_mtim.tv_nsec);
+      auto it = seen.find(path);
+      if (it == seen.end() || it->second.first != identity)
+        it = seen.insert_or_assign(path, std::pair{identity, checkpoint_run_id(path)}).first;
+      return it->second.second;
+    };
+    all.erase(std::remove_if(all.begin(), all.end(), [&](const auto& ckpt) { return lineage(ckpt.second) != *run_id; }),
               all.end());
+  }
   const int64_t n = static_cast<int64_t>(all.size());
   for (int64_t i = 0; i < n; ++i) {
     bool recent = i >= n - std::max<int64_t>(keep_last, 1);
