@@ -8,7 +8,7 @@ s6_gpu_build train || exit 1
 # Further arguments are config overrides for every run, e.g. dist.bucket_mb=0.02 for many buckets.
 cfg=${1:-configs/selective_copying_cpu.yaml}; n=${2:-30}
 common=(device=cuda train.steps=$n train.log_every=1 eval.every=0 schedule.kind=constant schedule.warmup_steps=0
-        checkpoint.every=0 --resume never "${@:3}")
+        checkpoint.every=0 --resume never --overwrite "${@:3}")
 rm -rf runs/dp_plain runs/dp_nccl
 build-gpu/train --config "$cfg" "${common[@]}" run.dir=runs/dp_plain >"$OUT/dp_plain.log" 2>&1 || { tail "$OUT/dp_plain.log"; exit 1; }
 build-gpu/train --config "$cfg" "${common[@]}" run.dir=runs/dp_nccl --nproc 1 >"$OUT/dp_nccl.log" 2>&1 || { tail "$OUT/dp_nccl.log"; exit 1; }

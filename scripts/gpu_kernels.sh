@@ -10,7 +10,7 @@ s6_gpu_build train || exit 1
 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
   build-gpu/train --config "$config" device=cuda train.steps="$steps" train.log_every="$steps" eval.every=0 \
   eval.num_examples=8 'eval.lengths=[]' checkpoint.every=0 schedule.warmup_steps=0 train.cuda_graph=off \
-  --resume never run.dir="runs/kernels-$name" "$@" >"$OUT/$name.ncu.csv" 2>"$OUT/$name.ncu.err"
+  --resume never --overwrite run.dir="runs/kernels-$name" "$@" >"$OUT/$name.ncu.csv" 2>"$OUT/$name.ncu.err"
 python3 - "$OUT/$name.ncu.csv" "$steps" <<'PY'
 import csv, sys, collections
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]

@@ -10,11 +10,11 @@ minutes=${1:-7}; shift || true
 s6_gpu_build train || exit 1
 start=$(date +%s)
 build-gpu/train --config configs/selective_copying.yaml device=cuda run.dir=runs/selective_copying \
-  train.max_minutes="$minutes" --resume never optim.lr=1e-3 train.steps=1000000 eval.every=2000 \
+  train.max_minutes="$minutes" --resume never --overwrite optim.lr=1e-3 train.steps=1000000 eval.every=2000 \
   eval.num_examples=512 "$@" >"$OUT/selective_copying.log" 2>&1 &
 sc=$!
 build-gpu/train --config configs/induction_heads.yaml device=cuda run.dir=runs/induction_heads \
-  train.max_minutes="$minutes" --resume never train.steps=10000000 eval.every=0 \
+  train.max_minutes="$minutes" --resume never --overwrite train.steps=10000000 eval.every=0 \
   >"$OUT/induction_heads.log" 2>&1 &
 ih=$!
 wait $sc; echo "selective_copying: exit $? after $(( $(date +%s) - start )) s"

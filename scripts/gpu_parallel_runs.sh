@@ -14,7 +14,7 @@ for overrides in "$@"; do
   i=$((i + 1))
   # shellcheck disable=SC2086  # each argument is a space-separated list of key=value overrides
   build-gpu/train --config "$config" device=cuda run.dir="runs/${name}_$i" \
-    train.max_minutes="$minutes" --resume never $overrides >"$OUT/${name}_$i.log" 2>&1 &
+    train.max_minutes="$minutes" --resume never --overwrite $overrides >"$OUT/${name}_$i.log" 2>&1 &
   pids+=($!)
 done
 i=0

@@ -8,7 +8,7 @@ config=$1; steps=$2; shift 2
 name=$(basename "$config" .yaml)
 s6_gpu_build train || exit 1
 common=(--config "$config" device=cuda train.steps="$steps" train.log_every=$((steps / 2)) eval.every=0
-        eval.num_examples=64 eval.lengths=[] checkpoint.every=0 schedule.warmup_steps=0 --resume never "$@")
+        eval.num_examples=64 eval.lengths=[] checkpoint.every=0 schedule.warmup_steps=0 --resume never --overwrite "$@")
 build-gpu/train "${common[@]}" run.dir="runs/prof-$name-plain" >"$OUT/$name.plain.log" 2>&1
 echo "== $name plain: $(grep -E '^step' "$OUT/$name.plain.log" | tail -1)"
 S6_PROFILE=1 build-gpu/train "${common[@]}" run.dir="runs/prof-$name" >"$OUT/$name.profile.log" 2>&1

@@ -9,7 +9,7 @@ name=$(basename "$config" .yaml)
 s6_gpu_build train || exit 1
 start=$(date +%s)
 build-gpu/train --config "$config" device=cuda run.dir="runs/$name" train.max_minutes="$minutes" \
-  --resume never "$@" >"$OUT/$name.log" 2>&1
+  --resume never --overwrite "$@" >"$OUT/$name.log" 2>&1
 rc=$?
 echo "$name: exit $rc after $(( $(date +%s) - start )) s"
 cp "runs/$name/metrics.jsonl" "$OUT/$name.metrics.jsonl" 2>/dev/null

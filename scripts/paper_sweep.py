@@ -95,7 +95,7 @@ def probe(args, runs):
     steps = args.probe_steps
     dirs = [run_dir(args, n, s, "probe") for n, _, s in runs]
     cmds = [command(args, ov, s, d, [f"train.steps={steps}", f"train.log_every={steps // 2}",
-                                     "eval.lengths=[]", "eval.num_examples=8", "--resume", "never"])
+                                     "eval.lengths=[]", "eval.num_examples=8", "--resume", "never", "--overwrite"])
             for (n, ov, s), d in zip(runs, dirs)]
     rcs, wall = wait_all(launch(cmds, [os.path.join(d, "log.txt") for d in dirs]), dirs, "probe", 5)
     ms = [read_metrics(d)[0][-1]["ms"] for d, rc in zip(dirs, rcs) if rc == 0 and read_metrics(d)[0]]
@@ -146,7 +146,7 @@ def main():
     step_arg = [f"train.steps={steps}"] if steps else []
 
     dirs = [run_dir(args, n, s) for n, _, s in runs]
-    cmds = [command(args, ov, s, d, step_arg + [f"eval.lengths={args.train_eval_lengths}", "--resume", "never"])
+    cmds = [command(args, ov, s, d, step_arg + [f"eval.lengths={args.train_eval_lengths}", "--resume", "never", "--overwrite"])
             for (n, ov, s), d in zip(runs, dirs)]
     train_rcs, train_wall = wait_all(launch(cmds, [os.path.join(d, "train_log.txt") for d in dirs]), dirs, "train")
     print(f"training: {train_wall:.0f} s, exit codes {train_rcs}", flush=True)

@@ -1,9 +1,11 @@
-// HDF5 checkpoint writing (atomic) and reading (verified by a FNV-1a checksum per dataset).
+// HDF5 checkpoint writing (an in-memory HDF5 image, then one atomic POSIX write) and reading
+// (verified by a FNV-1a checksum per dataset and one over /meta).
 #include "trainer/checkpoint.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <hdf5.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,6 +31,17 @@ uint64_t fnv1a64(const void* data, size_t bytes) {
   uint64_t h = 1469598103934665603ull;
   for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
   return h;
+}
+
+// Everything /meta holds, in one canonical text: its checksum covers every attribute.
+std::string meta_text(const CheckpointMeta& m, int64_t schedule_step, int64_t data_next_batch) {
+  std::string t = fmt::format(
+      "step={}\nseed={}\nworld_size={}\nrun_id={}\nproject_version={}\nconsecutive_skips={}\n"
+      "optimizer_step={}\nschedule_step={}\ndata_next_batch={}\nconfig={}\n",
+      m.step, m.seed, m.world_size, m.run_id, m.project_version, m.consecutive_skips, m.optimizer_step,
+      schedule_step, data_next_batch, m.config_yaml);
+  for (const auto& [k, v] : m.model_shape) t += fmt::format("shape {}={}\n", k, v);
+  return t;
 }
 
 // RAII for HDF5 ids: each id type has its own close function.
@@ -159,38 +172,92 @@ const std::regex& checkpoint_pattern() {
 
 std::string checkpoint_name(int64_t step) { return fmt::format("step_{:08d}.h5", step); }
 
+namespace {
+
+// The whole file as an HDF5 image in memory (the core driver without a backing store): HDF5 never
+// touches the disk, so a full disk cannot leave it with a half-closed file to crash on at exit.
+std::vector<char> checkpoint_image(const CheckpointContents& c, const std::string& path) {
+  H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  if (fapl < 0 || H5Pset_fapl_core(fapl, 1 << 20, /*backing_store=*/0) < 0)
+    fail(fmt::format("{}: cannot set up the in-memory HDF5 file", path));
+  // The name only identifies the image inside the library: nothing is created under it.
+  H5Id file(H5Fcreate((path + ".in-memory").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
+  if (file < 0) fail(fmt::format("{}: cannot create the in-memory HDF5 file", path));
+  write_group(file, "/model", c.model, path);
+  {
+    H5Id opt(H5Gcreate2(file, "/optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    write_attr_i64(opt, "step", c.meta.optimizer_step, path);
+  }
+  write_group(file, "/optimizer/exp_avg", c.exp_avg, path);
+  write_group(file, "/optimizer/exp_avg_sq", c.exp_avg_sq, path);
+  {
+    CheckpointMeta m = c.meta;
+    m.project_version = S6_VERSION;
+    H5Id meta(H5Gcreate2(file, "/meta", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    write_attr_i64(meta, "format_version", kCheckpointFormatVersion, path);
+    write_attr_i64(meta, "step", m.step, path);
+    write_attr_u64(meta, "seed", m.seed, path);
+    write_attr_i64(meta, "world_size", m.world_size, path);
+    write_attr_str(meta, "config", m.config_yaml, path);
+    write_attr_str(meta, "project_version", m.project_version, path);
+    write_attr_str(meta, "run_id", m.run_id, path);
+    // Scheduler and data stream are pure functions of the step (and seed, rank): their state is
+    // the next step index.
+    write_attr_i64(meta, "schedule_step", m.step, path);
+    write_attr_i64(meta, "data_next_batch", m.step, path);
+    write_attr_i64(meta, "consecutive_skips", m.consecutive_skips, path);
+    {
+      H5Id shape(H5Gcreate2(meta, "model_shape", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+      for (const auto& [key, value] : m.model_shape) write_attr_str(shape, key.c_str(), value, path);
+    }
+    const std::string text = meta_text(m, m.step, m.step);
+    write_attr_u64(meta, "fnv1a64", fnv1a64(text.data(), text.size()), path);
+  }
+  if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) fail(fmt::format("{}: cannot flush the in-memory HDF5 file", path));
+  const ssize_t size = H5Fget_file_image(file, nullptr, 0);
+  std::vector<char> image(size > 0 ? static_cast<size_t>(size) : 0);
+  if (size <= 0 || H5Fget_file_image(file, image.data(), image.size()) != size)
+    fail(fmt::format("{}: cannot take the in-memory HDF5 image", path));
+  return image;
+}
+
+// Writes `image` to `tmp` (created afresh) and fsyncs it; on any failure removes it and throws
+// naming the file and the OS error.
+void write_file(const std::string& tmp, const std::string& path, const std::vector<char>& image) {
+  auto failed = [&](const char* what, int err, int fd) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    fail(fmt::format("cannot {} {} (the temp file of {}): {}; the previous checkpoint is untouched", what, tmp,
+                     path, std::strerror(err)));
+  };
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) failed("create", errno, -1);
+  size_t done = 0;
+  while (done < image.size()) {
+    if (done >= image.size() / 2) fault_injection::during_checkpoint_write();  // may die half-written
+    // In pieces of at most half the file, so that the hook above finds a half-written file.
+    const size_t piece = std::min({image.size() - done, std::max<size_t>(image.size() / 2, 1), size_t{1} << 24});
+    ssize_t n = ::write(fd, image.data() + done, piece);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) failed("write", n < 0 ? errno : EIO, fd);
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) failed("fsync", errno, fd);
+  if (::close(fd) != 0) failed("close", errno, -1);
+}
+
+}  // namespace
+
 void write_checkpoint(const std::string& path, const CheckpointContents& c) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   const fs::path final_path(path);
   const std::string tmp = (final_path.parent_path() / ("." + final_path.filename().string() + ".tmp")).string();
-  {
-    H5Id file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (file < 0) fail(fmt::format("cannot create checkpoint file {}", tmp));
-    write_group(file, "/model", c.model, path);
-    fault_injection::during_checkpoint_write();
-    H5Id opt(H5Gcreate2(file, "/optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
-    write_attr_i64(opt, "step", c.meta.optimizer_step, path);
-    write_group(file, "/optimizer/exp_avg", c.exp_avg, path);
-    write_group(file, "/optimizer/exp_avg_sq", c.exp_avg_sq, path);
-    H5Id meta(H5Gcreate2(file, "/meta", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
-    write_attr_i64(meta, "format_version", kCheckpointFormatVersion, path);
-    write_attr_i64(meta, "step", c.meta.step, path);
-    write_attr_u64(meta, "seed", c.meta.seed, path);
-    write_attr_i64(meta, "world_size", c.meta.world_size, path);
-    write_attr_str(meta, "config", c.meta.config_yaml, path);
-    write_attr_str(meta, "project_version", S6_VERSION, path);
-    // Scheduler and data stream are pure functions of the step (and seed, rank): their state is
-    // the next step index.
-    write_attr_i64(meta, "schedule_step", c.meta.step, path);
-    write_attr_i64(meta, "data_next_batch", c.meta.step, path);
-    write_attr_i64(meta, "consecutive_skips", c.meta.consecutive_skips, path);
-    H5Id shape(H5Gcreate2(meta, "model_shape", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
-    for (const auto& [key, value] : c.meta.model_shape) write_attr_str(shape, key.c_str(), value, path);
-    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) fail(fmt::format("cannot flush {}", tmp));
+  write_file(tmp, path, checkpoint_image(c, path));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail(fmt::format("cannot rename {} to {}: {}", tmp, path, std::strerror(err)));
   }
-  fsync_path(tmp, false);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    fail(fmt::format("cannot rename {} to {}: {}", tmp, path, std::strerror(errno)));
   fsync_path(final_path.parent_path().empty() ? "." : final_path.parent_path().string(), true);
 }
 
@@ -200,17 +267,27 @@ CheckpointContents read_checkpoint(const std::string& path, bool model_only) {
   H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (file < 0) fail(fmt::format("checkpoint {} cannot be opened as HDF5 (truncated or not a checkpoint)", path));
   CheckpointContents c;
+  c.path = path;
+  {
+    H5Id opt(H5Gopen2(file, "/optimizer", H5P_DEFAULT), H5Gclose);
+    if (opt < 0) fail(fmt::format("{}: group /optimizer is missing", path));
+    c.meta.optimizer_step = read_attr_i64(opt, "step", path);
+  }
   {
     H5Id meta(H5Gopen2(file, "/meta", H5P_DEFAULT), H5Gclose);
     if (meta < 0) fail(fmt::format("{}: group /meta is missing", path));
     int64_t version = read_attr_i64(meta, "format_version", path);
-    if (version != kCheckpointFormatVersion)
-      fail(fmt::format("{}: format version {} is not the supported {}", path, version, kCheckpointFormatVersion));
+    if (version != kCheckpointFormatVersion && version != 1)
+      fail(fmt::format("{}: format version {} is not a supported one (1 or {})", path, version,
+                       kCheckpointFormatVersion));
     c.meta.step = read_attr_i64(meta, "step", path);
     c.meta.seed = read_attr_u64(meta, "seed", path);
     c.meta.world_size = read_attr_i64(meta, "world_size", path);
     c.meta.config_yaml = read_attr_str(meta, "config", path);
     c.meta.consecutive_skips = read_attr_i64(meta, "consecutive_skips", path);
+    c.meta.project_version = read_attr_str(meta, "project_version", path);
+    const int64_t schedule_step = read_attr_i64(meta, "schedule_step", path);
+    const int64_t data_next_batch = read_attr_i64(meta, "data_next_batch", path);
     H5Id shape(H5Gopen2(meta, "model_shape", H5P_DEFAULT), H5Gclose);
     if (shape < 0) fail(fmt::format("{}: group /meta/model_shape is missing", path));
     H5O_info_t oinfo;
@@ -221,16 +298,36 @@ CheckpointContents read_checkpoint(const std::string& path, bool model_only) {
         fail(fmt::format("{}: /meta/model_shape is unreadable", path));
       c.meta.model_shape[name] = read_attr_str(shape, name, path);
     }
+    if (version >= 2) {
+      c.meta.run_id = read_attr_str(meta, "run_id", path);
+      const std::string text = meta_text(c.meta, schedule_step, data_next_batch);
+      if (read_attr_u64(meta, "fnv1a64", path) != fnv1a64(text.data(), text.size()))
+        fail(fmt::format("{}: the /meta attributes fail their checksum (edited or corrupt)", path));
+    }
+    if (schedule_step != c.meta.step || data_next_batch != c.meta.step)
+      fail(fmt::format("{}: /meta is inconsistent (step {}, schedule_step {}, data_next_batch {})", path,
+                       c.meta.step, schedule_step, data_next_batch));
   }
   c.model = read_group(file, "/model", path);
   if (!model_only) {
-    H5Id opt(H5Gopen2(file, "/optimizer", H5P_DEFAULT), H5Gclose);
-    if (opt < 0) fail(fmt::format("{}: group /optimizer is missing", path));
-    c.meta.optimizer_step = read_attr_i64(opt, "step", path);
     c.exp_avg = read_group(file, "/optimizer/exp_avg", path);
     c.exp_avg_sq = read_group(file, "/optimizer/exp_avg_sq", path);
   }
   return c;
+}
+
+std::optional<std::string> checkpoint_run_id(const std::string& path) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (file < 0) return std::nullopt;
+  H5Id meta(H5Gopen2(file, "/meta", H5P_DEFAULT), H5Gclose);
+  if (meta < 0) return std::nullopt;
+  try {
+    if (read_attr_i64(meta, "format_version", path) < 2) return std::string();
+    return read_attr_str(meta, "run_id", path);
+  } catch (const CheckpointError&) {
+    return std::nullopt;
+  }
 }
 
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir) {
@@ -258,8 +355,26 @@ int remove_stale_temp_files(const std::string& dir) {
   return removed;
 }
 
-void prune_checkpoints(const std::string& dir, int64_t keep_last, int64_t keep_every) {
+void prune_checkpoints(const std::string& dir, int64_t keep_last, int64_t keep_every,
+                       const std::optional<std::string>& run_id) {
   auto all = list_checkpoints(dir);
+  if (run_id) {
+    // Checkpoints never change once renamed into place (a rewrite is a new file): each file's run
+    // id is read once per process, not at every save.
+    static std::map<std::string, std::pair<std::string, std::optional<std::string>>> seen;
+    auto lineage = [&](const std::string& path) {
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0) return checkpoint_run_id(path);
+      const std::string identity = fmt::format("{}:{}:{}.{}", st.st_ino, st.st_size, st.st_mtim.tv_sec,
+                                               st.st_mtim.tv_nsec);
+      auto it = seen.find(path);
+      if (it == seen.end() || it->second.first != identity)
+        it = seen.insert_or_assign(path, std::pair{identity, checkpoint_run_id(path)}).first;
+      return it->second.second;
+    };
+    all.erase(std::remove_if(all.begin(), all.end(), [&](const auto& ckpt) { return lineage(ckpt.second) != *run_id; }),
+              all.end());
+  }
   const int64_t n = static_cast<int64_t>(all.size());
   for (int64_t i = 0; i < n; ++i) {
     bool recent = i >= n - std::max<int64_t>(keep_last, 1);

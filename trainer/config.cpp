@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -280,7 +281,15 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
   if (!in) throw ConfigError(fmt::format("{}: cannot read the config file ({})", path, std::strerror(errno)));
   std::stringstream buf;
   buf << in.rdbuf();
-  return load_config_text(buf.str(), path, overrides, world_size);
+  TrainConfig config = load_config_text(buf.str(), path, overrides, world_size);
+  // Every task has its own data: a run that does not say which would train one by accident.
+  const bool named = YAML::Load(buf.str())["task"]["name"].IsDefined() ||
+                     std::any_of(overrides.begin(), overrides.end(),
+                                 [](const std::string& o) { return o.rfind("task.name=", 0) == 0; });
+  if (!named)
+    throw ConfigError(fmt::format("task.name: required, one of copying, selective_copying, induction_heads "
+                                  "(not set in {} nor by an override)", path));
+  return config;
 }
 
 std::string to_yaml(const TrainConfig& config) {

@@ -58,6 +58,7 @@ struct TrainSection {
   int64_t log_every = 10;
   std::string on_nonfinite = "skip";  // skip | halt
   int64_t max_consecutive_skips = 10;
+  double max_weight_abs = 1e6;       // a checkpoint with a larger weight is refused (0 = no bound)
   double max_minutes = 0;            // 0 = no limit
   std::string precision = "fp32";    // fp32 | bf16 (mixed: bf16 activations, fp32 parameters)
   std::string cuda_graph = "auto";   // auto | on | off: replay the step as one CUDA graph
@@ -100,14 +101,14 @@ struct TrainConfig {
 };
 
 // Reads `path`, applies overrides ("a.b=value", value parsed as YAML), validates everything and
-// returns the resolved config. Throws ConfigError listing every problem (unknown keys with a
+// returns the resolved config. A run's config must name its task: task.name is required here. Throws ConfigError listing every problem (unknown keys with a
 // "did you mean", duplicate keys, wrong types, out-of-range values, cross-field checks).
 // world_size is used for cross-field checks (batch divisible by ranks).
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides,
                         int64_t world_size = 1);
 
 // load_config on YAML text already in memory; `source` names it in messages (and gives the
-// default run.dir, runs/<stem of source>).
+// default run.dir, runs/<stem of source>). task.name may be left out (the default task).
 TrainConfig load_config_text(const std::string& text, const std::string& source,
                              const std::vector<std::string>& overrides, int64_t world_size = 1);
 

@@ -304,6 +304,7 @@ std::vector<Field> build_fields() {
   f.push_back(enum_field<S>("train.on_nonfinite", S6_MEMBER(train.on_nonfinite),
                             {{"skip", "skip"}, {"halt", "halt"}}));
   f.push_back(int_field("train.max_consecutive_skips", S6_MEMBER(train.max_consecutive_skips), 1));
+  f.push_back(double_field("train.max_weight_abs", S6_MEMBER(train.max_weight_abs), kNonNegative));
   f.push_back(double_field("train.max_minutes", S6_MEMBER(train.max_minutes), kNonNegative));
   f.push_back(enum_field<S>("train.precision", S6_MEMBER(train.precision),
                             {{"fp32", "fp32"}, {"bf16", "bf16"}}));

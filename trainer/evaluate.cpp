@@ -13,6 +13,7 @@
 #include "layers/ops.h"
 #include "trainer/configured_task.h"
 #include "trainer/data_parallel.h"
+#include "trainer/signals.h"
 
 namespace s6::trainer {
 
@@ -58,6 +59,10 @@ EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t len
   const int64_t rank = dp ? dp->rank() : 0, world = dp ? dp->world_size() : 1;
   for (int64_t start = 0, j = 0; start < config.eval.num_examples; start += per_forward, ++j) {
     if (j % world != rank) continue;  // forward j belongs to rank j mod world
+    if (stop_requested()) {  // no collective inside the loop, so a rank may leave it early
+      result.interrupted = true;
+      break;
+    }
     int64_t b = std::min(per_forward, config.eval.num_examples - start);
     const EvalBatch batch = eval_batch(*task, b, config.seed, static_cast<uint64_t>(j), model.device());
     Tensor logits = model.forward(batch.inputs);
@@ -72,13 +77,15 @@ EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t len
   }
   if (dp) {
     std::vector<double> sums{loss_sum, static_cast<double>(loss_count), static_cast<double>(acc.correct),
-                             static_cast<double>(acc.total), static_cast<double>(result.examples)};
+                             static_cast<double>(acc.total), static_cast<double>(result.examples),
+                             result.interrupted ? 1.0 : 0.0};
     dp->sum(sums);
     loss_sum = sums[0];
     loss_count = static_cast<int64_t>(sums[1]);
     acc.correct = static_cast<int64_t>(sums[2]);
     acc.total = static_cast<int64_t>(sums[3]);
     result.examples = static_cast<int64_t>(sums[4]);
+    result.interrupted = sums[5] > 0;
   }
   result.loss = loss_count ? loss_sum / static_cast<double>(loss_count) : 0.0;
   result.accuracy = acc.fraction();

@@ -20,6 +20,7 @@ struct EvalResult {
   double perplexity = NAN;     // exp(loss): tokens and bytes tasks
   double bits_per_byte = NAN;  // loss / ln 2: bytes task
 
+  bool interrupted = false;  // a stop signal arrived: stopped within one batch, the result is partial
 };
 
 // ", perplexity P" (and ", B bits/byte") when the result has them, else "": for the log line.
@@ -39,7 +40,8 @@ EvalBatch eval_batch(const data::Task& task, int64_t batch_size, uint64_t seed, 
 
 // Evaluates `config.eval.num_examples` validation examples of the configured task at `length`.
 // With data parallelism the forward passes are dealt out across ranks and the sums combined, so
-// every rank returns the same result.
+// every rank returns the same result. A stop signal ends it after the current batch (on every rank,
+// through the final reduction) with `interrupted` set.
 EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t length,
                     DataParallel* data_parallel = nullptr);
 

@@ -2,10 +2,12 @@
 // the exit codes in trainer/exit_codes.h.
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "core/error.h"
@@ -17,16 +19,22 @@
 #include "trainer/dist/launch.h"
 #include "trainer/exit_codes.h"
 #include "trainer/run_start.h"
+#include "trainer/io_error.h"
+#include "trainer/signals.h"
 #include "trainer/trainer.h"
 
 namespace {
 
 const char* kUsage =
-    "usage: train --config FILE [key=value ...] [--print-config] [--resume auto|never|PATH] [--nproc N]\n"
+    "usage: train --config FILE [key=value ...] [--print-config] [--resume auto|never|PATH] [--overwrite]\n"
+    "             [--allow-config-change] [--nproc N]\n"
     "  key=value     override a config key, e.g. optim.lr=1e-3 train.steps=2000 device=cpu\n"
     "  --print-config  print the resolved config (YAML) and exit\n"
     "  --resume      auto (default): newest valid checkpoint in run.dir, else a fresh start;\n"
     "                never: always start fresh; PATH: that checkpoint or fail\n"
+    "  --overwrite   let a fresh start (or --resume PATH) delete the checkpoints of another run in\n"
+    "                run.dir (or the newer ones) instead of refusing\n"
+    "  --allow-config-change  resume even though data, seed or model keys differ from the checkpoint's\n"
     "  --nproc N     start N worker processes on this node, one per GPU (data parallelism; with\n"
     "                device=cpu, N CPU processes);\n"
     "                under torchrun or srun the launcher's environment is read instead\n";
@@ -36,6 +44,8 @@ struct Cli {
   std::vector<std::string> overrides;
   bool print_config = false;
   std::string resume = "auto";
+  bool overwrite = false;
+  bool allow_config_change = false;
 };
 
 // Returns an error message, or "" when the arguments parse.
@@ -51,6 +61,8 @@ std::string parse(int argc, char** argv, Cli& cli) {
     else if (a == "--print-config") cli.print_config = true;
     else if (a == "--resume") cli.resume = value("--resume");
     else if (a.rfind("--resume=", 0) == 0) cli.resume = a.substr(9);
+    else if (a == "--overwrite") cli.overwrite = true;
+    else if (a == "--allow-config-change") cli.allow_config_change = true;
     else if (a.rfind("--", 0) == 0) return fmt::format("unknown option '{}'", a);
     else if (a.find('=') != std::string::npos) cli.overrides.push_back(a);
     else return fmt::format("unexpected argument '{}' (overrides look like key=value)", a);
@@ -61,8 +73,11 @@ std::string parse(int argc, char** argv, Cli& cli) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// A function-try-block: an error while reporting an error (stdout or stderr on a full disk makes
+// fmt::print throw) still ends in an exit code, never in std::terminate.
+int main(int argc, char** argv) try {
   using namespace s6::trainer;
+  install_stop_handlers();  // first: a signal during start-up is a clean stop too (exit 5)
   if (argc == 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
     fmt::print("{}", kUsage);
     return kExitOk;
@@ -102,6 +117,8 @@ int main(int argc, char** argv) {
     RunOptions options;
     options.config_path = cli.config;
     options.resume = cli.resume;
+    options.overwrite = cli.overwrite;
+    options.allow_config_change = cli.allow_config_change;
     options.rank = env.rank;
     options.world_size = env.world_size;
     std::unique_ptr<DataParallel> data_parallel;
@@ -119,11 +136,26 @@ int main(int argc, char** argv) {
   } catch (const CheckpointError& e) {
     fmt::print(stderr, "train: checkpoint error: {}\n", e.what());
     return kExitCheckpointError;
+  } catch (const IoError& e) {
+    fmt::print(stderr, "train: I/O error: {}\n", e.what());
+    return kExitCheckpointError;
+  } catch (const StopRequested& e) {
+    fmt::print(stderr, "train: {}\n", e.what());
+    return kExitInterrupted;
   } catch (const s6::Error& e) {
     fmt::print(stderr, "train: error: {}\n", e.what());
     return kExitInternalError;
+  } catch (const std::system_error& e) {  // the console or a file in run.dir could not be written
+    fmt::print(stderr, "train: I/O error: {}\n", e.what());
+    return kExitCheckpointError;
   } catch (const std::exception& e) {
     fmt::print(stderr, "train: unexpected error: {}\n", e.what());
     return kExitInternalError;
   }
+} catch (const std::system_error& e) {
+  std::fprintf(stderr, "train: I/O error: %s\n", e.what());
+  return s6::trainer::kExitCheckpointError;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "train: unexpected error: %s\n", e.what());
+  return s6::trainer::kExitInternalError;
 }

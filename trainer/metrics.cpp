@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "trainer/io_error.h"
 
 namespace s6::trainer {
 
@@ -14,8 +15,9 @@ std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{}", 
 
 MetricsWriter::MetricsWriter(const std::string& path) {
   if (path.empty()) return;  // a rank other than 0: records nothing
+  path_ = path;
   file_ = std::fopen(path.c_str(), "a");
-  S6_CHECK(file_ != nullptr, "cannot open {} for appending", path);
+  if (!file_) throw_io("open for appending", path, errno);
 }
 
 MetricsWriter::~MetricsWriter() {
@@ -24,9 +26,14 @@ MetricsWriter::~MetricsWriter() {
 
 void MetricsWriter::line(const std::string& json) {
   if (!file_) return;
-  std::fputs(json.c_str(), file_);
-  std::fputc('\n', file_);
-  std::fflush(file_);
+  const std::string text = json + "\n";
+  errno = 0;
+  if (std::fwrite(text.data(), 1, text.size(), file_) != text.size() || std::fflush(file_) != 0) {
+    const int err = errno ? errno : EIO;
+    std::fclose(file_);  // what is still buffered cannot be written either
+    file_ = nullptr;
+    throw_io("append to", path_, err);
+  }
 }
 
 void MetricsWriter::write(const TrainRecord& r) {

@@ -17,7 +17,9 @@ struct EvalRecord {
   double perplexity = NAN, bits_per_byte = NAN;  // written when finite (tokens and bytes tasks)
 };
 
-// Appends one JSON object per line; flushed after each line so a crash loses nothing written.
+// Appends one JSON object per line; flushed after each line so a crash loses nothing written. A
+// line that cannot be written (disk full, file size limit, I/O error) throws IoError naming the
+// file, rather than being lost.
 class MetricsWriter {
  public:
   MetricsWriter() = default;
@@ -32,6 +34,7 @@ class MetricsWriter {
  private:
   void line(const std::string& json);
   std::FILE* file_ = nullptr;
+  std::string path_;
 };
 
 // One progress line per log step: a redrawn bar on a terminal, plain lines otherwise.

@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "trainer/config_schema.h"
+#include "trainer/io_error.h"
 
 namespace s6::trainer {
 
@@ -32,10 +33,42 @@ void check_model_shape(const std::map<std::string, std::string>& saved, const Tr
       problems += fmt::format("{}: the checkpoint {} has {} but the config has {}\n", key, source, old, value);
   }
   if (!problems.empty())
-    throw ConfigError(problems + "refusing to resume into a model of a different shape (use --resume never or init.from)");
+    throw ConfigError(problems +
+                      "refusing to resume into a model of a different shape (a model of another shape starts in "
+                      "another run.dir, or here with --resume never --overwrite)");
 }
 
-std::optional<CheckpointContents> find_resume_checkpoint(const TrainConfig& config, const std::string& mode) {
+void check_fits_model(const CheckpointContents& c, const MambaLM& model, bool with_optimizer) {
+  using Group = std::map<std::string, Tensor> CheckpointContents::*;
+  std::vector<std::pair<const char*, Group>> groups = {{"/model", &CheckpointContents::model}};
+  if (with_optimizer) {
+    groups.emplace_back("/optimizer/exp_avg", &CheckpointContents::exp_avg);
+    groups.emplace_back("/optimizer/exp_avg_sq", &CheckpointContents::exp_avg_sq);
+  }
+  const auto& params = model.parameters();
+  for (const auto& [group, member] : groups) {
+    const std::map<std::string, Tensor>& held = c.*member;
+    for (const NamedParameter& p : params) {
+      auto it = held.find(p.name);
+      if (it == held.end())
+        throw CheckpointError(fmt::format("{}: dataset {}/{} is missing", c.path, group, p.name));
+      if (it->second.shape() != p.tensor.shape())
+        throw CheckpointError(fmt::format("{}: dataset {}/{} has shape {} but the model needs {}", c.path, group,
+                                          p.name, shape_str(it->second.shape()), shape_str(p.tensor.shape())));
+    }
+    if (held.size() != params.size()) {
+      for (const auto& [name, t] : held) {
+        bool known = false;
+        for (const NamedParameter& p : params) known = known || p.name == name;
+        if (!known)
+          throw CheckpointError(fmt::format("{}: dataset {}/{} is not a parameter of this model", c.path, group, name));
+      }
+    }
+  }
+}
+
+std::optional<CheckpointContents> find_resume_checkpoint(const TrainConfig& config, const std::string& mode,
+                                                         const MambaLM& model) {
   if (mode == "never") {
     log::info("resume: never -> fresh start");
     return std::nullopt;
@@ -43,6 +76,7 @@ std::optional<CheckpointContents> find_resume_checkpoint(const TrainConfig& conf
   if (mode != "auto") {
     CheckpointContents c = read_checkpoint(mode);
     check_model_shape(c.meta.model_shape, config, mode);
+    check_fits_model(c, model, true);
     log::info("resume: from {} (step {})", mode, c.meta.step);
     return c;
   }
@@ -52,6 +86,7 @@ std::optional<CheckpointContents> find_resume_checkpoint(const TrainConfig& conf
     try {
       CheckpointContents c = read_checkpoint(it->second);
       check_model_shape(c.meta.model_shape, config, it->second);
+      check_fits_model(c, model, true);
       log::info("resume: auto -> {} (step {})", it->second, c.meta.step);
       return c;
     } catch (const CheckpointError& e) {
@@ -120,8 +155,12 @@ void truncate_metrics(const std::string& path, int64_t step) {
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << kept;
+    out.flush();
+    if (!out) throw_io("write", tmp, errno);
   }
-  fs::rename(tmp, path);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw_io("replace", path, ec.value());
 }
 
 }  // namespace s6::trainer

@@ -10,10 +10,17 @@
 
 namespace s6::trainer {
 
-// mode "never": nothing. "auto": the newest checkpoint in run_dir/checkpoints that verifies (a
-// corrupt one is reported by name and the previous one tried); none -> nullopt. Otherwise a path
-// that must load: failures throw CheckpointError. Shape mismatches throw ConfigError naming keys.
-std::optional<CheckpointContents> find_resume_checkpoint(const TrainConfig& config, const std::string& mode);
+// mode "never": nothing. "auto": the newest checkpoint in run_dir/checkpoints that verifies and
+// fits `model` (any that fails to load, misses a dataset or holds one of another shape is reported
+// by name with the reason, and the previous one tried); none -> nullopt. Otherwise a path that
+// must load: failures throw CheckpointError. A /meta model shape other than the config's throws
+// ConfigError naming the keys.
+std::optional<CheckpointContents> find_resume_checkpoint(const TrainConfig& config, const std::string& mode,
+                                                         const MambaLM& model);
+
+// Throws CheckpointError (naming the file and dataset) unless `contents` holds exactly the model's
+// parameters with their shapes (and, with_optimizer, both AdamW moments of each).
+void check_fits_model(const CheckpointContents& contents, const MambaLM& model, bool with_optimizer);
 
 // The model.* shape keys of a config and their value text.
 std::map<std::string, std::string> model_shape_of(const TrainConfig& config);

@@ -1,22 +1,15 @@
-// The start of a run: the device, the run directory, the startup table, and the state training
-// starts from (a checkpoint to resume, the weights of init.from, or a fresh model).
+// The start of a run: the device and the startup table.
 #include "trainer/run_start.h"
 
 #include <fmt/format.h>
 
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 
 #include "core/cuda_runtime.h"
 #include "core/log.h"
 #include "data/text_task.h"
-#include "trainer/checkpoint.h"
-#include "trainer/resume.h"
 
 namespace s6::trainer {
-
-namespace fs = std::filesystem;
 
 namespace {
 std::string megabytes(int64_t bytes) { return fmt::format("{:.2f} MB", static_cast<double>(bytes) / 1e6); }
@@ -33,17 +26,6 @@ Device resolve_device(const std::string& name) {
     return Device::CUDA;
   }
   return cuda::available() ? Device::CUDA : Device::CPU;
-}
-
-void prepare_run_dir(const TrainConfig& config) {
-  const fs::path dir(config.run_dir);
-  fs::create_directories(dir / "checkpoints");
-  {
-    std::ofstream out(dir / "config.yaml");
-    out << to_yaml(config);
-  }
-  if (int n = remove_stale_temp_files((dir / "checkpoints").string()))
-    log::warn("removed {} stale checkpoint temp file(s)", n);
 }
 
 void print_startup(const TrainConfig& c, const std::string& config_path, const MambaLM& model, Device device,
@@ -82,22 +64,6 @@ void print_startup(const TrainConfig& c, const std::string& config_path, const M
   fmt::print("  {:<12} parameters {} | gradients {} | AdamW moments {}\n", "memory", megabytes(param_bytes),
              megabytes(param_bytes), megabytes(2 * param_bytes));
   std::fflush(stdout);
-}
-
-StartState load_start_state(const TrainConfig& config, const std::string& resume, MambaLM& model,
-                            AdamW& optimizer) {
-  StartState start;
-  if (std::optional<CheckpointContents> resumed = find_resume_checkpoint(config, resume)) {
-    restore(*resumed, model, &optimizer);
-    start.step = resumed->meta.step;
-    start.consecutive_skips = resumed->meta.consecutive_skips;
-  } else if (!config.init_from.empty()) {
-    CheckpointContents init = read_checkpoint(config.init_from, /*model_only=*/true);
-    check_model_shape(init.meta.model_shape, config, config.init_from);
-    restore(init, model, nullptr);
-    log::info("init.from: weights from {} (step {}), fresh optimizer", config.init_from, init.meta.step);
-  }
-  return start;
 }
 
 }  // namespace s6::trainer
