@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/log.h"
 #include "trainer/config.h"
 #include "trainer/resume.h"
 #include "trainer/safetensors.h"
@@ -234,6 +235,25 @@ void check_weights_fit(const std::map<std::string, Tensor>& weights, const Mamba
     problems.pop_back();
     throw ConfigError(problems);
   }
+}
+
+void init_from_hf_folder(const std::string& dir, const MambaConfig& config, MambaLM& model) {
+  HfModel hf = read_hf_folder(dir);
+  try {
+    check_weights_fit(hf.weights, config, "init.from " + dir);
+  } catch (const ConfigError& e) {
+    throw ConfigError(fmt::format("{}\ninit.from copies weights into a model of the same shape: set the model keys to "
+                                  "the folder's config.json values (hidden_size -> model.d_model, num_hidden_layers -> "
+                                  "model.n_layer, vocab_size -> model.vocab_size, state_size -> model.d_state, ...)",
+                                  e.what()));
+  }
+  if (hf.config.norm_eps != config.norm_eps)
+    log::warn("init.from {}: its layer_norm_epsilon is {} but model.norm_eps is {}; training uses {}", dir,
+              hf.config.norm_eps, config.norm_eps, config.norm_eps);
+  CheckpointContents c;
+  c.model = std::move(hf.weights);
+  restore(c, model, nullptr);
+  log::info("init.from: weights from the Hugging Face folder {}, fresh optimizer", dir);
 }
 
 MambaLM load_model_from_hf_folder(const std::string& dir, Device device, std::optional<DType> compute_dtype) {

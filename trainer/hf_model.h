@@ -42,6 +42,11 @@ HfModel read_hf_folder(const std::string& dir);
 void check_weights_fit(const std::map<std::string, Tensor>& weights, const MambaConfig& config,
                        const std::string& source);
 
+// init.from with a Hugging Face folder: its weights into `model` (built from the run's `config`).
+// A parameter missing or of another shape is a ConfigError naming it; a differing norm epsilon is
+// logged (the weights still fit but the function differs).
+void init_from_hf_folder(const std::string& dir, const MambaConfig& config, MambaLM& model);
+
 // A ready model from a Hugging Face folder, in float32 on `device` (compute dtype as MambaLM's):
 // the entry point for programs that sample or evaluate a downloaded or exported model.
 MambaLM load_model_from_hf_folder(const std::string& dir, Device device,

@@ -17,9 +17,10 @@ std::optional<CheckpointContents> find_resume_checkpoint(const TrainConfig& conf
 
 // The model.* shape keys of a config and their value text.
 std::map<std::string, std::string> model_shape_of(const TrainConfig& config);
-// Throws ConfigError naming every shape key whose value differs.
+// Throws ConfigError naming every shape key whose value differs (and, for init.from, saying to
+// match them rather than suggesting init.from).
 void check_model_shape(const std::map<std::string, std::string>& saved, const TrainConfig& config,
-                       const std::string& source);
+                       const std::string& source, bool for_init = false);
 
 CheckpointContents capture(const MambaLM& model, AdamW& optimizer, const TrainConfig& config, int64_t step,
                            int64_t world_size, int64_t consecutive_skips);

@@ -24,6 +24,7 @@
 #include "trainer/captured_step.h"
 #include "trainer/data_parallel.h"
 #include "trainer/evaluate.h"
+#include "trainer/hf_model.h"
 #include "trainer/exit_codes.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
@@ -154,9 +155,11 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     restore(*resumed, model, &optimizer);
     start_step = resumed->meta.step;
     consecutive_skips = resumed->meta.consecutive_skips;
+  } else if (!config.init_from.empty() && is_hf_folder(config.init_from)) {
+    init_from_hf_folder(config.init_from, config.model, model);
   } else if (!config.init_from.empty()) {
     CheckpointContents init = read_checkpoint(config.init_from, /*model_only=*/true);
-    check_model_shape(init.meta.model_shape, config, config.init_from);
+    check_model_shape(init.meta.model_shape, config, config.init_from, /*for_init=*/true);
     restore(init, model, nullptr);
     log::info("init.from: weights from {} (step {}), fresh optimizer", config.init_from, init.meta.step);
   }
