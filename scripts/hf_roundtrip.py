@@ -16,6 +16,7 @@ Needs torch, transformers and safetensors (the GPU machine has them); --s6-only 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,8 @@ def main():
         except ImportError as e:
             print(f"hf_roundtrip: {e}; install torch and transformers, or pass --s6-only")
             return 2
+        import transformers
+        print(f"torch {torch.__version__}, transformers {transformers.__version__}, on {args.torch_device}")
         torch.manual_seed(0)
         # (a) s6's export in transformers.
         model, info = MambaForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32, output_loading_info=True)
@@ -134,7 +137,11 @@ def main():
         ok = rel < args.tolerance
         failed += not ok
         print(f"{name:<44} {'x'.join(map(str, shape)):<14} {diff:>13.3e} {rel:>10.3e}  {'ok' if ok else 'FAIL'}")
-    print(f"{len(rows) - failed} passed, {failed} failed (tolerance {args.tolerance:g}; folders in {tmp})")
+    print(f"{len(rows) - failed} passed, {failed} failed (tolerance {args.tolerance:g})")
+    if failed or args.keep:
+        print(f"folders kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 1 if failed else 0
 
 
