@@ -95,6 +95,13 @@ void print_startup(const TrainConfig& c, const RunOptions& o, const MambaLM& mod
              m.padded_vocab(), m.layer == LayerKind::S6 ? "S6" : "S4 (LTI)",
              m.block == BlockKind::Mamba ? "Mamba block" : "no-gate block");
   fmt::print("  {:<12} {}\n", "parameters", model.num_parameters());
+#ifdef S6_WITH_NCCL
+  fmt::print("  {:<12} on (data parallelism over GPUs)\n", "nccl");
+#else
+  fmt::print("  {:<12} off: {}\n", "nccl",
+             cuda::compiled_with_cuda() ? "built without NCCL, so GPUs cannot train together (README: install libnccl-dev, rebuild)"
+                                        : "CPU-only build (CPU ranks reduce over TCP)");
+#endif
   fmt::print("  {:<12} {}\n", "precision",
              c.train.precision == "bf16" ? "bf16 mixed (bf16 activations and matmuls; fp32 parameters, scan state, "
                                            "residual stream, norms and loss)"
@@ -180,7 +187,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   const auto run_start = Clock::now();
 
   MetricsWriter metrics(lead ? metrics_path : "");
-  Progress progress(config.train.steps);
+  Progress progress(config.train.steps, start_step);
   const int64_t batch = config.train.batch_size / options.world_size;
   int64_t length = training_length(config, start_step);
   if (length != task->seq_len()) task = make_configured_task(config, length);
@@ -352,8 +359,9 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       progress.finish();
       if (last_saved != done) save(done);
       if (lead)
-        log::info("stopping at step {} ({}); checkpoint saved, resume with the same command", done,
-                out_of_time ? "train.max_minutes reached" : fmt::format("signal {}", stop_signal()));
+        log::info("stopping at step {} ({}); checkpoint {} saved, resume with the same command", done,
+                out_of_time ? "train.max_minutes reached" : fmt::format("signal {}", stop_signal()),
+                (fs::path(checkpoint_dir) / checkpoint_name(done)).string());
       if (lead && autograd::profile::enabled()) fmt::print("{}", autograd::profile::report());
       if (out_of_time && !stop_now) run_eval(done);  // a time box still reports its result
       return kExitInterrupted;
@@ -371,6 +379,9 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   if (last_saved != config.train.steps) save(config.train.steps);
   if (lead && autograd::profile::enabled()) fmt::print("{}", autograd::profile::report());
   run_eval(config.train.steps);
+  if (lead)
+    log::info("finished at step {}: checkpoint {}", config.train.steps,
+              (fs::path(checkpoint_dir) / checkpoint_name(config.train.steps)).string());
   return kExitOk;
 }
 
