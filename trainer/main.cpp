@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/data_parallel.h"
@@ -105,6 +106,7 @@ int main(int argc, char** argv) {
     options.world_size = env.world_size;
     std::unique_ptr<DataParallel> data_parallel;
     if (env.launcher != Launcher::None) {  // any launcher, world size 1 included: one code path
+      if (env.rank == 0) s6::log::info("launch: {}", describe(env));
       data_parallel = std::make_unique<DataParallel>(env, std::chrono::minutes(5), resolve_device(config.device));
       options.data_parallel = data_parallel.get();
     }
