@@ -16,6 +16,7 @@
 #include "trainer/distributed_env.h"
 #include "trainer/distributed_error.h"
 #include "trainer/launch.h"
+#include "trainer/omp_defaults.h"
 #include "trainer/exit_codes.h"
 #include "trainer/trainer.h"
 
@@ -63,6 +64,7 @@ std::string parse(int argc, char** argv, Cli& cli) {
 
 int main(int argc, char** argv) {
   using namespace s6::trainer;
+  apply_openmp_defaults(argv);  // first: it may execute this program again
   if (argc == 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
     fmt::print("{}", kUsage);
     return kExitOk;
