@@ -2,7 +2,7 @@
 # torchrun with several ranks: two CPU ranks under torchrun (whose agent store holds MASTER_PORT)
 # must train exactly as the built-in launcher's two ranks do (same losses, bitwise same checkpoint).
 #   scripts/torchrun_check.sh [BUILD_DIR] [TORCHRUN]      (TORCHRUN default: torchrun)
-# Needs torchrun (PyTorch) on PATH or given; prints the two loss curves' last lines and PASS/FAIL.
+# (--nproc_per_node, --no_python: the spellings every torchrun version accepts.) Needs torchrun on PATH or given; prints the two loss curves' last lines and PASS/FAIL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -12,8 +12,8 @@ trap 'rm -rf "$TMP"' EXIT
 ARGS=(--config configs/copying_cpu.yaml device=cpu train.steps=60 schedule.warmup_steps=0 train.log_every=10
       eval.every=0 eval.num_examples=128 checkpoint.every=0 --resume never)
 
-echo "== torchrun --nproc-per-node 2 --no-python $BUILD/train ... device=cpu"
-OMP_NUM_THREADS=1 $TORCHRUN --nproc-per-node 2 --no-python "$BUILD/train" "${ARGS[@]}" "run.dir=$TMP/torchrun" \
+echo "== torchrun --nproc_per_node 2 --no_python $BUILD/train ... device=cpu"
+OMP_NUM_THREADS=1 $TORCHRUN --nproc_per_node 2 --no_python "$BUILD/train" "${ARGS[@]}" "run.dir=$TMP/torchrun" \
   2>&1 | tee "$TMP/torchrun.log" | grep -E "launch:|rendezvous|step 60/|finished|error" || true
 echo "== $BUILD/train --nproc 2 ... device=cpu"
 OMP_NUM_THREADS=1 "$BUILD/train" "${ARGS[@]}" "run.dir=$TMP/nproc" --nproc 2 2>&1 | tee "$TMP/nproc.log" |
