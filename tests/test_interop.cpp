@@ -181,7 +181,7 @@ TEST_CASE("hf export: folder -> import gives identical weights and logits (tied,
   }
 }
 
-TEST_CASE("hf import: mamba_ssm's names, a stored tied head, defaults; refusals name the folder") {
+TEST_CASE("hf import: mamba_ssm's names, a stored tied head, defaults, and refusals that name the folder") {
   fs::path dir = fresh_dir("hf_import");
   MambaConfig m = small_model();
   m.pad_vocab_size_multiple = 1;
