@@ -3,6 +3,7 @@
 
 (a) trains a tiny s6 model on the CPU, exports it (build/export), loads the folder with
     transformers' MambaForCausalLM and compares its logits with s6's own (build/export --logits);
+    and, where mamba_ssm and a GPU are present, in mamba_ssm's MambaLMHeadModel too;
 (b) builds a random MambaForCausalLM in transformers (every parameter perturbed, so no norm weight
     is 1 and no bias 0), saves it with save_pretrained, and compares s6's logits on the folder.
 Both in float32; a check passes when max|s6 - transformers| / max|transformers| < --tolerance.
@@ -47,7 +48,9 @@ def s6_logits(build, model_path, tokens, tmp):
 
 
 def compare(a, b):
-    """(max |a - b|, max |a - b| / max |b|) over flat lists."""
+    """(max |a - b|, max |a - b| / max |b|) over flat lists of the same length."""
+    if len(a) != len(b):
+        sys.exit(f"hf_roundtrip: {len(a)} logits against {len(b)}: the shapes differ")
     diff = max(abs(x - y) for x, y in zip(a, b))
     scale = max(abs(y) for y in b) or 1.0
     return diff, diff / scale
@@ -68,6 +71,35 @@ def torch_logits(model, tokens, device):
     with torch.no_grad():
         out = model(torch.tensor(tokens, device=device), use_cache=False).logits
     return list(out.shape), out.float().cpu().reshape(-1).tolist()
+
+
+def mamba_ssm_check(hf_dir, ref):
+    """s6's export in mamba_ssm's MambaLMHeadModel (config: the "mamba_ssm" entry), or None."""
+    import torch
+    try:
+        from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
+        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+        from safetensors.torch import load_file
+    except ImportError as e:
+        print(f"mamba_ssm check skipped: {e}")
+        return None
+    if not torch.cuda.is_available():
+        print("mamba_ssm check skipped: its kernels need a CUDA device")
+        return None
+    with open(os.path.join(hf_dir, "config.json")) as f:
+        cfg = json.load(f)["mamba_ssm"]
+    model = MambaLMHeadModel(SsmConfig(**cfg), device="cuda", dtype=torch.float32)
+    weights = load_file(os.path.join(hf_dir, "model.safetensors"))
+    weights = {("backbone.embedding.weight" if k == "backbone.embeddings.weight" else k): v for k, v in weights.items()}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and cfg["tie_embeddings"])]
+    if missing or unexpected:
+        print(f"hf_roundtrip: mamba_ssm key problems: missing {missing}, unexpected {unexpected}")
+        sys.exit(1)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.tensor(TOKENS, device="cuda")).logits
+    return ("s6 export -> mamba_ssm (cuda)", list(logits.shape), *compare(ref, logits.float().cpu().reshape(-1).tolist()))
 
 
 def main():
@@ -113,6 +145,11 @@ def main():
         hf_shape, hf = torch_logits(model, TOKENS, args.torch_device)
         assert hf_shape == shape, f"logits shapes differ: transformers {hf_shape}, s6 {shape}"
         rows.append(("s6 export -> transformers", shape, *compare(ref, hf)))
+
+        # (a') the same export through mamba_ssm, when it is installed (its kernels need CUDA).
+        row = mamba_ssm_check(hf_dir, ref)
+        if row:
+            rows.append(row)
 
         # (b) a random transformers model in s6, tied and untied (with biases).
         for tied in (True, False):
