@@ -136,7 +136,9 @@ def main():
         print(f"torch {torch.__version__}, transformers {transformers.__version__}, on {args.torch_device}")
         torch.manual_seed(0)
         # (a) s6's export in transformers.
-        model, info = MambaForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32, output_loading_info=True)
+        # No dtype argument (its name changed across versions): config.json says float32.
+        model, info = MambaForCausalLM.from_pretrained(hf_dir, output_loading_info=True)
+        model = model.float()
         missing = [k for k in info["missing_keys"] if not (k == "lm_head.weight" and model.config.tie_word_embeddings)]
         problems = missing + info["unexpected_keys"] + [str(k) for k in info.get("mismatched_keys", [])]
         if problems:
@@ -161,7 +163,10 @@ def main():
                 for p in model.parameters():
                     p.add_(0.05 * torch.randn_like(p))
             folder = os.path.join(tmp, f"transformers_{'tied' if tied else 'untied'}")
-            model.save_pretrained(folder, safe_serialization=True)
+            try:
+                model.save_pretrained(folder, safe_serialization=True)
+            except TypeError:  # versions where safetensors is the only format take no such argument
+                model.save_pretrained(folder)
             hf_shape, hf = torch_logits(model, TOKENS, args.torch_device)
             s6_shape, mine = s6_logits(build, folder, TOKENS, tmp)
             assert hf_shape == s6_shape, f"logits shapes differ: transformers {hf_shape}, s6 {s6_shape}"
