@@ -252,3 +252,22 @@ TEST_CASE("trainer: an init.from shape mismatch names the key and does not sugge
   fs::remove_all(src);
   fs::remove_all(other.run_dir);
 }
+
+TEST_CASE("hf export: a checkpoint whose stored config no longer loads as a whole still exports its model") {
+  fs::path src = fresh_dir("hf_stale_cfg"), out = fresh_dir("hf_stale_out");
+  REQUIRE(run_training(tiny_config(src, 1), RunOptions{}) == kExitOk);
+  CheckpointContents c = read_checkpoint(final_checkpoint(src));
+  const std::string yaml = c.meta.config_yaml;
+  c.meta.config_yaml = yaml.substr(0, yaml.find("task:")) + "task:\n  name: a_task_this_build_lacks\n" +
+                       yaml.substr(yaml.find("optim:"));
+  REQUIRE_THROWS_AS(load_config_text(c.meta.config_yaml, "x", {}), ConfigError);
+  const std::string file = (src / "edited.h5").string();
+  write_checkpoint(file, c);
+  HfModel m = read_s6_checkpoint(file);
+  CHECK(m.config.d_model == 32);
+  CHECK(m.config.vocab_size == 8);
+  write_hf_folder(out.string(), m.config, m.weights);
+  CHECK(logits_of(load_model(out.string(), Device::CPU)) == logits_of(load_model(final_checkpoint(src), Device::CPU)));
+  fs::remove_all(src);
+  fs::remove_all(out);
+}
