@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # On the development machine: pack build-gpu/ (configured with -DCMAKE_CUDA_ARCHITECTURES=90 at
 # /work/main) into .prebuilt/build-gpu.tar.xz for a GPU machine that lacks the -dev packages and
-# cannot install them (no network): the four programs, ctest's files, and the shared libraries
+# cannot install them (no network): the programs, ctest's files, and the shared libraries
 # they load that are neither glibc's nor CUDA's. scripts/gpu_build.sh unpacks it when a native
 # configure fails. Carry `.prebuilt` in the device call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$PWD" = /work/main ] || { echo "make_prebuilt: the test binaries embed /work/main paths; run it there" >&2; exit 1; }
-bins=(build-gpu/train build-gpu/generate build-gpu/bench/bench build-gpu/tests/s6_tests)
+bins=(build-gpu/train build-gpu/generate build-gpu/export build-gpu/bench/bench build-gpu/tests/s6_tests)
 for b in "${bins[@]}"; do [ -x "$b" ] || { echo "make_prebuilt: $b missing: build build-gpu first" >&2; exit 1; }; done
 stage=$(mktemp -d)
 mkdir -p "$stage/build-gpu/lib"

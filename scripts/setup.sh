@@ -2,7 +2,7 @@
 # then configure and build Release into build/. CUDA code is compiled when nvcc exists.
 
 S6_PACKAGES=(cmake ninja-build g++ pkg-config libhdf5-dev libyaml-cpp-dev libfmt-dev doctest-dev
-             libopenblas-dev)
+             libopenblas-dev nlohmann-json3-dev)
 
 # train.sh also wants the plotting dependency (scripts/plot_metrics.py).
 S6_TRAIN_PACKAGES=(python3-matplotlib)

@@ -336,3 +336,29 @@ TEST_CASE("config: dist.bucket_mb is 25 MB unless set, and must be a positive nu
   for (const char* bad : {"dist.bucket_mb=0", "dist.bucket_mb=-1", "dist.bucket_mb=lots"})
     CHECK(has_line(errors_of("", {bad}), "dist.bucket_mb: expected a number > 0"));
 }
+
+TEST_CASE("config: written floats are floats to YAML 1.1 readers too (1.0e-05, not 1e-05)") {
+  TrainConfig c = load_config_text("task:\n  name: copying\n", "floats.yaml",
+                                   {"optim.eps=1e-8", "model.norm_eps=1e-5", "model.dt_scale=1", "optim.lr=2e-3",
+                                    "schedule.min_lr=1e+2", "model.dt_max=0.25"});
+  const std::string text = to_yaml(c);
+  CHECK(text.find("  eps: 1.0e-08\n") != std::string::npos);
+  CHECK(text.find("  norm_eps: 1.0e-05\n") != std::string::npos);
+  CHECK(text.find("  dt_scale: 1.0\n") != std::string::npos);
+  CHECK(text.find("  lr: 0.002\n") != std::string::npos);
+  CHECK(text.find("  min_lr: 100.0\n") != std::string::npos);
+  CHECK(to_yaml(load_config_text(text, "floats.yaml", {})) == text);
+  // PyYAML (YAML 1.1) where python3 has it: every float key must come back as a number.
+  if (std::system("python3 -c 'import yaml' >/dev/null 2>&1") != 0) {
+    MESSAGE("python3 yaml is not installed: the PyYAML reading check is skipped");
+    return;
+  }
+  const fs::path file = temp_file("s6_config_floats.yaml", text);
+  const std::string check =
+      "python3 -c \"import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); "
+      "bad = [f'{s}.{k}={v!r}' for s in d if isinstance(d[s], dict) for k, v in d[s].items() if isinstance(v, str) "
+      "and v[:1].isdigit()]; print(bad); sys.exit(1 if bad or d['optim']['eps'] != 1e-08 else 0)\" " +
+      file.string();
+  CHECK(std::system(check.c_str()) == 0);
+  fs::remove(file);
+}

@@ -2,8 +2,11 @@
 // 2 ranks x batch b against 1 rank x batch 2b, a 2-rank run stopped by SIGTERM and resumed, and a
 // rank killed mid-run. The same trainer code runs under NCCL on GPUs; only the reductions differ.
 #include <doctest/doctest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -166,5 +169,48 @@ TEST_CASE("data parallel (CPU): when a rank is killed the other exits with code 
   CHECK(log.find("communication error") != std::string::npos);
   CHECK(log.find("rank 1") != std::string::npos);
   MESSAGE("rank 0 exited ", seconds, " s after the start (rank 1 killed itself after step 5)");
+  fs::remove_all(dir);
+}
+
+// A socket listening on 127.0.0.1:port, as torchrun's agent store does on MASTER_PORT; -1 if taken.
+static int listen_on(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(fd, 16) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST_CASE("data parallel (CPU): 2 torchrun ranks rendezvous while the agent store holds MASTER_PORT") {
+  fs::path dir = fresh_dir("dp_agent_store");
+  TrainConfig c = tiny_config(dir, 3);
+  write_yaml(dir / "cfg.yaml", c);
+  int port = 0, agent = -1;
+  for (int attempt = 0; attempt < 20 && agent < 0; ++attempt) {  // MASTER_PORT held, the next one free
+    port = find_free_port();
+    int next = listen_on(port + 1);
+    if (next < 0) continue;
+    ::close(next);
+    agent = listen_on(port);
+  }
+  REQUIRE(agent >= 0);
+  auto rank_env = [&](int rank) {
+    return std::vector<std::string>{"RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(rank),
+                                    "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port),
+                                    "TORCHELASTIC_USE_AGENT_STORE=True", "OMP_NUM_THREADS=1"};
+  };
+  pid_t r0 = spawn_train(dir / "cfg.yaml", {}, rank_env(0), dir / "rank0.log");
+  pid_t r1 = spawn_train(dir / "cfg.yaml", {}, rank_env(1), dir / "rank1.log");
+  const int e1 = wait_exit_within(r1, std::chrono::seconds(60)), e0 = wait_exit_within(r0, std::chrono::seconds(60));
+  ::close(agent);
+  INFO(read_file(dir / "rank0.log"));
+  CHECK(e0 == kExitOk);
+  CHECK(e1 == kExitOk);
+  CHECK(read_file(dir / "rank0.log").find("rendezvous 127.0.0.1:" + std::to_string(port + 1)) != std::string::npos);
   fs::remove_all(dir);
 }

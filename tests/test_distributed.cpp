@@ -138,6 +138,24 @@ TEST_CASE("distributed: torchrun, Slurm and plain environments") {
   CHECK(parse_launch_env({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}}).master_addr == "127.0.0.1");
 }
 
+TEST_CASE("distributed: under torchrun's agent store the rendezvous moves off MASTER_PORT") {
+  EnvMap env{{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}};
+  CHECK(parse_launch_env(env).master_port == 29500);
+  env["TORCHELASTIC_USE_AGENT_STORE"] = "False";
+  CHECK(parse_launch_env(env).master_port == 29500);
+  env["TORCHELASTIC_USE_AGENT_STORE"] = "True";
+  LaunchEnv t = parse_launch_env(env);
+  CHECK((t.master_port == 29501 && t.agent_store));
+  CHECK(describe(t) == "torchrun: rank 1 of 2 (local 1), rendezvous 127.0.0.1:29501 (torchrun's agent store holds MASTER_PORT)");
+  env["S6_RENDEZVOUS_PORT"] = "40001";
+  CHECK(parse_launch_env(env).master_port == 40001);
+  env.erase("S6_RENDEZVOUS_PORT");
+  env["MASTER_PORT"] = "65535";
+  CHECK_THROWS_WITH_AS(parse_launch_env(env), doctest::Contains("set S6_RENDEZVOUS_PORT"), s6::Error);
+  env["S6_RENDEZVOUS_PORT"] = "0";
+  CHECK_THROWS_WITH_AS(parse_launch_env(env), doctest::Contains("S6_RENDEZVOUS_PORT=0 is out of range"), s6::Error);
+}
+
 TEST_CASE("distributed: malformed launcher variables are named") {
   auto has = [](const std::string& err, const char* s) { return err.find(s) != std::string::npos; };
   CHECK(has(env_error({{"RANK", "4"}, {"WORLD_SIZE", "4"}}), "RANK=4 must be less than WORLD_SIZE=4"));

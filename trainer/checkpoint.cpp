@@ -290,14 +290,15 @@ CheckpointContents read_checkpoint(const std::string& path, bool model_only) {
     const int64_t data_next_batch = read_attr_i64(meta, "data_next_batch", path);
     H5Id shape(H5Gopen2(meta, "model_shape", H5P_DEFAULT), H5Gclose);
     if (shape < 0) fail(fmt::format("{}: group /meta/model_shape is missing", path));
-    H5O_info_t oinfo;
-    if (H5Oget_info(shape, &oinfo) < 0) fail(fmt::format("{}: /meta/model_shape is unreadable", path));
-    for (hsize_t i = 0; i < oinfo.num_attrs; ++i) {
-      char name[256];
-      if (H5Aget_name_by_idx(shape, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof(name), H5P_DEFAULT) < 0)
-        fail(fmt::format("{}: /meta/model_shape is unreadable", path));
-      c.meta.model_shape[name] = read_attr_str(shape, name, path);
-    }
+    // H5Aiterate2 has one signature in HDF5 1.8 through 1.14 (H5Oget_info changed in 1.12).
+    std::vector<std::string> names;
+    auto collect = [](hid_t, const char* name, const H5A_info_t*, void* out) -> herr_t {
+      static_cast<std::vector<std::string>*>(out)->push_back(name);
+      return 0;
+    };
+    if (H5Aiterate2(shape, H5_INDEX_NAME, H5_ITER_INC, nullptr, collect, &names) < 0)
+      fail(fmt::format("{}: /meta/model_shape is unreadable", path));
+    for (const std::string& name : names) c.meta.model_shape[name] = read_attr_str(shape, name.c_str(), path);
     if (version >= 2) {
       c.meta.run_id = read_attr_str(meta, "run_id", path);
       const std::string text = meta_text(c.meta, schedule_step, data_next_batch);

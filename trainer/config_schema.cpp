@@ -115,6 +115,16 @@ struct Bounds {
 const Bounds kPositive{0, true};
 const Bounds kNonNegative{0, false};
 
+// fmt's shortest representation (reads back to the same double), spelled so that YAML 1.1 readers
+// such as PyYAML read a float too: they want a dot and a signed exponent, so 1e-05 (a string to
+// them) is written 1.0e-05, and 1 is written 1.0.
+std::string yaml_float(double v) {
+  std::string s = fmt::format("{}", v);
+  const size_t e = s.find_first_of("eE");
+  if (s.find('.') == std::string::npos) s.insert(e == std::string::npos ? s.size() : e, ".0");
+  return s;
+}
+
 template <class Get>
 Field double_field(const char* path, Get get, Bounds b) {
   return {path,
@@ -128,8 +138,7 @@ Field double_field(const char* path, Get get, Bounds b) {
               get(c) = v;
             }
           },
-          // fmt's shortest representation reads back to the same double.
-          [=](const TrainConfig& c) { return fmt::format("{}", get(c)); }};
+          [=](const TrainConfig& c) { return yaml_float(get(c)); }};
 }
 
 // YAML 1.1 spellings too, as yaml-cpp's own bool conversion accepts them.

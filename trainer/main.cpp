@@ -11,12 +11,14 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/data_parallel.h"
 #include "trainer/dist/env.h"
 #include "trainer/dist/error.h"
 #include "trainer/dist/launch.h"
+#include "trainer/omp_defaults.h"
 #include "trainer/exit_codes.h"
 #include "trainer/run_start.h"
 #include "trainer/io_error.h"
@@ -77,6 +79,7 @@ std::string parse(int argc, char** argv, Cli& cli) {
 // fmt::print throw) still ends in an exit code, never in std::terminate.
 int main(int argc, char** argv) try {
   using namespace s6::trainer;
+  apply_openmp_defaults(argv);  // first: it may execute this program again
   install_stop_handlers();  // first: a signal during start-up is a clean stop too (exit 5)
   if (argc == 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
     fmt::print("{}", kUsage);
@@ -123,6 +126,7 @@ int main(int argc, char** argv) try {
     options.world_size = env.world_size;
     std::unique_ptr<DataParallel> data_parallel;
     if (env.launcher != Launcher::None) {  // any launcher, world size 1 included: one code path
+      if (env.rank == 0) s6::log::info("launch: {}", describe(env));
       data_parallel = std::make_unique<DataParallel>(env, std::chrono::minutes(5), resolve_device(config.device));
       options.data_parallel = data_parallel.get();
     }

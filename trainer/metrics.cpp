@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -59,11 +60,22 @@ void MetricsWriter::write_event(int64_t step, const std::string& event, const st
   line(fmt::format(R"({{"step": {}, "event": "{}", "detail": "{}"}})", step, event, escaped));
 }
 
-Progress::Progress(int64_t total_steps) : total_(total_steps), tty_(isatty(STDOUT_FILENO) != 0) {}
+Progress::Progress(int64_t total_steps, int64_t start_step)
+    : total_(total_steps), start_step_(start_step), start_(std::chrono::steady_clock::now()),
+      tty_(isatty(STDOUT_FILENO) != 0) {}
+
+static std::string clock_text(double seconds) {
+  const int64_t s = static_cast<int64_t>(std::llround(std::max(seconds, 0.0)));
+  return s >= 3600 ? fmt::format("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60) : fmt::format("{}:{:02}", s / 60, s % 60);
+}
 
 void Progress::update(const TrainRecord& r) {
-  std::string stats = fmt::format("loss {:.4f} | acc {:5.1f}% | lr {:.2e} | gnorm {:.3f} | {:.2f} ms/step | {:.3g} tok/s",
-                                  r.loss, 100.0 * r.accuracy, r.lr, r.grad_norm, r.ms, r.tokens_per_s);
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const int64_t done = r.step - start_step_;
+  const std::string eta = done > 0 ? clock_text(elapsed / static_cast<double>(done) * static_cast<double>(total_ - r.step)) : "?";
+  std::string stats = fmt::format("loss {:.4f} | acc {:5.1f}% | lr {:.2e} | gnorm {:.3f} | {:.2f} ms/step | {:.3g} tok/s | {} elapsed, ETA {}",
+                                  r.loss, 100.0 * r.accuracy, r.lr, r.grad_norm, r.ms, r.tokens_per_s,
+                                  clock_text(elapsed), eta);
   if (tty_) {
     constexpr int kWidth = 24;
     int filled = total_ > 0 ? static_cast<int>(kWidth * r.step / total_) : kWidth;

@@ -1,5 +1,6 @@
 // Training output: metrics.jsonl records and the human progress line (bar on a TTY).
 #pragma once
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -40,12 +41,15 @@ class MetricsWriter {
 // One progress line per log step: a redrawn bar on a terminal, plain lines otherwise.
 class Progress {
  public:
-  explicit Progress(int64_t total_steps);
+  // Elapsed time counts from construction; the ETA extrapolates the steps done since start_step.
+  explicit Progress(int64_t total_steps, int64_t start_step = 0);
   void update(const TrainRecord& r);
   void finish();
 
  private:
   int64_t total_;
+  int64_t start_step_;
+  std::chrono::steady_clock::time_point start_;
   bool tty_;
   bool open_line_ = false;
 };

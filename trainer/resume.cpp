@@ -24,7 +24,7 @@ std::map<std::string, std::string> model_shape_of(const TrainConfig& config) {
 }
 
 void check_model_shape(const std::map<std::string, std::string>& saved, const TrainConfig& config,
-                       const std::string& source) {
+                       const std::string& source, bool for_init) {
   std::string problems;
   for (const auto& [key, value] : model_shape_of(config)) {
     auto it = saved.find(key);
@@ -32,6 +32,9 @@ void check_model_shape(const std::map<std::string, std::string>& saved, const Tr
     if (old != value)
       problems += fmt::format("{}: the checkpoint {} has {} but the config has {}\n", key, source, old, value);
   }
+  if (!problems.empty() && for_init)
+    throw ConfigError(problems + "init.from copies weights into a model of the same shape: set these model keys to "
+                                 "the checkpoint's values");
   if (!problems.empty())
     throw ConfigError(problems +
                       "refusing to resume into a model of a different shape (a model of another shape starts in "

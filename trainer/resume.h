@@ -24,9 +24,10 @@ void check_fits_model(const CheckpointContents& contents, const MambaLM& model, 
 
 // The model.* shape keys of a config and their value text.
 std::map<std::string, std::string> model_shape_of(const TrainConfig& config);
-// Throws ConfigError naming every shape key whose value differs.
+// Throws ConfigError naming every shape key whose value differs (and, for init.from, saying to
+// match them rather than suggesting init.from).
 void check_model_shape(const std::map<std::string, std::string>& saved, const TrainConfig& config,
-                       const std::string& source);
+                       const std::string& source, bool for_init = false);
 
 CheckpointContents capture(const MambaLM& model, AdamW& optimizer, const TrainConfig& config, int64_t step,
                            int64_t world_size, int64_t consecutive_skips);

@@ -41,6 +41,14 @@ void print_startup(const TrainConfig& c, const std::string& config_path, const M
       m.padded_vocab(), m.layer == LayerKind::S6 ? "S6" : "S4 (LTI)",
       m.block == BlockKind::Mamba ? "Mamba block" : "no-gate block");
   fmt::print("  {:<12} {}\n", "parameters", model.num_parameters());
+#ifdef S6_WITH_NCCL
+  fmt::print("  {:<12} on (data parallelism over GPUs)\n", "nccl");
+#else
+  fmt::print("  {:<12} off: {}\n", "nccl",
+             cuda::compiled_with_cuda()
+                 ? "built without NCCL, so GPUs cannot train together (README: install libnccl-dev, rebuild)"
+                 : "CPU-only build (CPU ranks reduce over TCP)");
+#endif
   fmt::print("  {:<12} {}\n", "precision",
              c.train.precision == "bf16"
                  ? "bf16 mixed (bf16 activations and matmuls; fp32 parameters, scan state, "

@@ -23,6 +23,7 @@
 #include "trainer/state_check.h"
 #include "trainer/data_parallel.h"
 #include "trainer/evaluate.h"
+#include "trainer/hf_model.h"
 #include "trainer/exit_codes.h"
 #include "trainer/fault_injection.h"
 #include "trainer/metrics.h"
@@ -76,9 +77,11 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     restore(*resumed, model, &optimizer);
     start_step = resumed->meta.step;
     consecutive_skips = resumed->meta.consecutive_skips;
+  } else if (!config.init_from.empty() && is_hf_folder(config.init_from)) {
+    init_from_hf_folder(config.init_from, config.model, model);
   } else if (!config.init_from.empty()) {
     CheckpointContents init = read_checkpoint(config.init_from, /*model_only=*/true);
-    check_model_shape(init.meta.model_shape, config, config.init_from);
+    check_model_shape(init.meta.model_shape, config, config.init_from, /*for_init=*/true);
     restore(init, model, nullptr);
     log::info("init.from: weights from {} (step {}), fresh optimizer", config.init_from, init.meta.step);
   }
@@ -92,7 +95,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   if (dp) dp->check_agreement(to_yaml(config), start_step);
   if (lead) truncate_metrics(metrics_path, start_step);  // a fresh start (step 0) begins a new curve
   int64_t last_saved = start_step;
-  Progress progress(config.train.steps);
+  Progress progress(config.train.steps, start_step);
   // Every rank holds the same state and checks it; rank 0 writes it. Returns "" when saved, else
   // why the state is not fit to be saved (it is then not written).
   auto save = [&](int64_t step) -> std::string {
@@ -230,8 +233,9 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       if (last_saved != done)
         if (std::string why = save(done); !why.empty()) return refuse_state(done, why);
       if (lead)
-        log::info("stopping at step {} ({}); checkpoint saved, resume with the same command", done,
-                  flags.out_of_time ? "train.max_minutes reached" : fmt::format("signal {}", stop_signal()));
+        log::info("stopping at step {} ({}); checkpoint {} saved, resume with the same command", done,
+                  flags.out_of_time ? "train.max_minutes reached" : fmt::format("signal {}", stop_signal()),
+                  (fs::path(checkpoint_dir) / checkpoint_name(done)).string());
       if (lead && autograd::profile::enabled()) fmt::print("{}", autograd::profile::report());
       if (flags.out_of_time && !flags.stop) run_eval(done);  // a time box still reports its result
       return kExitInterrupted;
@@ -254,6 +258,9 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     if (lead) log::info("stopping in the final evaluation; the checkpoint of step {} is saved", config.train.steps);
     return kExitInterrupted;
   }
+  if (lead)
+    log::info("finished at step {}: checkpoint {}", config.train.steps,
+              (fs::path(checkpoint_dir) / checkpoint_name(config.train.steps)).string());
   return kExitOk;
 }
 

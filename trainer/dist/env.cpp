@@ -48,6 +48,18 @@ void finish(const EnvMap& env, LaunchEnv& out, const char* rank_var, const char*
            local_var, out.local_rank, world_var, out.world_size);
   out.master_port = get_int(env, "MASTER_PORT", 1, 65535, kDefaultMasterPort);
   S6_CHECK(!out.master_addr.empty(), "environment variable MASTER_ADDR is empty");
+  if (const std::string* agent = find(env, "TORCHELASTIC_USE_AGENT_STORE")) {
+    std::string v = *agent;
+    for (char& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    out.agent_store = v == "true" || v == "1";
+  }
+  if (find(env, "S6_RENDEZVOUS_PORT")) {
+    out.master_port = parse_int(env, "S6_RENDEZVOUS_PORT", 1, 65535);
+  } else if (out.agent_store) {
+    S6_CHECK(out.master_port < 65535, "MASTER_PORT=65535 is held by torchrun's agent store and there is no next "
+             "port for s6's rendezvous: set S6_RENDEZVOUS_PORT");
+    out.master_port += 1;
+  }
 }
 
 }  // namespace
@@ -98,7 +110,8 @@ LaunchEnv parse_launch_env(const EnvMap& env) {
 LaunchEnv launch_env_from_process() {
   static const char* kNames[] = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
                                  "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",
-                                 "SLURM_LAUNCH_NODE_IPADDR"};
+                                 "SLURM_LAUNCH_NODE_IPADDR", "TORCHELASTIC_USE_AGENT_STORE",
+                                 "S6_RENDEZVOUS_PORT"};
   EnvMap env;
   for (const char* n : kNames)
     if (const char* v = std::getenv(n)) env[n] = v;
@@ -107,8 +120,9 @@ LaunchEnv launch_env_from_process() {
 
 std::string describe(const LaunchEnv& env) {
   if (!env.distributed()) return fmt::format("{}: single process", launcher_name(env.launcher));
-  return fmt::format("{}: rank {} of {} (local {}), rendezvous {}:{}", launcher_name(env.launcher),
-                     env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port);
+  return fmt::format("{}: rank {} of {} (local {}), rendezvous {}:{}{}", launcher_name(env.launcher),
+                     env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port,
+                     env.agent_store ? " (torchrun's agent store holds MASTER_PORT)" : "");
 }
 
 int64_t per_rank_batch(int64_t global_batch, int world_size) {

@@ -20,7 +20,8 @@ struct LaunchEnv {
   int world_size = 1;
   int local_rank = 0;                   // index among the ranks of this node: picks the GPU
   std::string master_addr = "127.0.0.1";  // host of rank 0, which runs the TCP rendezvous
-  int master_port = kDefaultMasterPort;
+  int master_port = kDefaultMasterPort;   // the port rank 0's rendezvous listens on (see below)
+  bool agent_store = false;  // torchrun's agent already holds MASTER_PORT (its TCP store)
   bool distributed() const { return world_size > 1; }
 };
 
@@ -34,6 +35,10 @@ using EnvMap = std::map<std::string, std::string>;
 //     which is where task 0 runs for the usual single-allocation job step), else 127.0.0.1 when
 //     SLURM_NTASKS is 1; port = MASTER_PORT if set, else kDefaultMasterPort.
 //   None: neither; rank 0 of 1.
+// The rendezvous port: S6_RENDEZVOUS_PORT when set; else, when torchrun says its agent hosts the
+// store (TORCHELASTIC_USE_AGENT_STORE=True, which torchrun sets for its workers), MASTER_PORT + 1,
+// because the agent's TCP store already listens on MASTER_PORT (every rank derives the same port;
+// if that one is taken too, set S6_RENDEZVOUS_PORT); else MASTER_PORT.
 // Throws s6::Error naming the variable for a non-integer or out-of-range value, RANK without
 // WORLD_SIZE (or the reverse), RANK >= WORLD_SIZE, LOCAL_RANK >= WORLD_SIZE, a port outside 1..65535,
 // or a multi-process Slurm step with no master address.

@@ -194,7 +194,7 @@ void Rendezvous::accept_peers() {
   sa.sin_port = htons(static_cast<uint16_t>(opt_.master_port));
   if (::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(lfd, opt_.world_size + 16) != 0)
     throw CommError(fmt::format("rank 0: cannot listen on port {}: {} (another job on this port? set "
-                                "MASTER_PORT)", opt_.master_port, std::strerror(errno)));
+                                "MASTER_PORT, or S6_RENDEZVOUS_PORT under torchrun)", opt_.master_port, std::strerror(errno)));
   int connected = 0;
   auto refuse = [&](const std::string& why) {
     for (int fd : fds_)
