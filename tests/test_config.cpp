@@ -331,7 +331,7 @@ TEST_CASE("config: model_shape_keys are model keys the schema knows") {
 
 TEST_CASE("config: dist.bucket_mb is 25 MB unless set, and must be a positive number") {
   CHECK(load_config_text("", "x.yaml", {}).dist.bucket_mb == 25.0);
-  CHECK(has(to_yaml(TrainConfig{}), "dist:\n  bucket_mb: 25\n"));
+  CHECK(has(to_yaml(TrainConfig{}), "dist:\n  bucket_mb: 25.0\n"));
   CHECK(load_config_text("dist:\n  bucket_mb: 0.05\n", "x.yaml", {}).dist.bucket_mb == 0.05);
   for (const char* bad : {"dist.bucket_mb=0", "dist.bucket_mb=-1", "dist.bucket_mb=lots"})
     CHECK(has_line(errors_of("", {bad}), "dist.bucket_mb: expected a number > 0"));
