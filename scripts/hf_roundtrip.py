@@ -140,7 +140,8 @@ def main():
         model, info = MambaForCausalLM.from_pretrained(hf_dir, output_loading_info=True)
         model = model.float()
         missing = [k for k in info["missing_keys"] if not (k == "lm_head.weight" and model.config.tie_word_embeddings)]
-        problems = missing + info["unexpected_keys"] + [str(k) for k in info.get("mismatched_keys", [])]
+        # (transformers 4 reports lists, transformers 5 sets)
+        problems = missing + list(info["unexpected_keys"]) + [str(k) for k in info.get("mismatched_keys", [])]
         if problems:
             print(f"hf_roundtrip: transformers loaded {hf_dir} with key problems: {problems}")
             return 1
