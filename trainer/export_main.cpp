@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "trainer/config.h"
 #include "trainer/exit_codes.h"
+#include "trainer/exit_report.h"
 #include "trainer/hf_model.h"
 
 namespace {
@@ -109,14 +110,7 @@ int main(int argc, char** argv) {
     write_hf_folder(out, m.config, m.weights);
     fmt::print("export: {} -> {}/config.json, {}/model.safetensors ({} tensors)\n", source, out, out, m.weights.size());
     return kExitOk;
-  } catch (const CheckpointError& e) {
-    fmt::print(stderr, "export: {}\n", e.what());
-    return kExitCheckpointError;
-  } catch (const ConfigError& e) {
-    fmt::print(stderr, "export: {}\n", e.what());
-    return kExitConfigError;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "export: error: {}\n", e.what());
-    return kExitInternalError;
+  } catch (...) {
+    return report_exception("export");
   }
 }

@@ -14,6 +14,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/exit_codes.h"
+#include "trainer/exit_report.h"
 #include "trainer/generation.h"
 #include "trainer/run_start.h"
 #include "trainer/trainer.h"
@@ -227,17 +228,7 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     fmt::print(stderr, "generate: {}\n{}", e.what(), kUsage);
     return kExitConfigError;
-  } catch (const ConfigError& e) {
-    fmt::print(stderr, "generate: configuration errors:\n{}\n", e.what());
-    return kExitConfigError;
-  } catch (const CheckpointError& e) {
-    fmt::print(stderr, "generate: checkpoint error: {}\n", e.what());
-    return kExitCheckpointError;
-  } catch (const s6::Error& e) {
-    fmt::print(stderr, "generate: error: {}\n", e.what());
-    return kExitInternalError;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "generate: unexpected error: {}\n", e.what());
-    return kExitInternalError;
+  } catch (...) {
+    return report_exception("generate");
   }
 }

@@ -20,6 +20,7 @@
 #include "trainer/dist/launch.h"
 #include "trainer/omp_defaults.h"
 #include "trainer/exit_codes.h"
+#include "trainer/exit_report.h"
 #include "trainer/run_start.h"
 #include "trainer/io_error.h"
 #include "trainer/signals.h"
@@ -131,30 +132,8 @@ int main(int argc, char** argv) try {
       options.data_parallel = data_parallel.get();
     }
     return run_training(config, options);
-  } catch (const ConfigError& e) {
-    fmt::print(stderr, "train: configuration errors:\n{}\n", e.what());
-    return kExitConfigError;
-  } catch (const CommError& e) {
-    fmt::print(stderr, "train: communication error: {}\n", e.what());
-    return kExitCommError;
-  } catch (const CheckpointError& e) {
-    fmt::print(stderr, "train: checkpoint error: {}\n", e.what());
-    return kExitCheckpointError;
-  } catch (const IoError& e) {
-    fmt::print(stderr, "train: I/O error: {}\n", e.what());
-    return kExitCheckpointError;
-  } catch (const StopRequested& e) {
-    fmt::print(stderr, "train: {}\n", e.what());
-    return kExitInterrupted;
-  } catch (const s6::Error& e) {
-    fmt::print(stderr, "train: error: {}\n", e.what());
-    return kExitInternalError;
-  } catch (const std::system_error& e) {  // the console or a file in run.dir could not be written
-    fmt::print(stderr, "train: I/O error: {}\n", e.what());
-    return kExitCheckpointError;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "train: unexpected error: {}\n", e.what());
-    return kExitInternalError;
+  } catch (...) {
+    return report_exception("train");
   }
 } catch (const std::system_error& e) {
   std::fprintf(stderr, "train: I/O error: %s\n", e.what());
