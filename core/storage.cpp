@@ -1,12 +1,20 @@
 // CPU storage is 64-byte aligned host memory; CUDA storage comes from the caching allocator.
 #include "core/storage.h"
 
+#include <atomic>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/cuda_runtime.h"
 #include "core/error.h"
 
 namespace s6 {
+
+namespace {
+std::atomic<bool> g_poison_freed_host{false};
+}  // namespace
+
+void set_poison_freed_host_memory(bool on) { g_poison_freed_host.store(on, std::memory_order_relaxed); }
 
 Storage::Storage(int64_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   S6_CHECK(nbytes >= 0, "storage: negative size {}", nbytes);
@@ -23,6 +31,7 @@ Storage::Storage(int64_t nbytes, Device dev) : bytes(nbytes), device(dev) {
 Storage::~Storage() {
   if (!data) return;
   if (device == Device::CPU) {
+    if (g_poison_freed_host.load(std::memory_order_relaxed)) std::memset(data, 0xFF, static_cast<size_t>(bytes));
     std::free(data);
   } else {
     cuda::release(data);

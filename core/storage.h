@@ -20,4 +20,8 @@ struct Storage {
 
 using StoragePtr = std::shared_ptr<Storage>;
 
+// Test aid: while on, freed host storage is first filled with 0xFF bytes (NaN as float or double),
+// so code that reads a tensor's memory after the tensor is gone sees NaN instead of stale values.
+void set_poison_freed_host_memory(bool on);
+
 }  // namespace s6

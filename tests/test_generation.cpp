@@ -162,6 +162,37 @@ TEST_CASE("generation: a fixed seed gives fixed samples, another seed other samp
     for (int32_t t : row) CHECK((t >= 0 && t < 30));  // never a padding id of the padded vocabulary (32)
 }
 
+TEST_CASE("generation: the first sampled token follows the prefill's logits, with freed host memory poisoned") {
+  // Sampling once read the prefill's logits through a pointer into a freed temporary: stale bytes
+  // usually, so runs differed only now and then. Poisoning freed memory with NaN makes such a read
+  // pick the wrong token every time.
+  struct Poison {
+    Poison() { set_poison_freed_host_memory(true); }
+    ~Poison() { set_poison_freed_host_memory(false); }
+  } poison;
+  MambaLM m(small_model(30), 14, DType::Float32);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5, 6}};
+  std::vector<float> logits;
+  {
+    autograd::NoGradGuard ng;
+    InferenceState state = m.new_state(2);
+    logits = m.prefill(Tensor::from_vector<int32_t>({1, 2, 3, 4, 5, 6}, {2, 3}), state).to_vector<float>();
+  }
+  const int64_t V = m.config().padded_vocab();
+  GenerationOptions o;
+  o.max_new_tokens = 1;
+  o.sampling.temperature = 1.0;
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    o.sampling.seed = seed;
+    GenerationResult r = generate(m, 30, prompts, o);
+    for (int64_t row = 0; row < 2; ++row) {
+      CAPTURE(seed);
+      CAPTURE(row);
+      CHECK(r.tokens[row][0] == sample_from_logits(logits.data() + row * V, 30, o.sampling, sampling_uniform(seed, row, 3)));
+    }
+  }
+}
+
 TEST_CASE("generation: sampling respects top-k and top-p and follows the softmax") {
   // Probabilities 0.125, 0.0625, 0.5, 0.25, 0.0625 at temperature 1.
   std::vector<float> logits = {std::log(0.125f), std::log(0.0625f), std::log(0.5f), std::log(0.25f), std::log(0.0625f)};

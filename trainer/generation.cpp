@@ -111,7 +111,10 @@ std::vector<int32_t> pick(const Tensor& host, const SamplingOptions& s, int64_t 
     std::copy(p, p + batch, out.begin());
     return out;
   }
-  const float* p = host.contiguous().data<float>();
+  // Held in a local: a pointer into contiguous()'s temporary copy would dangle once the
+  // statement ends (the prefill's logits are a strided narrow of the padded vocabulary).
+  const Tensor rows = host.contiguous();
+  const float* p = rows.data<float>();
   for (int64_t r = 0; r < batch; ++r)
     out[r] = sample_from_logits(p + r * vocab, vocab, s,
                                 s.greedy() ? 0.0 : sampling_uniform(s.seed, r, static_cast<uint64_t>(position)));
@@ -204,7 +207,7 @@ GenerationResult generate(const MambaLM& model, int64_t vocab, const std::vector
   Tensor last = model.prefill(Tensor::from_vector<int32_t>(ids, {batch, prefix}).to(model.device()), state)
                     .narrow(1, 0, vocab);
   const SamplingOptions& s = options.sampling;
-  Tensor host = (s.greedy() ? last.argmax_last() : last.to(DType::Float32)).to(Device::CPU);
+  Tensor host = (s.greedy() ? last.argmax_last() : last.to(DType::Float32).contiguous()).to(Device::CPU);
   if (cuda) cuda::synchronize();
   result.prefill_seconds = seconds_since(t0);
 
