@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kConfigs = fs::path(__FILE__).parent_path().parent_path() / "configs";
+const fs::path kConfigs = fs::path(S6_SOURCE_DIR) / "configs";  // not __FILE__: ccache may make it relative
 
 // The ConfigError text of loading `text` (as "test.yaml"), or "" when it loads.
 std::string errors_of(const std::string& text, const std::vector<std::string>& overrides = {},
