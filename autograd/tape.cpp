@@ -142,12 +142,11 @@ void backward(const Tensor& root, const Tensor& grad_root, const LeafReadyFn& on
            root.describe());
   Tensor seed = grad_root;
   if (!seed.defined()) {
-    S6_CHECK(root.numel() == 1, "backward: root {} is not a scalar; pass its gradient",
-             root.describe());
+    S6_CHECK(root.numel() == 1, "backward: root {} is not a scalar; pass its gradient", root.describe());
     seed = Tensor::full(root.shape(), 1.0, root.dtype(), root.device());
   }
-  S6_CHECK(seed.shape() == root.shape(), "backward: gradient {} does not match root {}",
-           seed.describe(), root.describe());
+  S6_CHECK(seed.shape() == root.shape(), "backward: gradient {} does not match root {}", seed.describe(),
+           root.describe());
 
   const AutogradMeta& root_meta = *root.autograd_meta();
   if (!is_live_slot(root_meta)) {  // the root is itself a leaf
@@ -174,17 +173,15 @@ void backward(const Tensor& root, const Tensor& grad_root, const LeafReadyFn& on
     }
     if (any) {
       TensorList input_grads = node.backward(BackwardContext{grad_outputs, node.needs_input_grad});
-      S6_CHECK(input_grads.size() == node.inputs.size(),
-               "backward of {} returned {} gradients for {} inputs", node.name, input_grads.size(),
-               node.inputs.size());
+      S6_CHECK(input_grads.size() == node.inputs.size(), "backward of {} returned {} gradients for {} inputs",
+               node.name, input_grads.size(), node.inputs.size());
       for (size_t i = 0; i < node.inputs.size(); ++i) {
         const InputEdge& edge = node.inputs[i];
         Tensor& g = input_grads[i];
         if (!edge.meta || !g.defined()) continue;
         S6_CHECK(g.shape() == edge.shape && g.dtype() == edge.dtype && g.device() == edge.device,
-                 "backward of {}: gradient {} for input {} does not match {}{} {}", node.name,
-                 g.describe(), i, dtype_name(edge.dtype), shape_str(edge.shape),
-                 device_name(edge.device));
+                 "backward of {}: gradient {} for input {} does not match {}{} {}", node.name, g.describe(), i,
+                 dtype_name(edge.dtype), shape_str(edge.shape), device_name(edge.device));
         if (is_live_slot(*edge.meta)) {
           int64_t slot = edge.meta->slot;
           bool owned = slot_owned[slot];

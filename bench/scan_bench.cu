@@ -14,8 +14,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <initializer_list>
 #include <string>
@@ -30,13 +30,13 @@ namespace {
 
 namespace kc = s6::kernels::cuda;
 
-#define BENCH_CUDA(expr)                                                               \
-  do {                                                                                 \
-    cudaError_t e_ = (expr);                                                           \
-    if (e_ != cudaSuccess) {                                                           \
-      std::fprintf(stderr, "bench: %s failed: %s\n", #expr, cudaGetErrorString(e_));   \
-      std::exit(1);                                                                    \
-    }                                                                                  \
+#define BENCH_CUDA(expr)                                                             \
+  do {                                                                               \
+    cudaError_t e_ = (expr);                                                         \
+    if (e_ != cudaSuccess) {                                                         \
+      std::fprintf(stderr, "bench: %s failed: %s\n", #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                  \
+    }                                                                                \
   } while (0)
 
 __device__ __forceinline__ float hash_uniform(uint64_t i, uint32_t seed) {
@@ -100,7 +100,8 @@ double copy_bandwidth() {
   const size_t bytes = size_t(1) << 30;
   DeviceBuffer src(bytes), dst(bytes);
   BENCH_CUDA(cudaMemset(src.p, 1, bytes));
-  const double ms = time_median([&] { BENCH_CUDA(cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice)); }, 3, 11);
+  const double ms = time_median(
+      [&] { BENCH_CUDA(cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice)); }, 3, 11);
   return 2.0 * double(bytes) / (ms * 1e-3);
 }
 
@@ -112,28 +113,30 @@ struct ScanShape {
 
 void run_scan(double bandwidth, const s6::kernels::ScanPlanOverrides& ov) {
   const std::vector<ScanShape> shapes = {
-      {8, 1536, 16, 2048, false, 0.983, 3.406},  {8, 1536, 16, 2048, true, 0.517, 2.589},
-      {64, 128, 16, 4096, false, 1.383, 5.019},  {8, 128, 16, 256, false, 0.102, 0.559},
+      {8, 1536, 16, 2048, false, 0.983, 3.406},   {8, 1536, 16, 2048, true, 0.517, 2.589},
+      {64, 128, 16, 4096, false, 1.383, 5.019},   {8, 128, 16, 256, false, 0.102, 0.559},
       {1, 1024, 16, 65536, false, 3.082, 10.485}, {1, 128, 16, 1048576, false, 12.462, 39.722},
   };
   std::printf("\nselective scan (z gate, D, delta bias, softplus); copy bandwidth %.2f TB/s (read+write)\n",
               bandwidth * 1e-12);
-  std::printf("plan overrides: chunk %lld, bwd states %d, fwd blocks %lld, bwd blocks %lld, sync staging %d "
-              "(0 = the plan's choice)\n",
-              (long long)ov.chunk, ov.bwd_states, (long long)ov.fwd_blocks, (long long)ov.bwd_blocks,
-              int(ov.sync_staging));
-  std::printf("| batch, d_inner, d_state, L | dtype | fwd ms | fwd+bwd ms | fwd GB/s | fwd floor ms | fwd/floor "
-              "| ref fwd ms | ref fwd+bwd ms | ref/ours fwd | ref/ours fwd+bwd |\n");
+  std::printf(
+      "plan overrides: chunk %lld, bwd states %d, fwd blocks %lld, bwd blocks %lld, sync staging %d "
+      "(0 = the plan's choice)\n",
+      (long long)ov.chunk, ov.bwd_states, (long long)ov.fwd_blocks, (long long)ov.bwd_blocks,
+      int(ov.sync_staging));
+  std::printf(
+      "| batch, d_inner, d_state, L | dtype | fwd ms | fwd+bwd ms | fwd GB/s | fwd floor ms | fwd/floor "
+      "| ref fwd ms | ref fwd+bwd ms | ref/ours fwd | ref/ours fwd+bwd |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const ScanShape& s : shapes) {
     const int64_t BLD = s.batch * s.length * s.dim, BLN = s.batch * s.length * s.dstate;
     const size_t es = s.bf16 ? 2 : 4;
     const s6::kernels::ScanDims dims{s.batch, s.length, s.dim, s.dstate};
     const s6::kernels::ScanPlan plan = kc::plan_scan(dims, ov);
-    DeviceBuffer u(BLD * es), delta(BLD * es), z(BLD * es), dout(BLD * es), B(BLN * es),
-        C(BLN * es), out(BLD * es), du(BLD * es), ddelta(BLD * es), dz(BLD * es), dB(BLN * es),
-        dC(BLN * es), A(s.dim * s.dstate * 4), D(s.dim * 4), bias(s.dim * 4),
-        dA(s.dim * s.dstate * 4), dD(s.dim * 4), dbias(s.dim * 4);
+    DeviceBuffer u(BLD * es), delta(BLD * es), z(BLD * es), dout(BLD * es), B(BLN * es), C(BLN * es),
+        out(BLD * es), du(BLD * es), ddelta(BLD * es), dz(BLD * es), dB(BLN * es), dC(BLN * es),
+        A(s.dim * s.dstate * 4), D(s.dim * 4), bias(s.dim * 4), dA(s.dim * s.dstate * 4), dD(s.dim * 4),
+        dbias(s.dim * 4);
     DeviceBuffer states(kc::scan_chunk_states_floats(dims, plan) * 4);
     DeviceBuffer fws(kc::scan_fwd_workspace_floats(dims, plan) * 4);
     DeviceBuffer bws(kc::scan_bwd_workspace_floats(dims, plan) * 4);
@@ -166,16 +169,19 @@ void run_scan(double bandwidth, const s6::kernels::ScanPlanOverrides& ov) {
       kc::selective_scan_bwd(g, plan);
     };
     const double fwd_ms = time_median(fwd);
-    const double fb_ms = time_median([&] { fwd(); bwd(); });
+    const double fb_ms = time_median([&] {
+      fwd();
+      bwd();
+    });
     BENCH_CUDA(cudaDeviceSynchronize());
     const double bytes = double(4 * BLD + 2 * BLN) * double(es);
     const double floor_ms = bytes / bandwidth * 1e3;
     char shape[64];
-    std::snprintf(shape, sizeof shape, "%lld, %lld, %lld, %lld", (long long)s.batch,
-                  (long long)s.dim, (long long)s.dstate, (long long)s.length);
-    std::printf("| %s | %s | %.3f | %.3f | %.0f | %.4f | %.2f | %.3f | %.3f | %.2fx | %.2fx |\n",
-                shape, s.bf16 ? "bf16" : "fp32", fwd_ms, fb_ms, bytes / (fwd_ms * 1e-3) * 1e-9,
-                floor_ms, fwd_ms / floor_ms, s.ref_fwd_ms, s.ref_fwdbwd_ms, s.ref_fwd_ms / fwd_ms,
+    std::snprintf(shape, sizeof shape, "%lld, %lld, %lld, %lld", (long long)s.batch, (long long)s.dim,
+                  (long long)s.dstate, (long long)s.length);
+    std::printf("| %s | %s | %.3f | %.3f | %.0f | %.4f | %.2f | %.3f | %.3f | %.2fx | %.2fx |\n", shape,
+                s.bf16 ? "bf16" : "fp32", fwd_ms, fb_ms, bytes / (fwd_ms * 1e-3) * 1e-9, floor_ms,
+                fwd_ms / floor_ms, s.ref_fwd_ms, s.ref_fwdbwd_ms, s.ref_fwd_ms / fwd_ms,
                 s.ref_fwdbwd_ms / fb_ms);
     std::fflush(stdout);
   }

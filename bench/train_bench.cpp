@@ -116,10 +116,14 @@ void run_train_bench(const std::string& only) {
   void* previous = cuda::current_stream();
   void* stream = cuda::create_stream();  // a capturable stream for the graph mode
   cuda::set_current_stream(stream);
-  fmt::print("\ntraining step (forward, loss on all positions, backward, norm, clip, AdamW); "
-             "median wall ms per step, each step synchronized; MFU = 6 x matmul weights per token x "
-             "tokens/s / {:.1f} TFLOP/s (dense bf16 peak)\n", kPeakFlops / 1e12);
-  fmt::print("| config | precision | mode | ms/step | tokens/s | MFU | peak GiB | ref ms/step (ref dtype) | ref peak GiB | ref/ours |\n");
+  fmt::print(
+      "\ntraining step (forward, loss on all positions, backward, norm, clip, AdamW); "
+      "median wall ms per step, each step synchronized; MFU = 6 x matmul weights per token x "
+      "tokens/s / {:.1f} TFLOP/s (dense bf16 peak)\n",
+      kPeakFlops / 1e12);
+  fmt::print(
+      "| config | precision | mode | ms/step | tokens/s | MFU | peak GiB | ref ms/step (ref dtype) | ref peak "
+      "GiB | ref/ours |\n");
   fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const StepCase& s : cases) {
     if (!only.empty() && std::string(s.name).find(only) == std::string::npos) continue;
@@ -128,9 +132,11 @@ void run_train_bench(const std::string& only) {
       const double tokens = static_cast<double>(s.batch * s.length);
       const double tokens_per_s = tokens / (m.ms * 1e-3);
       const double mfu = flops_per_token(config_for(s).model) * tokens_per_s / kPeakFlops;
-      fmt::print("| {} (batch {}, L {}) | {} | {} | {:.3f} | {:.3g} | {:.1f}% | {:.2f} | {:.2f} ({}) | {:.2f} | {:.2f}x |\n",
-                 s.name, s.batch, s.length, s.precision, graph ? "cuda graph" : "eager", m.ms, tokens_per_s,
-                 100.0 * mfu, m.peak_gib, s.ref_ms, s.ref_note, s.ref_gib, s.ref_ms / m.ms);
+      fmt::print(
+          "| {} (batch {}, L {}) | {} | {} | {:.3f} | {:.3g} | {:.1f}% | {:.2f} | {:.2f} ({}) | {:.2f} | "
+          "{:.2f}x |\n",
+          s.name, s.batch, s.length, s.precision, graph ? "cuda graph" : "eager", m.ms, tokens_per_s,
+          100.0 * mfu, m.peak_gib, s.ref_ms, s.ref_note, s.ref_gib, s.ref_ms / m.ms);
       std::fflush(stdout);
     }
   }

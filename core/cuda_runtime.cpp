@@ -12,9 +12,9 @@
 
 #include "core/error.h"
 
-#define S6_CUDA_CALL(expr)                                                                    \
-  do {                                                                                        \
-    cudaError_t err_ = (expr);                                                                \
+#define S6_CUDA_CALL(expr)                                                                     \
+  do {                                                                                         \
+    cudaError_t err_ = (expr);                                                                 \
     S6_CHECK(err_ == cudaSuccess, "CUDA call {} failed: {}", #expr, cudaGetErrorString(err_)); \
   } while (0)
 
@@ -60,7 +60,8 @@ struct CachingAllocator {
     int pool;
   };
   std::mutex mutex;
-  std::unordered_map<int, std::unordered_map<int64_t, std::vector<void*>>> free_blocks;  // pool -> size -> blocks
+  std::unordered_map<int, std::unordered_map<int64_t, std::vector<void*>>>
+      free_blocks;  // pool -> size -> blocks
   std::unordered_map<void*, Block> live;
   std::unordered_set<int> retired_pools;  // of destroyed graphs: their blocks serve pool 0 again
   int active_pool = 0, next_pool = 1;
@@ -90,8 +91,7 @@ struct CachingAllocator {
     }
     live[ptr] = Block{size, active_pool};
     stats.allocated_bytes += size;
-    if (stats.allocated_bytes > stats.peak_allocated_bytes)
-      stats.peak_allocated_bytes = stats.allocated_bytes;
+    if (stats.allocated_bytes > stats.peak_allocated_bytes) stats.peak_allocated_bytes = stats.allocated_bytes;
     return ptr;
   }
 
@@ -173,8 +173,9 @@ struct CapturedGraph {
 };
 
 void begin_capture() {
-  S6_CHECK(g_stream != nullptr, "begin_capture: the legacy default stream cannot be captured; "
-                                "set_current_stream(create_stream()) first");
+  S6_CHECK(g_stream != nullptr,
+           "begin_capture: the legacy default stream cannot be captured; "
+           "set_current_stream(create_stream()) first");
   {
     std::lock_guard<std::mutex> lock(allocator().mutex);
     S6_CHECK(allocator().active_pool == 0, "begin_capture: a capture is already in progress");
@@ -203,8 +204,10 @@ CapturedGraph* end_capture() {
   cudaError_t err = cudaStreamEndCapture(g_stream, &graph);
   const int pool = leave_capture_pool();
   if (err != cudaSuccess) retire_pool(pool);
-  S6_CHECK(err == cudaSuccess, "end_capture: the capture failed: {} (an operation in the captured "
-           "region synchronized or copied to the host?)", cudaGetErrorString(err));
+  S6_CHECK(err == cudaSuccess,
+           "end_capture: the capture failed: {} (an operation in the captured "
+           "region synchronized or copied to the host?)",
+           cudaGetErrorString(err));
   auto* out = new CapturedGraph();
   out->pool = pool;
   err = cudaGraphInstantiate(&out->exec, graph, 0);

@@ -22,7 +22,7 @@ void release(void* ptr);
 struct AllocatorStats {
   int64_t allocated_bytes = 0;  // handed out to tensors now
   int64_t peak_allocated_bytes = 0;
-  int64_t cached_bytes = 0;     // held from the driver (in use + free)
+  int64_t cached_bytes = 0;        // held from the driver (in use + free)
   int64_t device_allocations = 0;  // calls that reached cudaMalloc
 };
 AllocatorStats allocator_stats();

@@ -6,9 +6,10 @@ namespace s6::cuda {
 
 namespace {
 [[noreturn]] void no_cuda(const char* what) {
-  S6_FAIL("{}: this build of s6 has no CUDA support (nvcc was not found at configure time); "
-          "use device=cpu or rebuild on a machine with the CUDA toolkit",
-          what);
+  S6_FAIL(
+      "{}: this build of s6 has no CUDA support (nvcc was not found at configure time); "
+      "use device=cpu or rebuild on a machine with the CUDA toolkit",
+      what);
 }
 }  // namespace
 

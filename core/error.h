@@ -16,8 +16,8 @@ struct Error : std::runtime_error {
 }  // namespace s6
 
 // S6_CHECK(cond, fmt, args...): throws s6::Error "<message> [file:line]" when cond is false.
-#define S6_CHECK(cond, ...)                                                \
-  do {                                                                     \
+#define S6_CHECK(cond, ...)                                                       \
+  do {                                                                            \
     if (!(cond)) ::s6::throw_error(__FILE__, __LINE__, fmt::format(__VA_ARGS__)); \
   } while (0)
 

@@ -31,7 +31,8 @@ Storage::Storage(int64_t nbytes, Device dev) : bytes(nbytes), device(dev) {
 Storage::~Storage() {
   if (!data) return;
   if (device == Device::CPU) {
-    if (g_poison_freed_host.load(std::memory_order_relaxed)) std::memset(data, 0xFF, static_cast<size_t>(bytes));
+    if (g_poison_freed_host.load(std::memory_order_relaxed))
+      std::memset(data, 0xFF, static_cast<size_t>(bytes));
     std::free(data);
   } else {
     cuda::release(data);

@@ -110,8 +110,7 @@ Tensor Tensor::to(Device device) const {
   Tensor src = contiguous();
   Tensor out = empty(shape_, dtype_, device);
   cuda::copy_bytes(out.data_ptr(), src.data_ptr(), src.nbytes(),
-                   device == Device::CUDA ? cuda::CopyKind::HostToDevice
-                                          : cuda::CopyKind::DeviceToHost);
+                   device == Device::CUDA ? cuda::CopyKind::HostToDevice : cuda::CopyKind::DeviceToHost);
   return out;
 }
 
@@ -141,8 +140,8 @@ double Tensor::item() const {
 }
 
 Tensor Tensor::view(Shape shape) const {
-  S6_CHECK(is_contiguous(), "view{} of a non-contiguous {}: call contiguous() first",
-           shape_str(shape), describe());
+  S6_CHECK(is_contiguous(), "view{} of a non-contiguous {}: call contiguous() first", shape_str(shape),
+           describe());
   int64_t known = 1, infer = -1;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] == -1) {
@@ -181,10 +180,10 @@ Tensor Tensor::concat(const std::vector<Tensor>& parts_in, int64_t dim_in) {
   Shape shape = first.shape();
   shape[d] = 0;
   for (const Tensor& p : parts_in) {
-    S6_CHECK(p.defined() && p.dim() == first.dim() && p.dtype() == first.dtype() &&
-                 p.device() == first.device(),
-             "concat: part {} does not match the first part {}", p.defined() ? p.describe() : "undefined",
-             first.describe());
+    S6_CHECK(
+        p.defined() && p.dim() == first.dim() && p.dtype() == first.dtype() && p.device() == first.device(),
+        "concat: part {} does not match the first part {}", p.defined() ? p.describe() : "undefined",
+        first.describe());
     for (int64_t k = 0; k < first.dim(); ++k)
       S6_CHECK(k == d || p.size(k) == first.size(k), "concat: part {} differs from {} outside dim {}",
                p.describe(), first.describe(), dim_in);
@@ -239,8 +238,7 @@ Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
 }
 
 Tensor Tensor::expand(const Shape& shape) const {
-  S6_CHECK(shape.size() >= shape_.size(), "expand{} has fewer dims than {}", shape_str(shape),
-           describe());
+  S6_CHECK(shape.size() >= shape_.size(), "expand{} has fewer dims than {}", shape_str(shape), describe());
   Tensor t = detach();
   size_t lead = shape.size() - shape_.size();
   t.shape_ = shape;
@@ -271,8 +269,7 @@ Tensor& Tensor::zero_() {
 }
 
 Tensor& Tensor::copy_(const Tensor& src) {
-  S6_CHECK(src.shape() == shape_, "copy_: source {} does not match destination {}", src.describe(),
-           describe());
+  S6_CHECK(src.shape() == shape_, "copy_: source {} does not match destination {}", src.describe(), describe());
   if (numel() == 0) return *this;
   Tensor s = src.device() == device_ ? src : src.to(device_);
   if (s.dtype() == dtype_ && s.is_contiguous() && is_contiguous()) {

@@ -37,8 +37,7 @@ class Tensor {
   static Tensor full(const Shape& shape, double value, DType dtype = DType::Float32,
                      Device device = Device::CPU);
   template <typename T>
-  static Tensor from_vector(const std::vector<T>& values, const Shape& shape,
-                            Device device = Device::CPU);
+  static Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = Device::CPU);
   static Tensor empty_like(const Tensor& t) { return empty(t.shape(), t.dtype(), t.device()); }
   // The parts joined along dim (same dtype, device and sizes elsewhere), in one kernel on CUDA.
   static Tensor concat(const std::vector<Tensor>& parts, int64_t dim);
@@ -62,8 +61,8 @@ class Tensor {
   void* data_ptr() const;
   template <typename T>
   T* data() const {
-    S6_CHECK(dtype_of<T>::value == dtype_, "data<{}>() on a {} tensor",
-             dtype_name(dtype_of<T>::value), describe());
+    S6_CHECK(dtype_of<T>::value == dtype_, "data<{}>() on a {} tensor", dtype_name(dtype_of<T>::value),
+             describe());
     return static_cast<T*>(data_ptr());
   }
 
@@ -86,7 +85,7 @@ class Tensor {
   // In-place (never recorded).
   Tensor& fill_(double value);
   Tensor& zero_();
-  Tensor& copy_(const Tensor& src);  // same shape; converts dtype and device
+  Tensor& copy_(const Tensor& src);                       // same shape; converts dtype and device
   Tensor& add_(const Tensor& other, double alpha = 1.0);  // same shape, dtype and device
   // Index of the largest element along the last dimension (int32, same device, last dim dropped):
   // the first maximum on ties; NaNs never win (a row whose first element is NaN gives 0, as a

@@ -9,13 +9,21 @@ namespace s6::detail {
 namespace {
 
 template <typename T>
-inline T from_double(double v) { return static_cast<T>(v); }
+inline T from_double(double v) {
+  return static_cast<T>(v);
+}
 template <>
-inline BFloat16 from_double<BFloat16>(double v) { return BFloat16(static_cast<float>(v)); }
+inline BFloat16 from_double<BFloat16>(double v) {
+  return BFloat16(static_cast<float>(v));
+}
 template <typename T>
-inline double to_double(T v) { return static_cast<double>(v); }
+inline double to_double(T v) {
+  return static_cast<double>(v);
+}
 template <>
-inline double to_double<BFloat16>(BFloat16 v) { return static_cast<float>(v); }
+inline double to_double<BFloat16>(BFloat16 v) {
+  return static_cast<float>(v);
+}
 
 template <typename Fn>
 void dispatch_all(DType t, Fn&& fn) {
@@ -122,8 +130,7 @@ void add_cpu(void* dst, const void* src, DType dtype, int64_t n, double alpha) {
     T* d = static_cast<T*>(dst);
     const T* s = static_cast<const T*>(src);
 #pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; ++i)
-      d[i] = from_double<T>(to_double<T>(d[i]) + alpha * to_double<T>(s[i]));
+    for (int64_t i = 0; i < n; ++i) d[i] = from_double<T>(to_double<T>(d[i]) + alpha * to_double<T>(s[i]));
   });
 }
 

@@ -13,15 +13,29 @@ namespace s6::detail {
 
 namespace {
 
-template <typename T> struct DeviceType { using type = T; };
-template <> struct DeviceType<BFloat16> { using type = __nv_bfloat16; };
+template <typename T>
+struct DeviceType {
+  using type = T;
+};
+template <>
+struct DeviceType<BFloat16> {
+  using type = __nv_bfloat16;
+};
 
-template <typename T> __device__ inline T from_double(double v) { return static_cast<T>(v); }
-template <> __device__ inline __nv_bfloat16 from_double<__nv_bfloat16>(double v) {
+template <typename T>
+__device__ inline T from_double(double v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ inline __nv_bfloat16 from_double<__nv_bfloat16>(double v) {
   return __float2bfloat16(static_cast<float>(v));
 }
-template <typename T> __device__ inline double to_double(T v) { return static_cast<double>(v); }
-template <> __device__ inline double to_double<__nv_bfloat16>(__nv_bfloat16 v) {
+template <typename T>
+__device__ inline double to_double(T v) {
+  return static_cast<double>(v);
+}
+template <>
+__device__ inline double to_double<__nv_bfloat16>(__nv_bfloat16 v) {
   return __bfloat162float(v);
 }
 
@@ -98,8 +112,7 @@ __device__ __forceinline__ T add_one(T d, T s, double alpha) {
 
 template <typename T>
 __global__ void add_kernel(T* dst, const T* src, int64_t n, double alpha) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x)
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     dst[i] = add_one(dst[i], src[i], alpha);
 }
 
@@ -173,8 +186,8 @@ void argmax_rows_cuda(int32_t* out, const void* src, DType dtype, int64_t rows, 
   const int64_t blocks = std::min<int64_t>((rows + 7) / 8, 65535 * 8);
   dispatch_all(dtype, [&](auto tag) {
     using T = decltype(tag);
-    argmax_rows_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream()>>>(
-        out, static_cast<const T*>(src), rows, width);
+    argmax_rows_kernel<T>
+        <<<static_cast<unsigned>(blocks), 256, 0, stream()>>>(out, static_cast<const T*>(src), rows, width);
   });
   check_launch("argmax_last");
 }
@@ -202,7 +215,8 @@ void copy_cuda(const StridedShape& shape_in, const StridedView& dst_in, const St
   StridedView views[2] = {dst_in, src_in};
   coalesce_dims(shape, views, 2);
   const StridedView &dst = views[0], &src = views[1];
-  if (dst.dtype == src.dtype && (shape.ndim == 0 || (shape.ndim == 1 && dst.strides[0] == 1 && src.strides[0] == 1))) {
+  if (dst.dtype == src.dtype &&
+      (shape.ndim == 0 || (shape.ndim == 1 && dst.strides[0] == 1 && src.strides[0] == 1))) {
     const cudaError_t err = cudaMemcpyAsync(dst.data, src.data, shape.numel * dtype_size(dst.dtype),
                                             cudaMemcpyDeviceToDevice, stream());
     S6_CHECK(err == cudaSuccess, "copy: cudaMemcpyAsync failed: {}", cudaGetErrorString(err));
@@ -231,8 +245,8 @@ void add_cuda(void* dst, const void* src, DType dtype, int64_t n, double alpha) 
       add_vec_kernel<T><<<grid_for(n / kPer), 256, 0, stream()>>>(
           static_cast<uint4*>(dst), static_cast<const uint4*>(src), n / kPer, alpha);
     else
-      add_kernel<T><<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), static_cast<const T*>(src),
-                                                       n, alpha);
+      add_kernel<T>
+          <<<grid_for(n), 256, 0, stream()>>>(static_cast<T*>(dst), static_cast<const T*>(src), n, alpha);
   });
   check_launch("add_");
 }
@@ -240,8 +254,7 @@ void add_cuda(void* dst, const void* src, DType dtype, int64_t n, double alpha) 
 namespace {
 // One thread per destination element; the part is found by its offset along the joined dimension.
 template <typename W>
-__global__ void concat_kernel(W* dst, ConcatParts parts, int64_t outer, int64_t total,
-                              int64_t inner) {
+__global__ void concat_kernel(W* dst, ConcatParts parts, int64_t outer, int64_t total, int64_t inner) {
   const int64_t n = outer * total * inner;
   for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
        e += (int64_t)gridDim.x * blockDim.x) {

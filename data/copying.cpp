@@ -11,8 +11,8 @@ CopyingTask::CopyingTask(const TaskParams& p, bool selective)
     : Task(selective ? "selective_copying" : "copying", p), selective_(selective) {
   const char* task = selective ? "selective_copying" : "copying";
   S6_CHECK(p.vocab >= 3 && p.vocab <= (int64_t{1} << 30),
-           "{}: vocab = {} must be in [3, 2^30] (token 0 = noise, 1..vocab-2 = data, vocab-1 = marker)",
-           task, p.vocab);
+           "{}: vocab = {} must be in [3, 2^30] (token 0 = noise, 1..vocab-2 = data, vocab-1 = marker)", task,
+           p.vocab);
   S6_CHECK(p.num_tokens >= 1 && p.num_tokens <= 4096,
            "{}: num_tokens = {} must be in [1, 4096] (M, the tokens to memorize)", task, p.num_tokens);
   S6_CHECK(p.seq_len > 2 * p.num_tokens && p.seq_len < (int64_t{1} << 31),
@@ -21,7 +21,8 @@ CopyingTask::CopyingTask(const TaskParams& p, bool selective)
            task, p.seq_len, 2 * p.num_tokens, 2 * p.num_tokens);
   S6_CHECK(p.loss_positions == LossPositions::Last,
            "{}: loss_positions = all is not supported (only 'last': the M answer positions); "
-           "'all' is an induction_heads option", task);
+           "'all' is an induction_heads option",
+           task);
   data_token_ = Bounded(static_cast<uint32_t>(p.vocab - 2));
 }
 

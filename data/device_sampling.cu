@@ -17,8 +17,8 @@ constexpr int kCopyingThreads = 256;
 
 // Writes a lane's `count` accepted draws after the `have` already placed (lanes in order), keeping
 // those below `limit`; returns the warp's new total.
-__device__ int64_t place_draws(int32_t* dst, int64_t have, int64_t limit, const uint32_t (&v)[4],
-                               int count, int lane) {
+__device__ int64_t place_draws(int32_t* dst, int64_t have, int64_t limit, const uint32_t (&v)[4], int count,
+                               int lane) {
   int incl = count;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
@@ -31,8 +31,8 @@ __device__ int64_t place_draws(int32_t* dst, int64_t have, int64_t limit, const 
   return have + __shfl_sync(kFull, incl, 31);
 }
 
-__global__ void induction_kernel(DeviceBatch out, InductionSpec spec, uint64_t key,
-                                 const uint64_t* batch_index, uint64_t first_example) {
+__global__ void induction_kernel(DeviceBatch out, InductionSpec spec, uint64_t key, const uint64_t* batch_index,
+                                 uint64_t first_example) {
   const int lane = threadIdx.x & 31;
   const int64_t e = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   if (e >= out.batch_size) return;  // whole warps
@@ -78,12 +78,12 @@ __global__ void induction_kernel(DeviceBatch out, InductionSpec spec, uint64_t k
   }
 }
 
-__global__ void copying_kernel(DeviceBatch out, CopyingSpec spec, uint64_t key,
-                               const uint64_t* batch_index, uint64_t first_example) {
+__global__ void copying_kernel(DeviceBatch out, CopyingSpec spec, uint64_t key, const uint64_t* batch_index,
+                               uint64_t first_example) {
   extern __shared__ int32_t smem[];
   const int64_t e = blockIdx.x, L = spec.seq_len, M = spec.num_tokens, region = L - M;
-  int32_t* pos = smem;       // in draw order
-  int32_t* tok = pos + M;    // data token i goes to the i-th smallest position
+  int32_t* pos = smem;     // in draw order
+  int32_t* tok = pos + M;  // data token i goes to the i-th smallest position
   int32_t* sorted = tok + M;
   int32_t* in = out.inputs + e * L;
   int32_t* tgt = out.targets + e * L;

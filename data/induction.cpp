@@ -10,10 +10,12 @@ namespace s6::data {
 InductionHeadsTask::InductionHeadsTask(const TaskParams& p) : Task("induction_heads", p) {
   S6_CHECK(p.vocab >= 3 && p.vocab <= (int64_t{1} << 30),
            "induction_heads: vocab = {} must be in [3, 2^30] (ordinary tokens 0..vocab-3, "
-           "copy_prefix = vocab-2, noop = vocab-1)", p.vocab);
+           "copy_prefix = vocab-2, noop = vocab-1)",
+           p.vocab);
   S6_CHECK(p.seq_len >= 4 && p.seq_len < (int64_t{1} << 31),
            "induction_heads: seq_len = {} must be in [4, 2^31) (the model input length T+1; the "
-           "trigger position is drawn from [0, T-2))", p.seq_len);
+           "trigger position is drawn from [0, T-2))",
+           p.seq_len);
   ordinary_ = Bounded(static_cast<uint32_t>(p.vocab - 2));
   trigger_ = Bounded(static_cast<uint32_t>(p.seq_len - 3));  // T - 2 = seq_len - 3
 }
@@ -36,8 +38,8 @@ void InductionHeadsTask::generate(ExampleRng& rng, int32_t* in, int32_t* tgt, in
   tgt[T] = value;
 }
 
-void InductionHeadsTask::launch_on_device(const DeviceBatch& out, uint64_t key,
-                                          const uint64_t* batch_index, uint64_t first_example) const {
+void InductionHeadsTask::launch_on_device(const DeviceBatch& out, uint64_t key, const uint64_t* batch_index,
+                                          uint64_t first_example) const {
   device::InductionSpec spec;
   spec.seq_len = params_.seq_len;
   spec.copy_prefix = copy_prefix();

@@ -20,9 +20,7 @@ class InductionHeadsTask : public Task {
  public:
   explicit InductionHeadsTask(const TaskParams& params);
   int32_t copy_prefix() const { return static_cast<int32_t>(params_.vocab - 2); }
-  bool separate_eval_targets() const override {
-    return params_.loss_positions == LossPositions::All;
-  }
+  bool separate_eval_targets() const override { return params_.loss_positions == LossPositions::All; }
 
  protected:
   uint64_t task_id() const override { return 3; }

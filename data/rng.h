@@ -10,8 +10,7 @@ enum class Split : uint32_t { Train = 0, Validation = 1 };
 
 // 64-bit Philox key for one (seed, split, task signature). Training and validation keys differ for
 // every seed, so validation sets never overlap the training stream by construction.
-inline uint64_t derive_key(uint64_t seed, Split split, uint64_t task_id, uint64_t a, uint64_t b,
-                           uint64_t c) {
+inline uint64_t derive_key(uint64_t seed, Split split, uint64_t task_id, uint64_t a, uint64_t b, uint64_t c) {
   auto fold = [](PhiloxBlock x) {
     return static_cast<uint64_t>(x.v[0]) | (static_cast<uint64_t>(x.v[1]) << 32);
   };

@@ -11,8 +11,10 @@ namespace s6::data {
 LossPositions parse_loss_positions(const std::string& s) {
   if (s == "last") return LossPositions::Last;
   if (s == "all") return LossPositions::All;
-  S6_FAIL("loss_positions = '{}' must be 'last' (score the answer positions only) or 'all' "
-          "(every next-token target; induction_heads only)", s);
+  S6_FAIL(
+      "loss_positions = '{}' must be 'last' (score the answer positions only) or 'all' "
+      "(every next-token target; induction_heads only)",
+      s);
 }
 
 const char* loss_positions_name(LossPositions p) { return p == LossPositions::Last ? "last" : "all"; }
@@ -22,28 +24,28 @@ Batch Task::make_batch(int64_t batch_size, Device device) const {
   Batch b;
   b.inputs = Tensor::empty({batch_size, params_.seq_len}, DType::Int32, device);
   b.targets = Tensor::empty({batch_size, params_.seq_len}, DType::Int32, device);
-  b.eval_targets = separate_eval_targets()
-                       ? Tensor::empty({batch_size, params_.seq_len}, DType::Int32, device)
-                       : b.targets;
+  b.eval_targets = separate_eval_targets() ? Tensor::empty({batch_size, params_.seq_len}, DType::Int32, device)
+                                           : b.targets;
   return b;
 }
 
 uint64_t Task::first_example(const Batch& out, Device device, uint32_t rank, const char* what) const {
   const int64_t L = params_.seq_len;
   auto ok = [&](const Tensor& t) {
-    return t.defined() && t.device() == device && t.dtype() == DType::Int32 && t.dim() == 2 &&
-           t.size(1) == L && t.is_contiguous() && t.size(0) == out.inputs.size(0);
+    return t.defined() && t.device() == device && t.dtype() == DType::Int32 && t.dim() == 2 && t.size(1) == L &&
+           t.is_contiguous() && t.size(0) == out.inputs.size(0);
   };
   S6_CHECK(out.inputs.defined() && ok(out.inputs) && ok(out.targets) && ok(out.eval_targets),
            "{}.{}: the batch must hold contiguous {} int32 (batch, {}) tensors (use make_batch); "
-           "got inputs {}", name_, what, device == Device::CUDA ? "CUDA" : "CPU", L,
+           "got inputs {}",
+           name_, what, device == Device::CUDA ? "CUDA" : "CPU", L,
            out.inputs.defined() ? out.inputs.describe() : std::string("undefined"));
   const int64_t B = out.inputs.size(0);
   S6_CHECK((static_cast<uint64_t>(rank) + 1) * static_cast<uint64_t>(B) <= (uint64_t{1} << 32),
            "{}.{}: rank {} * batch {} exceeds 2^32 examples per global batch", name_, what, rank, B);
   S6_CHECK(!separate_eval_targets() || out.eval_targets.data_ptr() != out.targets.data_ptr(),
-           "{}.{}: eval_targets must be its own tensor with loss_positions = all (use make_batch)",
-           name_, what);
+           "{}.{}: eval_targets must be its own tensor with loss_positions = all (use make_batch)", name_,
+           what);
   return static_cast<uint64_t>(rank) * static_cast<uint64_t>(B);
 }
 
@@ -105,15 +107,15 @@ Accuracy accuracy(const Tensor& logits, const Tensor& targets_in) {
            "accuracy: needs logits (CPU or CUDA) and CPU targets");
   S6_CHECK(logits.dim() == 2 || logits.dim() == 3,
            "accuracy: logits must be (rows, vocab) or (B, L, vocab); got {}", logits.describe());
-  S6_CHECK(targets_in.dtype() == DType::Int32,
-           "accuracy: targets must be int32; got {}", targets_in.describe());
-  S6_CHECK(logits.dtype() == DType::Float32 || logits.dtype() == DType::Float64 ||
-               logits.dtype() == DType::BFloat16,
-           "accuracy: logits must be float32, float64 or bfloat16; got {}", logits.describe());
+  S6_CHECK(targets_in.dtype() == DType::Int32, "accuracy: targets must be int32; got {}",
+           targets_in.describe());
+  S6_CHECK(
+      logits.dtype() == DType::Float32 || logits.dtype() == DType::Float64 || logits.dtype() == DType::BFloat16,
+      "accuracy: logits must be float32, float64 or bfloat16; got {}", logits.describe());
   const int64_t vocab = logits.size(-1), rows = logits.numel() / std::max<int64_t>(vocab, 1);
   S6_CHECK(rows == targets_in.numel() && vocab >= 1,
-           "accuracy: logits {} have {} rows but targets {} have {} elements", logits.describe(),
-           rows, targets_in.describe(), targets_in.numel());
+           "accuracy: logits {} have {} rows but targets {} have {} elements", logits.describe(), rows,
+           targets_in.describe(), targets_in.numel());
   // The argmax runs where the logits are: only `rows` int32 predictions cross to the host (an LM's
   // bf16 logits are gigabytes).
   Tensor predicted = logits.argmax_last().to(Device::CPU);
@@ -131,8 +133,8 @@ Accuracy accuracy(const Tensor& logits, const Tensor& targets_in) {
     correct += pred[r] == t;
     ++total;
   }
-  S6_CHECK(bad < 0, "accuracy: target {} at row {} is outside [0, {}) and is not the ignore index {}",
-           tgt[bad], bad, vocab, kIgnoreIndex);
+  S6_CHECK(bad < 0, "accuracy: target {} at row {} is outside [0, {}) and is not the ignore index {}", tgt[bad],
+           bad, vocab, kIgnoreIndex);
   return {correct, total};
 }
 

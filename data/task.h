@@ -42,9 +42,9 @@ LossPositions parse_loss_positions(const std::string& s);  // "last" | "all"
 const char* loss_positions_name(LossPositions p);
 
 struct TaskParams {
-  int64_t vocab = 16;         // total vocabulary, special tokens included
-  int64_t seq_len = 4096;     // model input length (copying: TOTAL length L_noise + 2M)
-  int64_t num_tokens = 16;    // copying tasks: M, the tokens to memorize (ignored by induction heads)
+  int64_t vocab = 16;       // total vocabulary, special tokens included
+  int64_t seq_len = 4096;   // model input length (copying: TOTAL length L_noise + 2M)
+  int64_t num_tokens = 16;  // copying tasks: M, the tokens to memorize (ignored by induction heads)
   LossPositions loss_positions = LossPositions::Last;  // induction heads only; copying needs Last
 };
 
@@ -64,8 +64,7 @@ class Task {
   // positions).
   Batch make_batch(int64_t batch_size, Device device = Device::CPU) const;
   // Fills a batch from make_batch (or of the same shapes) in place: no allocation.
-  void sample_into(Batch& out, uint64_t seed, uint64_t k, uint32_t rank = 0,
-                   Split split = Split::Train) const;
+  void sample_into(Batch& out, uint64_t seed, uint64_t k, uint32_t rank = 0, Split split = Split::Train) const;
   Batch sample(int64_t batch_size, uint64_t seed, uint64_t k, uint32_t rank = 0,
                Split split = Split::Train) const;
   // Fixed validation set: batch j = sample(batch_size, seed, j, 0, Split::Validation).
@@ -109,8 +108,8 @@ class Task {
   TaskParams params_;
 };
 
-// name: "copying" | "selective_copying" | "induction_heads" (file tasks: data/text_task.h). Throws s6::Error naming the parameter
-// and its valid range when params are invalid.
+// name: "copying" | "selective_copying" | "induction_heads" (file tasks: data/text_task.h). Throws s6::Error
+// naming the parameter and its valid range when params are invalid.
 std::unique_ptr<Task> make_task(const std::string& name, const TaskParams& params);
 
 // Accuracy counts over the non-ignored positions of targets: logits (rows, vocab) or (B, L, vocab),

@@ -10,9 +10,9 @@
 namespace s6::data {
 
 struct TextDataParams {
-  std::string train_glob;    // files of the training stream
-  std::string val_glob;      // files of the validation stream; "" = the last val_fraction of training's
-  double val_fraction = 0;   // used when val_glob is ""; in (0, 1)
+  std::string train_glob;        // files of the training stream
+  std::string val_glob;          // files of the validation stream; "" = the last val_fraction of training's
+  double val_fraction = 0;       // used when val_glob is ""; in (0, 1)
   std::string format = "llmc";   // tokens task: llmc | raw
   std::string dtype = "uint16";  // raw files: uint16 | uint32
 };

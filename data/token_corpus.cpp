@@ -71,7 +71,8 @@ std::vector<std::string> expand_glob(const std::string& pattern) {
     start = slash + 1;
   }
   std::set<std::string> found;
-  if (!parts.empty()) match_from(!pattern.empty() && pattern[0] == '/' ? fs::path("/") : fs::path("."), parts, 0, found);
+  if (!parts.empty())
+    match_from(!pattern.empty() && pattern[0] == '/' ? fs::path("/") : fs::path("."), parts, 0, found);
   std::vector<std::string> out;
   for (const std::string& f : found) out.push_back(f.rfind("./", 0) == 0 ? f.substr(2) : f);
   return out;
@@ -81,8 +82,10 @@ TokenCorpus::TokenCorpus(const std::string& glob, TokenFormat format, const std:
   if (glob.empty()) throw DataError(fmt::format("{}: is empty; expected a file glob", what));
   const std::vector<std::string> paths = expand_glob(glob);
   if (paths.empty())
-    throw DataError(fmt::format("{} = '{}' matches no file (relative globs are read from the working "
-                                "directory; '**' matches any number of directories)", what, glob));
+    throw DataError(
+        fmt::format("{} = '{}' matches no file (relative globs are read from the working "
+                    "directory; '**' matches any number of directories)",
+                    what, glob));
   try {
     add_files(paths, format, what);
   } catch (...) {
@@ -90,10 +93,12 @@ TokenCorpus::TokenCorpus(const std::string& glob, TokenFormat format, const std:
     throw;
   }
   if (total_ == 0)
-    throw DataError(fmt::format("{} = '{}' matches {} file(s) but all of them are empty", what, glob, paths.size()));
+    throw DataError(
+        fmt::format("{} = '{}' matches {} file(s) but all of them are empty", what, glob, paths.size()));
 }
 
-void TokenCorpus::add_files(const std::vector<std::string>& paths, TokenFormat format, const std::string& what) {
+void TokenCorpus::add_files(const std::vector<std::string>& paths, TokenFormat format,
+                            const std::string& what) {
   for (const std::string& path : paths) {
     File f;
     f.path = path;
@@ -116,15 +121,17 @@ void TokenCorpus::add_files(const std::vector<std::string>& paths, TokenFormat f
     File& g = files_.back();
     if (format == TokenFormat::LlmC) {
       if (g.map_bytes < static_cast<size_t>(kLlmcHeaderBytes))
-        throw DataError(fmt::format("{}: {} has {} bytes, shorter than the llm.c header ({} bytes); set "
-                                    "data.format=raw for headerless token files", what, path, g.map_bytes,
-                                    kLlmcHeaderBytes));
+        throw DataError(
+            fmt::format("{}: {} has {} bytes, shorter than the llm.c header ({} bytes); set "
+                        "data.format=raw for headerless token files",
+                        what, path, g.map_bytes, kLlmcHeaderBytes));
       int32_t header[3];
       std::memcpy(header, g.map, sizeof(header));
       if (header[0] != kLlmcMagic)
-        throw DataError(fmt::format("{}: {} is not an llm.c token shard (magic {}, expected {}); set "
-                                    "data.format=raw for headerless token files", what, path, header[0],
-                                    kLlmcMagic));
+        throw DataError(
+            fmt::format("{}: {} is not an llm.c token shard (magic {}, expected {}); set "
+                        "data.format=raw for headerless token files",
+                        what, path, header[0], kLlmcMagic));
       if (header[1] != 1 && header[1] != 2)
         throw DataError(fmt::format("{}: {} has llm.c version {}; expected 1 (uint16 tokens) or 2 (uint32)",
                                     what, path, header[1]));
@@ -132,10 +139,13 @@ void TokenCorpus::add_files(const std::vector<std::string>& paths, TokenFormat f
       g.count = header[2];
       const uint64_t want = static_cast<uint64_t>(kLlmcHeaderBytes) + static_cast<uint64_t>(g.count) * g.elem;
       if (g.count <= 0)
-        throw DataError(fmt::format("{}: {} is an empty shard (its header counts {} tokens)", what, path, g.count));
+        throw DataError(
+            fmt::format("{}: {} is an empty shard (its header counts {} tokens)", what, path, g.count));
       if (want != g.map_bytes)
-        throw DataError(fmt::format("{}: {} has {} bytes but its header promises {} tokens ({} bytes): "
-                                    "truncated or not an llm.c shard", what, path, g.map_bytes, g.count, want));
+        throw DataError(
+            fmt::format("{}: {} has {} bytes but its header promises {} tokens ({} bytes): "
+                        "truncated or not an llm.c shard",
+                        what, path, g.map_bytes, g.count, want));
       g.tokens = g.map + kLlmcHeaderBytes;
     } else {
       g.elem = format == TokenFormat::Raw32 ? 4 : format == TokenFormat::Raw16 ? 2 : 1;
@@ -161,8 +171,8 @@ void TokenCorpus::unmap() {
 TokenCorpus::~TokenCorpus() { unmap(); }
 
 void TokenCorpus::read(int64_t pos, int64_t n, int32_t* out) const {
-  S6_CHECK(pos >= 0 && n >= 0 && pos + n <= total_, "TokenCorpus::read: [{}, {}) is outside the {} tokens of {}",
-           pos, pos + n, total_, glob_);
+  S6_CHECK(pos >= 0 && n >= 0 && pos + n <= total_,
+           "TokenCorpus::read: [{}, {}) is outside the {} tokens of {}", pos, pos + n, total_, glob_);
   auto it = std::upper_bound(files_.begin(), files_.end(), pos,
                              [](int64_t p, const File& f) { return p < f.start; });
   size_t i = static_cast<size_t>(it - files_.begin()) - 1;
@@ -182,7 +192,8 @@ void TokenCorpus::read(int64_t pos, int64_t n, int32_t* out) const {
   }
 }
 
-std::shared_ptr<const TokenCorpus> open_corpus(const std::string& glob, TokenFormat format, const std::string& what) {
+std::shared_ptr<const TokenCorpus> open_corpus(const std::string& glob, TokenFormat format,
+                                               const std::string& what) {
   static std::mutex mutex;
   static std::map<std::pair<std::string, int>, std::weak_ptr<const TokenCorpus>> open;
   std::lock_guard<std::mutex> lock(mutex);

@@ -23,21 +23,21 @@ enum class ScanDType : int { Float32 = 0, BFloat16 = 1, Float64 = 2 };
 // sync_staging changes no bit. The CPU reference takes no plan.
 // A default-constructed plan is invalid (the launchers refuse it): take plan_scan's.
 struct ScanPlan {
-  int64_t chunk = 0;            // steps per chunk: 16 or 64
-  int bwd_states = 0;           // the backward main kernel's states per thread at dstate 9..16: 4 or 8
-  int64_t fwd_blocks = 0;       // target grid size (blocks) of the forward's super-chunk split
-  int64_t bwd_blocks = 0;       // the same for the backward
-  bool sync_staging = false;    // the backward stages synchronously even where cp.async fits
+  int64_t chunk = 0;          // steps per chunk: 16 or 64
+  int bwd_states = 0;         // the backward main kernel's states per thread at dstate 9..16: 4 or 8
+  int64_t fwd_blocks = 0;     // target grid size (blocks) of the forward's super-chunk split
+  int64_t bwd_blocks = 0;     // the same for the backward
+  bool sync_staging = false;  // the backward stages synchronously even where cp.async fits
 };
 
 // Requested plan choices; 0 / false leaves a choice to plan_scan. Read from the environment in one
 // place only (layers/scan_plan.cpp, documented in docs/scan_notes.md); tests and bench/ set them
 // directly.
 struct ScanPlanOverrides {
-  int64_t chunk = 0;        // 16 or 64
-  int bwd_states = 0;       // 4 or 8
-  int64_t fwd_blocks = 0;   // > 0
-  int64_t bwd_blocks = 0;   // > 0
+  int64_t chunk = 0;       // 16 or 64
+  int bwd_states = 0;      // 4 or 8
+  int64_t fwd_blocks = 0;  // > 0
+  int64_t bwd_blocks = 0;  // > 0
   bool sync_staging = false;
 };
 

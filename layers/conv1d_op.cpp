@@ -13,8 +13,8 @@ namespace s6 {
 namespace {
 
 // The kernel calls, by device; everything around them (checks, recording) is shared.
-void conv_forward(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b,
-                  const Tensor& init, bool silu, const kernels::cpu::ConvDims& dims) {
+void conv_forward(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& init,
+                  bool silu, const kernels::cpu::ConvDims& dims) {
 #ifdef S6_WITH_CUDA
   if (x.is_cuda()) {
     detail::dispatch_cuda("causal_conv1d", x.dtype(), [&](auto tag) {
@@ -63,10 +63,9 @@ Tensor causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const Tensor& 
   detail::check_same_float(op, {&x_in, &weight_in, &bias_in, &initial_state_in});
   detail::check_rank(op, "x (batch, length, channels)", x_in, 3);
   int64_t batch = x_in.size(0), length = x_in.size(1), dim = x_in.size(2);
-  S6_CHECK((weight_in.dim() == 2 || (weight_in.dim() == 3 && weight_in.size(1) == 1)) &&
-               weight_in.size(0) == dim,
-           "{}: weight should be ({}, width) or ({}, 1, width) but is {}", op, dim, dim,
-           weight_in.describe());
+  S6_CHECK(
+      (weight_in.dim() == 2 || (weight_in.dim() == 3 && weight_in.size(1) == 1)) && weight_in.size(0) == dim,
+      "{}: weight should be ({}, width) or ({}, 1, width) but is {}", op, dim, dim, weight_in.describe());
   int64_t width = weight_in.size(-1);
   S6_CHECK(width >= 1, "{}: weight {} has width 0", op, weight_in.describe());
   if (bias_in.defined()) detail::check_shape(op, "bias", bias_in, {dim});

@@ -27,10 +27,9 @@ Tensor cross_entropy_cuda(const Tensor& logits_in, const Tensor& targets_in, int
     using I = decltype(itag);
     detail::dispatch_cuda("cross_entropy", logits.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      kernels::cuda::cross_entropy_fwd<T, I>(loss.data<float>(), counted.data<int32_t>(),
-                                             lse.data<float>(), err, logits.data<T>(),
-                                             targets.data<I>(), rows, vocab, ignore_index,
-                                             cuda::current_stream());
+      kernels::cuda::cross_entropy_fwd<T, I>(loss.data<float>(), counted.data<int32_t>(), lse.data<float>(),
+                                             err, logits.data<T>(), targets.data<I>(), rows, vocab,
+                                             ignore_index, cuda::current_stream());
     });
   });
   if (autograd::should_record({&logits_in})) {
@@ -43,9 +42,9 @@ Tensor cross_entropy_cuda(const Tensor& logits_in, const Tensor& targets_in, int
                          detail::dispatch_cuda("cross_entropy backward", logits.dtype(), [&](auto tag) {
                            using T = decltype(tag);
                            kernels::cuda::cross_entropy_bwd<T, I>(
-                               dlogits.data<T>(), logits.data<T>(), targets.data<I>(),
-                               lse.data<float>(), g.data<float>(), counted.data<int32_t>(),
-                               logits.size(0), logits.size(1), ignore_index, cuda::current_stream());
+                               dlogits.data<T>(), logits.data<T>(), targets.data<I>(), lse.data<float>(),
+                               g.data<float>(), counted.data<int32_t>(), logits.size(0), logits.size(1),
+                               ignore_index, cuda::current_stream());
                          });
                        });
                        return autograd::TensorList{dlogits, Tensor()};
@@ -60,9 +59,8 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t 
   detail::check_rank("cross_entropy", "logits", logits_in, 2);
   detail::check_same_float("cross_entropy", {&logits_in});
   detail::check_rank("cross_entropy", "targets", targets_in, 1);
-  S6_CHECK(targets_in.size(0) == logits_in.size(0),
-           "cross_entropy: {} targets for {} rows of logits {}", targets_in.size(0),
-           logits_in.size(0), logits_in.describe());
+  S6_CHECK(targets_in.size(0) == logits_in.size(0), "cross_entropy: {} targets for {} rows of logits {}",
+           targets_in.size(0), logits_in.size(0), logits_in.describe());
 #ifdef S6_WITH_CUDA
   if (logits_in.is_cuda()) {
     S6_CHECK(targets_in.is_cuda(), "cross_entropy: logits {} are on CUDA but targets {} are not",
@@ -72,7 +70,8 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t 
 #endif
   detail::check_cpu("cross_entropy", logits_in);
   // bf16 logits: softmax in float32; the loss is float32 on both devices.
-  if (detail::any_cpu_bf16({&logits_in})) return cross_entropy(detail::widen_bf16(logits_in), targets_in, ignore_index);
+  if (detail::any_cpu_bf16({&logits_in}))
+    return cross_entropy(detail::widen_bf16(logits_in), targets_in, ignore_index);
   Tensor logits = logits_in.contiguous(), targets = targets_in.contiguous();
   int64_t rows = logits.size(0), vocab = logits.size(1), counted = 0;
   double total = 0;
@@ -85,8 +84,7 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t 
                static_cast<int64_t>(t[r]), r, vocab, ignore_index);
     detail::dispatch_float("cross_entropy", logits.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      total = kernels::cpu::cross_entropy_fwd<T, I>(logits.data<T>(), t, rows, vocab, ignore_index,
-                                                    &counted);
+      total = kernels::cpu::cross_entropy_fwd<T, I>(logits.data<T>(), t, rows, vocab, ignore_index, &counted);
     });
   });
   double loss_value = counted > 0 ? total / static_cast<double>(counted) : 0.0;
@@ -101,9 +99,9 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t 
                          using I = decltype(itag);
                          detail::dispatch_float("cross_entropy backward", logits.dtype(), [&](auto tag) {
                            using T = decltype(tag);
-                           kernels::cpu::cross_entropy_bwd<T, I>(
-                               dlogits.data<T>(), logits.data<T>(), targets.data<I>(), logits.size(0),
-                               logits.size(1), ignore_index, scale);
+                           kernels::cpu::cross_entropy_bwd<T, I>(dlogits.data<T>(), logits.data<T>(),
+                                                                 targets.data<I>(), logits.size(0),
+                                                                 logits.size(1), ignore_index, scale);
                          });
                        });
                        return autograd::TensorList{dlogits, Tensor()};

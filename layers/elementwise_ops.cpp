@@ -22,8 +22,8 @@ Shape broadcast_shape(const char* op, const Tensor& a, const Tensor& b) {
   for (size_t i = 0; i < rank; ++i) {
     int64_t da = i < rank - a.shape().size() ? 1 : a.shape()[i - (rank - a.shape().size())];
     int64_t db = i < rank - b.shape().size() ? 1 : b.shape()[i - (rank - b.shape().size())];
-    S6_CHECK(da == db || da == 1 || db == 1, "{}: shapes of {} and {} do not broadcast", op,
-             a.describe(), b.describe());
+    S6_CHECK(da == db || da == 1 || db == 1, "{}: shapes of {} and {} do not broadcast", op, a.describe(),
+             b.describe());
     out[i] = da == 1 ? db : da;
   }
   return out;
@@ -56,12 +56,13 @@ Tensor binary(const char* name, Binary op, const Tensor& a_in, const Tensor& b_i
   if (autograd::should_record({&a_in, &b_in})) {
     Tensor a_saved = op == Binary::Mul ? a : Tensor(), b_saved = op == Binary::Mul ? b : Tensor();
     autograd::record(name, {a_in, b_in}, {&out},
-                     [op, a_saved, b_saved, a_shape = a_in.shape(), b_shape = b_in.shape()](
-                         const autograd::BackwardContext& ctx) {
+                     [op, a_saved, b_saved, a_shape = a_in.shape(),
+                      b_shape = b_in.shape()](const autograd::BackwardContext& ctx) {
                        const Tensor& g = ctx.grad_outputs[0];
                        Tensor da, db;
                        if (ctx.needs_input_grad[0]) {
-                         Tensor full = op == Binary::Mul ? binary_forward(Binary::Mul, g.contiguous(), b_saved) : g;
+                         Tensor full = op == Binary::Mul ? binary_forward(Binary::Mul, g.contiguous(), b_saved)
+                                                         : g;
                          da = sum_to_shape(full, a_shape);
                        }
                        if (ctx.needs_input_grad[1]) {
@@ -126,8 +127,8 @@ Tensor unary(const char* name, Unary op, const Tensor& x_in) {
 
 Tensor sum_to_shape(const Tensor& g_in, const Shape& shape) {
   if (g_in.shape() == shape) return g_in;
-  S6_CHECK(shape.size() <= g_in.shape().size(), "sum_to_shape: {} cannot be reduced to {}",
-           g_in.describe(), shape_str(shape));
+  S6_CHECK(shape.size() <= g_in.shape().size(), "sum_to_shape: {} cannot be reduced to {}", g_in.describe(),
+           shape_str(shape));
   Tensor g = g_in.contiguous();
   Shape padded(g.shape().size() - shape.size(), 1);
   padded.insert(padded.end(), shape.begin(), shape.end());

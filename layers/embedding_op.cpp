@@ -76,13 +76,13 @@ Tensor embedding(const Tensor& ids_in, const Tensor& weight_in) {
   Tensor out = Tensor::empty(out_shape, w.dtype(), w.device());
   lookup(out, ids, w);
   if (autograd::should_record({&weight_in})) {
-    autograd::record("embedding", {ids_in, weight_in}, {&out},
-                     [ids, shape = w.shape(), dtype = w.dtype(), device = w.device()](
-                         const autograd::BackwardContext& ctx) {
-                       Tensor dw = Tensor::empty(shape, dtype, device);
-                       scatter_grad(dw, ctx.grad_outputs[0].contiguous(), ids);
-                       return autograd::TensorList{Tensor(), dw};
-                     });
+    autograd::record(
+        "embedding", {ids_in, weight_in}, {&out},
+        [ids, shape = w.shape(), dtype = w.dtype(), device = w.device()](const autograd::BackwardContext& ctx) {
+          Tensor dw = Tensor::empty(shape, dtype, device);
+          scatter_grad(dw, ctx.grad_outputs[0].contiguous(), ids);
+          return autograd::TensorList{Tensor(), dw};
+        });
   }
   return out;
 }

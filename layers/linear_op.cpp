@@ -108,8 +108,8 @@ std::vector<Tensor> linear_split(const Tensor& x_in, const Tensor& w_in, const T
     total += size;
   }
   S6_CHECK(!sizes.empty() && total == w_in.size(0),
-           "linear: output parts ({}) must add up to the weight's {} output features",
-           fmt::join(sizes, ", "), w_in.size(0));
+           "linear: output parts ({}) must add up to the weight's {} output features", fmt::join(sizes, ", "),
+           w_in.size(0));
   if (detail::any_cpu_bf16({&x_in})) {
     auto w = detail::widen_bf16;
     std::vector<Tensor> wide = linear_split(w(x_in), w(w_in), w(b_in), sizes);
@@ -132,27 +132,28 @@ std::vector<Tensor> linear_split(const Tensor& x_in, const Tensor& w_in, const T
   }
   for (Tensor& y : ys) outputs.push_back(&y);
   if (autograd::should_record({&x_in, &w_in, &b_in})) {
-    autograd::record("linear", {x_in, w_in, b_in}, outputs, [x, ldx, w, parts, has_bias = b.defined()](
-                                                               const autograd::BackwardContext& ctx) {
-      Tensor dx, dw, db;
-      if (ctx.needs_input_grad[0]) dx = Tensor::empty_like(x);
-      if (ctx.needs_input_grad[1]) dw = Tensor::empty_like(w);
-      if (has_bias && ctx.needs_input_grad[2]) db = Tensor::empty({w.size(0)}, x.dtype(), x.device());
-      bool dx_written = false;
-      for (size_t i = 0; i < parts.size(); ++i) {
-        const Tensor& g = ctx.grad_outputs[i];
-        if (parts[i].size == 0) continue;
-        if (!g.defined()) {  // no gradient reached this part: its weight and bias rows get zeros
-          if (dw.defined()) dw.narrow(0, parts[i].offset, parts[i].size).zero_();
-          if (db.defined()) db.narrow(0, parts[i].offset, parts[i].size).zero_();
-          continue;
-        }
-        linear_backward(dx, dx_written, dw, db, g.contiguous(), x, ldx, w, parts[i]);
-        dx_written = dx_written || dx.defined();
-      }
-      if (dx.defined() && !dx_written) dx.zero_();
-      return autograd::TensorList{dx, dw, db};
-    });
+    autograd::record(
+        "linear", {x_in, w_in, b_in}, outputs,
+        [x, ldx, w, parts, has_bias = b.defined()](const autograd::BackwardContext& ctx) {
+          Tensor dx, dw, db;
+          if (ctx.needs_input_grad[0]) dx = Tensor::empty_like(x);
+          if (ctx.needs_input_grad[1]) dw = Tensor::empty_like(w);
+          if (has_bias && ctx.needs_input_grad[2]) db = Tensor::empty({w.size(0)}, x.dtype(), x.device());
+          bool dx_written = false;
+          for (size_t i = 0; i < parts.size(); ++i) {
+            const Tensor& g = ctx.grad_outputs[i];
+            if (parts[i].size == 0) continue;
+            if (!g.defined()) {  // no gradient reached this part: its weight and bias rows get zeros
+              if (dw.defined()) dw.narrow(0, parts[i].offset, parts[i].size).zero_();
+              if (db.defined()) db.narrow(0, parts[i].offset, parts[i].size).zero_();
+              continue;
+            }
+            linear_backward(dx, dx_written, dw, db, g.contiguous(), x, ldx, w, parts[i]);
+            dx_written = dx_written || dx.defined();
+          }
+          if (dx.defined() && !dx_written) dx.zero_();
+          return autograd::TensorList{dx, dw, db};
+        });
   }
   return ys;
 }

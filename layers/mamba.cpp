@@ -52,8 +52,8 @@ Tensor MambaMixer::forward(const Tensor& hidden, LayerState* state) const {
 
   Tensor h = to_dtype(hidden, compute_), x, z;
   if (c.block == BlockKind::Mamba) {  // x and z come out contiguous: the conv and scan copy nothing
-    std::vector<Tensor> xz =
-        linear_split(h, compute_param("in_proj.weight"), compute_param("in_proj.bias", c.bias), {din, din});
+    std::vector<Tensor> xz = linear_split(h, compute_param("in_proj.weight"),
+                                          compute_param("in_proj.bias", c.bias), {din, din});
     x = xz[0];
     z = xz[1];
   } else {
@@ -61,8 +61,8 @@ Tensor MambaMixer::forward(const Tensor& hidden, LayerState* state) const {
   }
   Tensor conv_init;
   if (state && c.d_conv > 1) conv_init = state->conv_state.narrow(2, 1, c.d_conv - 1).contiguous();
-  Tensor xc = causal_conv1d(x, compute_param("conv1d.weight"), compute_param("conv1d.bias", c.conv_bias), /*silu=*/true,
-                            conv_init);
+  Tensor xc = causal_conv1d(x, compute_param("conv1d.weight"), compute_param("conv1d.bias", c.conv_bias),
+                            /*silu=*/true, conv_init);
 
   Tensor delta, B, C;
   if (c.layer == LayerKind::S6) {
@@ -130,7 +130,8 @@ void MambaLM::build_modules() {
     std::map<std::string, Tensor> mixer_params;
     for (const NamedParameter& p : params_)
       if (p.name.rfind(mixer_prefix, 0) == 0) mixer_params[p.name.substr(mixer_prefix.size())] = p.tensor;
-    blocks_.emplace_back(config_, parameter(prefix + "norm.weight"), MambaMixer(config_, mixer_params, compute_));
+    blocks_.emplace_back(config_, parameter(prefix + "norm.weight"),
+                         MambaMixer(config_, mixer_params, compute_));
   }
 }
 
@@ -148,8 +149,8 @@ int64_t MambaLM::num_parameters() const {
 
 std::pair<Tensor, Tensor> MambaLM::run_blocks(const Tensor& embeddings, InferenceState* state) const {
   S6_CHECK(!state || static_cast<int64_t>(state->layers.size()) == config_.n_layer,
-           "MambaLM: the inference state has {} layers but the model has {}",
-           state ? state->layers.size() : 0, config_.n_layer);
+           "MambaLM: the inference state has {} layers but the model has {}", state ? state->layers.size() : 0,
+           config_.n_layer);
   Tensor hidden = embeddings, residual;
   for (int64_t i = 0; i < config_.n_layer; ++i) {
     auto [h, r] = blocks_[i].forward(hidden, residual, state ? &state->layers[i] : nullptr);
@@ -171,8 +172,8 @@ Tensor MambaLM::forward_embeddings(const Tensor& embeddings, InferenceState* sta
 }
 
 Tensor MambaLM::prefill(const Tensor& ids, InferenceState& state) const {
-  S6_CHECK(ids.dim() == 2 && ids.size(1) >= 1, "MambaLM::prefill: ids should be (batch, length >= 1) but are {}",
-           ids.describe());
+  S6_CHECK(ids.dim() == 2 && ids.size(1) >= 1,
+           "MambaLM::prefill: ids should be (batch, length >= 1) but are {}", ids.describe());
   auto [hidden, residual] = run_blocks(embedding(ids, parameter("backbone.embedding.weight")), &state);
   const int64_t batch = ids.size(0), last = ids.size(1) - 1;
   // Only the last position's logits are needed: no (batch, length, vocab) tensor.

@@ -70,8 +70,8 @@ class MambaLM {
   // Builds and initializes every parameter as the reference does (SPEC 1.4) from `seed`, in
   // `dtype` (float32, or float64 for gradient checks). compute_dtype: the activations' dtype,
   // `dtype` by default; bfloat16 over float32 parameters is mixed precision (see MambaMixer).
-  MambaLM(const MambaConfig& config, uint64_t seed, DType dtype = DType::Float32,
-          Device device = Device::CPU, std::optional<DType> compute_dtype = std::nullopt);
+  MambaLM(const MambaConfig& config, uint64_t seed, DType dtype = DType::Float32, Device device = Device::CPU,
+          std::optional<DType> compute_dtype = std::nullopt);
 
   // ids (batch, length) int -> logits (batch, length, padded_vocab) in the compute dtype.
   Tensor forward(const Tensor& ids, InferenceState* state = nullptr) const;

@@ -15,8 +15,8 @@ void MambaConfig::validate() const {
   S6_CHECK(d_conv >= 1 && d_conv <= 4, "model.d_conv must be in [1, 4], got {}", d_conv);
   S6_CHECK(expand >= 1, "model.expand must be >= 1, got {}", expand);
   S6_CHECK(dt_rank >= 0, "model.dt_rank must be >= 1 or 0 for auto, got {}", dt_rank);
-  S6_CHECK(dt_min > 0 && dt_max >= dt_min, "model.dt_min/dt_max must satisfy 0 < dt_min <= dt_max, got {} and {}",
-           dt_min, dt_max);
+  S6_CHECK(dt_min > 0 && dt_max >= dt_min,
+           "model.dt_min/dt_max must satisfy 0 < dt_min <= dt_max, got {} and {}", dt_min, dt_max);
   S6_CHECK(norm_eps > 0, "model.norm_eps must be positive, got {}", norm_eps);
 }
 

@@ -9,8 +9,8 @@
 
 namespace s6 {
 
-enum class LayerKind { S6, S4 };          // selective, or LTI (delta, B, C are learned constants)
-enum class BlockKind { Mamba, NoGate };   // NoGate: no z branch (paper Table 1)
+enum class LayerKind { S6, S4 };         // selective, or LTI (delta, B, C are learned constants)
+enum class BlockKind { Mamba, NoGate };  // NoGate: no z branch (paper Table 1)
 
 struct MambaConfig {
   int64_t d_model = 64;
@@ -23,7 +23,7 @@ struct MambaConfig {
   double dt_min = 0.001, dt_max = 0.1, dt_init_floor = 1e-4, dt_scale = 1.0;
   bool dt_init_random = true;  // false = "constant"
   bool conv_bias = true;
-  bool bias = false;           // in_proj / out_proj bias
+  bool bias = false;  // in_proj / out_proj bias
   double norm_eps = 1e-5;
   int64_t pad_vocab_size_multiple = 8;
   bool tie_embeddings = true;

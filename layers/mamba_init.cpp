@@ -40,7 +40,8 @@ Tensor initial_value(const ParamSpec& spec, const MambaConfig& c, Philox& rng) {
     return fan_in_uniform(static_cast<double>(c.d_conv));  // fan_in = in_channels/groups * width
   if (ends_with(n, "dt_proj.weight")) {
     double s = std::pow(static_cast<double>(c.resolved_dt_rank()), -0.5) * c.dt_scale;
-    return c.dt_init_random ? uniform(shape, -s, s, rng, DType::Float64) : Tensor::full(shape, s, DType::Float64);
+    return c.dt_init_random ? uniform(shape, -s, s, rng, DType::Float64)
+                            : Tensor::full(shape, s, DType::Float64);
   }
   if (ends_with(n, "dt_proj.bias")) {
     Tensor b = Tensor::empty(shape, DType::Float64);

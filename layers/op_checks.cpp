@@ -15,14 +15,13 @@ void check_same_float(const char* op, std::initializer_list<const Tensor*> tenso
       first = t;
       continue;
     }
-    S6_CHECK(t->dtype() == first->dtype() && t->device() == first->device(),
-             "{}: inputs disagree: {} vs {}", op, first->describe(), t->describe());
+    S6_CHECK(t->dtype() == first->dtype() && t->device() == first->device(), "{}: inputs disagree: {} vs {}",
+             op, first->describe(), t->describe());
   }
 }
 
 void check_shape(const char* op, const char* arg, const Tensor& t, const Shape& expected) {
-  S6_CHECK(t.shape() == expected, "{}: {} should be {} but is {}", op, arg, shape_str(expected),
-           t.describe());
+  S6_CHECK(t.shape() == expected, "{}: {} should be {} but is {}", op, arg, shape_str(expected), t.describe());
 }
 
 void check_rank(const char* op, const char* arg, const Tensor& t, int64_t rank) {
@@ -42,9 +41,10 @@ void check_cuda_index_errors() {
   cuda::copy_bytes(host, dev, sizeof(host), cuda::CopyKind::DeviceToHost);
   if (host[0] == 0) return;
   cuda::memset_zero(dev, sizeof(host));
-  S6_FAIL("embedding/cross_entropy (CUDA): id {} at position {} is outside [0, {}) (and is not the "
-          "ignore index)",
-          host[2], host[1], host[3]);
+  S6_FAIL(
+      "embedding/cross_entropy (CUDA): id {} at position {} is outside [0, {}) (and is not the "
+      "ignore index)",
+      host[2], host[1], host[3]);
 }
 
 }  // namespace s6::detail
@@ -58,8 +58,7 @@ void check_index_errors(Device device) {
 namespace s6::detail {
 
 void check_cpu(const char* op, const Tensor& t) {
-  S6_CHECK(t.device() == Device::CPU, "{}: no CUDA kernel for {} yet (CPU only)", op,
-           t.describe());
+  S6_CHECK(t.device() == Device::CPU, "{}: no CUDA kernel for {} yet (CPU only)", op, t.describe());
 }
 
 bool any_cpu_bf16(std::initializer_list<const Tensor*> tensors) {

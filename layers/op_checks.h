@@ -54,8 +54,7 @@ void dispatch_cuda(const char* op, DType dtype, Fn&& fn) {
   switch (dtype) {
     case DType::Float32: fn(float{}); return;
     case DType::BFloat16: fn(BFloat16{}); return;
-    default:
-      S6_FAIL("{}: the CUDA kernel supports float32 and bfloat16, not {}", op, dtype_name(dtype));
+    default: S6_FAIL("{}: the CUDA kernel supports float32 and bfloat16, not {}", op, dtype_name(dtype));
   }
 }
 

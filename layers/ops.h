@@ -29,7 +29,7 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, 
 // delta_bias (D). D, z, delta_bias may be undefined. Backward recomputes the states.
 struct ScanOptions {
   bool delta_softplus = true;
-  Tensor initial_state;      // (B, D, N), not differentiated; zeros when undefined
+  Tensor initial_state;  // (B, D, N), not differentiated; zeros when undefined
   bool return_final_state = false;
   // CUDA: the plan choices to force (layers/scan_plan.h); null takes the S6_SCAN_* environment's.
   // The plan is decided once per call and saved with the node for its backward.
@@ -39,12 +39,11 @@ struct ScanResult {
   Tensor out;
   Tensor final_state;  // (B, D, N) when requested; no gradient flows through it
 };
-Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
-                      const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias,
-                      bool delta_softplus = true);
+Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+                      const Tensor& D, const Tensor& z, const Tensor& delta_bias, bool delta_softplus = true);
 ScanResult selective_scan_ex(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
-                             const Tensor& C, const Tensor& D, const Tensor& z,
-                             const Tensor& delta_bias, const ScanOptions& options);
+                             const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias,
+                             const ScanOptions& options);
 
 // Fused residual add + RMSNorm (SPEC 1.5): s = x + residual (residual may be undefined),
 // y = s / sqrt(mean(s^2) + eps) * weight. Returns {y, s}; s is the new residual stream. Mixed

@@ -54,9 +54,9 @@ void norm_backward(const Tensor& ds, const Tensor& dsx, const Tensor& dw, const 
     dispatch_norm_cuda("rmsnorm_add backward", dy.dtype(), s.dtype(), [&](auto xtag, auto rtag) {
       using X = decltype(xtag);
       using R = decltype(rtag);
-      kernels::cuda::rmsnorm_add_bwd<X, R>(detail::mut_or_null<R>(ds), detail::mut_or_null<X>(dsx),
-                                           detail::mut_or_null<R>(dw), dy.data<X>(), detail::ptr_or_null<R>(dres),
-                                           s.data<R>(), w.data<R>(), rows, width, eps, cuda::current_stream());
+      kernels::cuda::rmsnorm_add_bwd<X, R>(
+          detail::mut_or_null<R>(ds), detail::mut_or_null<X>(dsx), detail::mut_or_null<R>(dw), dy.data<X>(),
+          detail::ptr_or_null<R>(dres), s.data<R>(), w.data<R>(), rows, width, eps, cuda::current_stream());
     });
     return;
   }
@@ -71,8 +71,8 @@ void norm_backward(const Tensor& ds, const Tensor& dsx, const Tensor& dw, const 
 
 }  // namespace
 
-std::pair<Tensor, Tensor> rmsnorm_add(const Tensor& x_in, const Tensor& residual_in,
-                                      const Tensor& weight_in, double eps) {
+std::pair<Tensor, Tensor> rmsnorm_add(const Tensor& x_in, const Tensor& residual_in, const Tensor& weight_in,
+                                      double eps) {
   // Mixed precision: a bf16 x (the mixer's output) over a float32 residual stream and weight; y
   // comes out bf16 (the next projection's input) and s float32.
   const bool mixed = x_in.defined() && weight_in.defined() && x_in.dtype() == DType::BFloat16 &&
@@ -102,25 +102,25 @@ std::pair<Tensor, Tensor> rmsnorm_add(const Tensor& x_in, const Tensor& residual
   norm_forward(y, s, x, res, w, rows, width, eps);
   if (autograd::should_record({&x_in, &residual_in, &weight_in})) {
     Tensor s_saved = s.detach();
-    autograd::record("rmsnorm_add", {x_in, residual_in, weight_in}, {&y, &s},
-                     [s_saved, w, rows, width, eps, mixed](const autograd::BackwardContext& ctx) {
-                       const Tensor& dy_in = ctx.grad_outputs[0];
-                       const Tensor& dres_in = ctx.grad_outputs[1];
-                       const bool want_x = ctx.needs_input_grad[0], want_res = ctx.needs_input_grad[1];
-                       Tensor ds, dsx, dw;
-                       if (!dy_in.defined()) {  // only the residual stream carries a gradient
-                         ds = dres_in;
-                         if (mixed && want_x) dsx = dres_in.to(DType::BFloat16);
-                       } else {
-                         Tensor dres = dres_in.defined() ? dres_in.contiguous() : Tensor();
-                         if (want_res || (want_x && !mixed)) ds = Tensor::empty_like(s_saved);
-                         if (want_x && mixed) dsx = Tensor::empty(s_saved.shape(), DType::BFloat16, s_saved.device());
-                         if (ctx.needs_input_grad[2]) dw = Tensor::empty_like(w);
-                         norm_backward(ds, dsx, dw, dy_in.contiguous(), dres, s_saved, w, rows, width, eps);
-                       }
-                       return autograd::TensorList{want_x ? (mixed ? dsx : ds) : Tensor(), want_res ? ds : Tensor(),
-                                                   dw};
-                     });
+    autograd::record(
+        "rmsnorm_add", {x_in, residual_in, weight_in}, {&y, &s},
+        [s_saved, w, rows, width, eps, mixed](const autograd::BackwardContext& ctx) {
+          const Tensor& dy_in = ctx.grad_outputs[0];
+          const Tensor& dres_in = ctx.grad_outputs[1];
+          const bool want_x = ctx.needs_input_grad[0], want_res = ctx.needs_input_grad[1];
+          Tensor ds, dsx, dw;
+          if (!dy_in.defined()) {  // only the residual stream carries a gradient
+            ds = dres_in;
+            if (mixed && want_x) dsx = dres_in.to(DType::BFloat16);
+          } else {
+            Tensor dres = dres_in.defined() ? dres_in.contiguous() : Tensor();
+            if (want_res || (want_x && !mixed)) ds = Tensor::empty_like(s_saved);
+            if (want_x && mixed) dsx = Tensor::empty(s_saved.shape(), DType::BFloat16, s_saved.device());
+            if (ctx.needs_input_grad[2]) dw = Tensor::empty_like(w);
+            norm_backward(ds, dsx, dw, dy_in.contiguous(), dres, s_saved, w, rows, width, eps);
+          }
+          return autograd::TensorList{want_x ? (mixed ? dsx : ds) : Tensor(), want_res ? ds : Tensor(), dw};
+        });
   }
   return {y, s};
 }

@@ -19,14 +19,14 @@ namespace {
 
 // The CUDA kernel's dtype contract, which the CPU's bfloat16 path follows too: u, delta, B, C, z
 // float32 or bfloat16 (one dtype, u's); A, D, delta_bias and initial_state float32; one device.
-void check_kernel_dtypes(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in,
-                         const Tensor& B_in, const Tensor& C_in, const Tensor& D_in,
-                         const Tensor& z_in, const Tensor& bias_in, const ScanOptions& options) {
+void check_kernel_dtypes(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in, const Tensor& B_in,
+                         const Tensor& C_in, const Tensor& D_in, const Tensor& z_in, const Tensor& bias_in,
+                         const ScanOptions& options) {
   const char* op = "selective_scan";
   const DType io = u_in.dtype();
   const char* where = u_in.is_cuda() ? "CUDA" : "CPU";
-  S6_CHECK(io == DType::Float32 || io == DType::BFloat16,
-           "{}: the kernel takes float32 or bfloat16 u, not {}", op, u_in.describe());
+  S6_CHECK(io == DType::Float32 || io == DType::BFloat16, "{}: the kernel takes float32 or bfloat16 u, not {}",
+           op, u_in.describe());
   auto check_io = [&](const char* name, const Tensor& t) {
     if (!t.defined()) return;
     S6_CHECK(t.device() == u_in.device() && t.dtype() == io,
@@ -36,8 +36,8 @@ void check_kernel_dtypes(const Tensor& u_in, const Tensor& delta_in, const Tenso
   auto check_f32 = [&](const char* name, const Tensor& t) {
     if (!t.defined()) return;
     S6_CHECK(t.device() == u_in.device() && t.dtype() == DType::Float32,
-             "{}: {} must be a float32 {} tensor (the state and its parameters stay float32), got {}",
-             op, name, where, t.describe());
+             "{}: {} must be a float32 {} tensor (the state and its parameters stay float32), got {}", op, name,
+             where, t.describe());
   };
   check_io("delta", delta_in);
   check_io("B", B_in);
@@ -110,9 +110,8 @@ void scan_forward(const ScanSaved& s, const Tensor& out, const Tensor& final_sta
 #endif
   s.fill(p, Tensor());
   p.out = mptr(out), p.final_state = mptr(final_state);
-  detail::dispatch_float("selective_scan", s.u.dtype(), [&](auto tag) {
-    kernels::cpu::selective_scan_fwd<decltype(tag)>(p);
-  });
+  detail::dispatch_float("selective_scan", s.u.dtype(),
+                         [&](auto tag) { kernels::cpu::selective_scan_fwd<decltype(tag)>(p); });
 }
 
 void scan_backward(const ScanSaved& s, const Tensor& dout, const autograd::TensorList& grads) {
@@ -134,16 +133,15 @@ void scan_backward(const ScanSaved& s, const Tensor& dout, const autograd::Tenso
 #endif
   s.fill(g, Tensor());
   set_grads();
-  detail::dispatch_float("selective_scan backward", s.u.dtype(), [&](auto tag) {
-    kernels::cpu::selective_scan_bwd<decltype(tag)>(g);
-  });
+  detail::dispatch_float("selective_scan backward", s.u.dtype(),
+                         [&](auto tag) { kernels::cpu::selective_scan_bwd<decltype(tag)>(g); });
 }
 
 }  // namespace
 
-ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in,
-                             const Tensor& B_in, const Tensor& C_in, const Tensor& D_in,
-                             const Tensor& z_in, const Tensor& bias_in, const ScanOptions& options) {
+ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in, const Tensor& B_in,
+                             const Tensor& C_in, const Tensor& D_in, const Tensor& z_in, const Tensor& bias_in,
+                             const ScanOptions& options) {
   const char* op = "selective_scan";
   detail::check_rank(op, "u (batch, length, channels)", u_in, 3);
   detail::check_rank(op, "A (channels, state)", A_in, 2);
@@ -161,21 +159,20 @@ ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const T
 #ifdef S6_WITH_CUDA
     check_kernel_dtypes(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, options);
     S6_CHECK(dstate >= 1 && dstate <= kernels::cuda::kScanMaxDState,
-             "{}: the CUDA kernel supports dstate 1..{}, got {}", op, kernels::cuda::kScanMaxDState,
-             dstate);
+             "{}: the CUDA kernel supports dstate 1..{}, got {}", op, kernels::cuda::kScanMaxDState, dstate);
 #else
     S6_FAIL("{}: {} is on CUDA but s6 was built without CUDA", op, u_in.describe());
 #endif
   } else if (detail::any_cpu_bf16({&u_in})) {  // the CUDA dtype contract, computed in float32
     check_kernel_dtypes(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, options);
     auto w = detail::widen_bf16;
-    ScanResult wide = selective_scan_ex(w(u_in), w(delta_in), A_in, w(B_in), w(C_in), D_in, w(z_in),
-                                        bias_in, options);
+    ScanResult wide = selective_scan_ex(w(u_in), w(delta_in), A_in, w(B_in), w(C_in), D_in, w(z_in), bias_in,
+                                        options);
     wide.out = to_dtype(wide.out, DType::BFloat16);
     return wide;  // the final state stays float32, as on CUDA
   } else {
-    detail::check_same_float(op, {&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in,
-                                  &options.initial_state});
+    detail::check_same_float(
+        op, {&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in, &options.initial_state});
     detail::check_cpu(op, u_in);
   }
 
@@ -183,8 +180,8 @@ ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const T
   auto c = [](const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); };
   ScanSaved s;
   s.dims = {batch, length, dim, dstate};
-  s.plan = plan_scan(s.dims, device, options.plan_overrides ? *options.plan_overrides
-                                                            : scan_plan_overrides_from_env());
+  s.plan = plan_scan(s.dims, device,
+                     options.plan_overrides ? *options.plan_overrides : scan_plan_overrides_from_env());
   s.softplus = options.delta_softplus;
   s.bc_row_stride = device == Device::CUDA ? shared_row_stride(B_in, C_in) : 0;
   s.u = c(u_in), s.delta = c(delta_in), s.A = c(A_in), s.D = c(D_in), s.z = c(z_in);
@@ -211,13 +208,11 @@ ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const T
     return result;
   }
 #endif
-  if (options.return_final_state)
-    result.final_state = Tensor::empty({batch, dim, dstate}, state_dtype, device);
+  if (options.return_final_state) result.final_state = Tensor::empty({batch, dim, dstate}, state_dtype, device);
 #ifdef S6_WITH_CUDA
   if (device == Device::CUDA)
-    s.chunk_states = Tensor::empty(
-        {batch, kernels::cuda::scan_num_chunks(length, s.plan.chunk), dim, dstate}, DType::Float32,
-        device);
+    s.chunk_states = Tensor::empty({batch, kernels::cuda::scan_num_chunks(length, s.plan.chunk), dim, dstate},
+                                   DType::Float32, device);
 #endif
   scan_forward(s, result.out, result.final_state);
   if (autograd::should_record({&u_in, &delta_in, &A_in, &B_in, &C_in, &D_in, &z_in, &bias_in})) {
@@ -229,10 +224,9 @@ ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const T
                        auto grad_for = [&](size_t i, const Tensor& like) {
                          return need[i] && like.defined() ? Tensor::empty_like(like) : Tensor();
                        };
-                       autograd::TensorList grads{
-                           grad_for(0, s.u), grad_for(1, s.delta), grad_for(2, s.A),
-                           grad_for(3, s.B), grad_for(4, s.C),     grad_for(5, s.D),
-                           grad_for(6, s.z), grad_for(7, s.bias)};
+                       autograd::TensorList grads{grad_for(0, s.u), grad_for(1, s.delta), grad_for(2, s.A),
+                                                  grad_for(3, s.B), grad_for(4, s.C),     grad_for(5, s.D),
+                                                  grad_for(6, s.z), grad_for(7, s.bias)};
                        scan_backward(s, dout, grads);
                        return grads;
                      });
@@ -240,9 +234,8 @@ ScanResult selective_scan_ex(const Tensor& u_in, const Tensor& delta_in, const T
   return result;
 }
 
-Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
-                      const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias,
-                      bool delta_softplus) {
+Tensor selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+                      const Tensor& D, const Tensor& z, const Tensor& delta_bias, bool delta_softplus) {
   ScanOptions options;
   options.delta_softplus = delta_softplus;
   return selective_scan_ex(u, delta, A, B, C, D, z, delta_bias, options).out;

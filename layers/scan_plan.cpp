@@ -24,15 +24,13 @@ int64_t parse_int(const char* name, const char* value, const char* expected) {
   } catch (const std::exception&) {
     used = 0;
   }
-  S6_CHECK(!s.empty() && used == s.size(), "{}='{}' is not a number; expected {}", name, s,
-           expected);
+  S6_CHECK(!s.empty() && used == s.size(), "{}='{}' is not a number; expected {}", name, s, expected);
   return x;
 }
 
 }  // namespace
 
-kernels::ScanPlanOverrides parse_scan_plan_overrides(
-    const std::function<const char*(const char*)>& lookup) {
+kernels::ScanPlanOverrides parse_scan_plan_overrides(const std::function<const char*(const char*)>& lookup) {
   kernels::ScanPlanOverrides ov;
   if (const char* v = lookup("S6_SCAN_CHUNK")) {
     ov.chunk = parse_int("S6_SCAN_CHUNK", v, "16 or 64");
@@ -40,11 +38,10 @@ kernels::ScanPlanOverrides parse_scan_plan_overrides(
   }
   if (const char* v = lookup("S6_SCAN_BWD_NS")) {
     ov.bwd_states = static_cast<int>(parse_int("S6_SCAN_BWD_NS", v, "4 or 8"));
-    S6_CHECK(ov.bwd_states == 4 || ov.bwd_states == 8, "S6_SCAN_BWD_NS={} is not 4 or 8",
-             ov.bwd_states);
+    S6_CHECK(ov.bwd_states == 4 || ov.bwd_states == 8, "S6_SCAN_BWD_NS={} is not 4 or 8", ov.bwd_states);
   }
-  for (auto [name, field] : {std::pair{"S6_SCAN_FWD_BLOCKS", &ov.fwd_blocks},
-                             std::pair{"S6_SCAN_BWD_BLOCKS", &ov.bwd_blocks}}) {
+  for (auto [name, field] :
+       {std::pair{"S6_SCAN_FWD_BLOCKS", &ov.fwd_blocks}, std::pair{"S6_SCAN_BWD_BLOCKS", &ov.bwd_blocks}}) {
     if (const char* v = lookup(name)) {
       *field = parse_int(name, v, "a positive number of blocks");
       S6_CHECK(*field > 0, "{}={} is not a positive number of blocks", name, *field);
@@ -59,8 +56,8 @@ kernels::ScanPlanOverrides parse_scan_plan_overrides(
 }
 
 const kernels::ScanPlanOverrides& scan_plan_overrides_from_env() {
-  static const kernels::ScanPlanOverrides ov =
-      parse_scan_plan_overrides([](const char* name) { return std::getenv(name); });
+  static const kernels::ScanPlanOverrides ov = parse_scan_plan_overrides(
+      [](const char* name) { return std::getenv(name); });
   return ov;
 }
 

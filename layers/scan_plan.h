@@ -12,8 +12,7 @@ namespace s6 {
 // Overrides from `lookup` (a getenv): S6_SCAN_CHUNK=16|64, S6_SCAN_BWD_NS=4|8,
 // S6_SCAN_FWD_BLOCKS=n, S6_SCAN_BWD_BLOCKS=n (n > 0), S6_SCAN_SYNC_STAGE=1 (or 0). Unset
 // variables leave the choice to the plan; any other value is an error naming the variable.
-kernels::ScanPlanOverrides parse_scan_plan_overrides(
-    const std::function<const char*(const char*)>& lookup);
+kernels::ScanPlanOverrides parse_scan_plan_overrides(const std::function<const char*(const char*)>& lookup);
 
 // The process environment's overrides, read once (the first scan) and kept: one process, one
 // setting, as the measurements want.

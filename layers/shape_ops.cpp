@@ -29,8 +29,8 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
   int64_t dim = wrap_dim(dim_in, x.dim());
   int64_t total = 0;
   for (int64_t s : sizes) total += s;
-  S6_CHECK(total == x.size(dim), "split: sizes sum to {} but dim {} of {} is {}", total, dim_in,
-           x.describe(), x.size(dim));
+  S6_CHECK(total == x.size(dim), "split: sizes sum to {} but dim {} of {} is {}", total, dim_in, x.describe(),
+           x.size(dim));
   std::vector<Tensor> outs;
   int64_t start = 0;
   for (int64_t s : sizes) {
@@ -41,8 +41,8 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
     std::vector<Tensor*> out_ptrs;
     for (Tensor& o : outs) out_ptrs.push_back(&o);
     autograd::record("split", {x}, out_ptrs,
-                     [sizes, dim, shape = x.shape(), dtype = x.dtype(), device = x.device()](
-                         const autograd::BackwardContext& ctx) {
+                     [sizes, dim, shape = x.shape(), dtype = x.dtype(),
+                      device = x.device()](const autograd::BackwardContext& ctx) {
                        bool all = true;  // every part has a gradient: one concatenation
                        for (const Tensor& g : ctx.grad_outputs)
                          all = all && g.defined() && g.dtype() == dtype && g.device() == device;

@@ -60,8 +60,7 @@ std::string gradcheck(const OpFn& f, std::vector<Tensor> inputs, const Gradcheck
       p[j] = saved;
       double numeric = (plus - minus) / (2 * opt.eps);
       if (!(std::fabs(a[j] - numeric) <= opt.atol + opt.rtol * std::fabs(numeric))) {
-        report += fmt::format("input {} element {}: analytic {:.9g} vs numeric {:.9g}\n", i, j, a[j],
-                              numeric);
+        report += fmt::format("input {} element {}: analytic {:.9g} vs numeric {:.9g}\n", i, j, a[j], numeric);
         if (report.size() > 2000) return report;
       }
     }

@@ -73,16 +73,19 @@ TEST_CASE("autograd: saved tensors are released once their node has run") {
   CHECK(autograd::tape_size() == 0);
 }
 
-TEST_CASE("autograd: the leaf-ready callback fires once per reached leaf, with its final gradient, in order of last use") {
+TEST_CASE(
+    "autograd: the leaf-ready callback fires once per reached leaf, with its final gradient, in order of last "
+    "use") {
   Tensor a = Tensor::from_vector<double>({1, 2, 3}, {3}).requires_grad_();
   Tensor b = Tensor::from_vector<double>({4, 5, 6}, {3}).requires_grad_();
-  Tensor off_path = Tensor::from_vector<double>({7, 8, 9}, {3}).requires_grad_();  // on the tape, not in the loss
-  Tensor unused = Tensor::from_vector<double>({1, 1, 1}, {3}).requires_grad_();    // never on the tape
+  Tensor off_path =
+      Tensor::from_vector<double>({7, 8, 9}, {3}).requires_grad_();              // on the tape, not in the loss
+  Tensor unused = Tensor::from_vector<double>({1, 1, 1}, {3}).requires_grad_();  // never on the tape
   autograd::clear_tape();
-  Tensor y = mul(a, a);                        // node 0: a's first use, so its last in the reverse walk
-  Tensor dead = mul(off_path, off_path);       // node 1: its output never reaches the loss
-  Tensor z = mul(y, b);                        // node 2: b's only use
-  Tensor loss = sum(add(z, scale(a, 2.0)));    // nodes 3-5: a again, after its final use in reverse order
+  Tensor y = mul(a, a);                      // node 0: a's first use, so its last in the reverse walk
+  Tensor dead = mul(off_path, off_path);     // node 1: its output never reaches the loss
+  Tensor z = mul(y, b);                      // node 2: b's only use
+  Tensor loss = sum(add(z, scale(a, 2.0)));  // nodes 3-5: a again, after its final use in reverse order
   (void)dead;
   std::vector<std::pair<std::string, std::vector<double>>> fired;  // name, .grad when it fired
   auto name_of = [&](const AutogradMeta& m) -> std::string {
@@ -100,7 +103,7 @@ TEST_CASE("autograd: the leaf-ready callback fires once per reached leaf, with i
   const std::vector<double> ga{10, 22, 38}, gb{1, 4, 9};
   CHECK(a.grad().to_vector<double>() == ga);
   CHECK(b.grad().to_vector<double>() == gb);
-  REQUIRE(fired.size() == 2);  // nothing for off_path (no gradient reached it) or unused
+  REQUIRE(fired.size() == 2);    // nothing for off_path (no gradient reached it) or unused
   CHECK(fired[0].first == "b");  // b is final after node 2, a only after node 0
   CHECK(fired[0].second == gb);
   CHECK(fired[1].first == "a");
@@ -110,8 +113,9 @@ TEST_CASE("autograd: the leaf-ready callback fires once per reached leaf, with i
 
   // Accumulating into an existing .grad: the callback sees the accumulated value.
   fired.clear();
-  autograd::backward(sum(mul(a, b)), Tensor(),
-                     [&](const AutogradMeta& m) { fired.emplace_back(name_of(m), m.grad->to_vector<double>()); });
+  autograd::backward(sum(mul(a, b)), Tensor(), [&](const AutogradMeta& m) {
+    fired.emplace_back(name_of(m), m.grad->to_vector<double>());
+  });
   REQUIRE(fired.size() == 2);
   CHECK(fired[0].first == "a");  // one node: inputs in order
   CHECK(fired[0].second == std::vector<double>{14, 27, 44});

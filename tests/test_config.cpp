@@ -28,9 +28,7 @@ std::string errors_of(const std::string& text, const std::vector<std::string>& o
   return "";
 }
 
-bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // Each problem is one line that starts with its YAML path.
 bool has_line(const std::string& text, const std::string& prefix, const std::string& part = "") {
@@ -130,8 +128,7 @@ TEST_CASE("config: overrides apply on top of the file, before validation") {
   TrainConfig d = load_config_text("", "configs/my_task.yaml", {"train.steps=5", "train.steps=6"});
   CHECK(d.run_dir == "runs/my_task");
   CHECK(d.train.steps == 6);
-  CHECK(load_config_text("", "x.yaml", {"eval.lengths=512"}).eval.lengths ==
-        std::vector<int64_t>{512});
+  CHECK(load_config_text("", "x.yaml", {"eval.lengths=512"}).eval.lengths == std::vector<int64_t>{512});
   CHECK(load_config_text("", "x.yaml", {"train.steps=1e4"}).train.steps == 10000);
 }
 
@@ -162,8 +159,9 @@ TEST_CASE("config: malformed YAML and missing files name the file") {
 }
 
 TEST_CASE("config: unknown keys, with a did-you-mean for near misses") {
-  std::string e = errors_of("train:\n  step: 5\noptim:\n  learning_rate: 1\ntrian:\n  steps: 1\n"
-                            "lr: 0.1\nmodel:\n  dmodel: 3\n");
+  std::string e = errors_of(
+      "train:\n  step: 5\noptim:\n  learning_rate: 1\ntrian:\n  steps: 1\n"
+      "lr: 0.1\nmodel:\n  dmodel: 3\n");
   CHECK(has_line(e, "train.step: unknown key (did you mean `train.steps`?) (test.yaml:2)"));
   CHECK(has_line(e, "optim.learning_rate: unknown key (test.yaml:4)"));  // nothing close
   CHECK(has_line(e, "trian: unknown key", "did you mean `train`?"));
@@ -174,8 +172,9 @@ TEST_CASE("config: unknown keys, with a did-you-mean for near misses") {
 }
 
 TEST_CASE("config: duplicate keys are errors (yaml-cpp keeps both)") {
-  std::string e = errors_of("train:\n  steps: 5\n  steps: 6\nmodel:\n  d_model: 8\nmodel:\n"
-                            "  n_layer: 1\n");
+  std::string e = errors_of(
+      "train:\n  steps: 5\n  steps: 6\nmodel:\n  d_model: 8\nmodel:\n"
+      "  n_layer: 1\n");
   CHECK(has_line(e, "train.steps: duplicate key (first set at test.yaml:2) (test.yaml:3)"));
   CHECK(has_line(e, "model: duplicate key"));
 }
@@ -198,11 +197,10 @@ TEST_CASE("config: wrong types name the path and the expected type") {
 }
 
 TEST_CASE("config: impossible values and enums list what is allowed") {
-  std::string e = errors_of("", {"optim.lr=-1", "train.steps=0", "train.batch_size=0",
-                                 "schedule.kind=linear", "model.layer=s5", "model.block=gated",
-                                 "model.d_state=1000", "optim.beta2=1", "device=tpu",
-                                 "task.name=sorting", "model.dt_init=zero", "eval.num_examples=0",
-                                 "train.on_nonfinite=ignore", "model.dt_min=0"});
+  std::string e = errors_of(
+      "", {"optim.lr=-1", "train.steps=0", "train.batch_size=0", "schedule.kind=linear", "model.layer=s5",
+           "model.block=gated", "model.d_state=1000", "optim.beta2=1", "device=tpu", "task.name=sorting",
+           "model.dt_init=zero", "eval.num_examples=0", "train.on_nonfinite=ignore", "model.dt_min=0"});
   CHECK(has_line(e, "optim.lr: expected a number > 0, got -1"));
   CHECK(has_line(e, "train.steps: expected an integer >= 1, got 0"));
   CHECK(has_line(e, "train.batch_size: expected an integer >= 1, got 0"));
@@ -234,8 +232,7 @@ TEST_CASE("config: cross-field checks") {
   CHECK(load_config_text("", "x.yaml", {"model.vocab_size=32"}).model.vocab_size == 32);
   CHECK(load_config_text("", "x.yaml", {"task.vocab_size=12"}).model.vocab_size == 12);
   const std::string lengths = errors_of("", {"task.num_tokens=16", "eval.lengths=[64, 32, 16]"});
-  CHECK(has_line(lengths, "eval.lengths[1]: selective_copying needs > 2 * task.num_tokens = 32",
-                 "got 32"));
+  CHECK(has_line(lengths, "eval.lengths[1]: selective_copying needs > 2 * task.num_tokens = 32", "got 32"));
   CHECK(has_line(lengths, "eval.lengths[2]:", "got 16"));
   CHECK(line_count(lengths) == 2);
   CHECK(has_line(errors_of("", {"eval.lengths=[0]"}), "eval.lengths[0]: expected an integer >= 1"));
@@ -243,18 +240,17 @@ TEST_CASE("config: cross-field checks") {
                  "schedule.warmup_steps: must be <= train.steps (10), got 11"));
   CHECK(has_line(errors_of("", {"task.loss_positions=all"}),
                  "task.loss_positions: selective_copying scores only the answer positions"));
-  CHECK(errors_of("", {"task.name=induction_heads", "task.seq_len=256", "task.loss_positions=all"})
-            .empty());
+  CHECK(errors_of("", {"task.name=induction_heads", "task.seq_len=256", "task.loss_positions=all"}).empty());
   CHECK(has_line(errors_of("", {"schedule.kind=cosine", "optim.lr=1e-4", "schedule.min_lr=1e-3"}),
                  "schedule.min_lr: must be <= optim.lr"));
   CHECK(has_line(errors_of("", {"model.dt_min=0.5", "model.dt_max=0.1"}),
                  "model.dt_max: must be >= model.dt_min (0.5), got 0.1"));
-  const std::string cur = errors_of("", {"task.num_tokens=16", "task.curriculum_lengths=[256, 32]",
-                                        "task.curriculum_steps=[10]"});
-  CHECK(has_line(cur, "task.curriculum_lengths[1]: selective_copying needs > 2 * task.num_tokens",
-                 "got 32"));
-  CHECK(has_line(cur, "task.curriculum_steps: expected one step count per entry of "
-                      "task.curriculum_lengths (2), got 1"));
+  const std::string cur = errors_of(
+      "", {"task.num_tokens=16", "task.curriculum_lengths=[256, 32]", "task.curriculum_steps=[10]"});
+  CHECK(has_line(cur, "task.curriculum_lengths[1]: selective_copying needs > 2 * task.num_tokens", "got 32"));
+  CHECK(has_line(cur,
+                 "task.curriculum_steps: expected one step count per entry of "
+                 "task.curriculum_lengths (2), got 1"));
   CHECK(line_count(cur) == 2);
   CHECK(has_line(errors_of("", {"train.steps=100", "task.curriculum_lengths=[256, 512]",
                                 "task.curriculum_steps=[60, 40]"}),
@@ -278,10 +274,9 @@ TEST_CASE("config: several problems from the file and overrides are reported tog
 TEST_CASE("config: to_yaml round-trips through a file") {
   TrainConfig a = load_config(
       (kConfigs / "induction_heads.yaml").string(),
-      {"optim.lr=3.3e-4", "model.dt_rank=5", "model.layer=s4", "model.block=no_gate",
-       "model.dt_init=constant", "model.bias=true", "model.tie_embeddings=false",
-       "schedule.kind=cosine", "schedule.min_lr=1.7e-5", "train.max_minutes=9.5",
-       "seed=18446744073709551615", "run.dir='runs/a b: \"c\"'", "init.from=\"null\"",
+      {"optim.lr=3.3e-4", "model.dt_rank=5", "model.layer=s4", "model.block=no_gate", "model.dt_init=constant",
+       "model.bias=true", "model.tie_embeddings=false", "schedule.kind=cosine", "schedule.min_lr=1.7e-5",
+       "train.max_minutes=9.5", "seed=18446744073709551615", "run.dir='runs/a b: \"c\"'", "init.from=\"null\"",
        "train.precision=bf16", "model.vocab_size=24", "task.curriculum_lengths=[256, 1024]",
        "task.curriculum_steps=[30, 40]"});
   const std::string text = to_yaml(a);
@@ -310,8 +305,8 @@ TEST_CASE("config: to_yaml round-trips through a file") {
 }
 
 TEST_CASE("config: training_length follows the curriculum phases, then task.seq_len") {
-  TrainConfig c = load_config_text("", "x.yaml", {"train.steps=100", "task.curriculum_lengths=[256, 1024]",
-                                                  "task.curriculum_steps=[3, 5]"});
+  TrainConfig c = load_config_text(
+      "", "x.yaml", {"train.steps=100", "task.curriculum_lengths=[256, 1024]", "task.curriculum_steps=[3, 5]"});
   const std::vector<int64_t> expected{256, 256, 256, 1024, 1024, 1024, 1024, 1024, 4096, 4096};
   for (int64_t step = 0; step < 10; ++step) CHECK(training_length(c, step) == expected[step]);
   CHECK(training_length(load_config_text("", "x.yaml", {}), 0) == 4096);
@@ -339,8 +334,8 @@ TEST_CASE("config: dist.bucket_mb is 25 MB unless set, and must be a positive nu
 
 TEST_CASE("config: written floats are floats to YAML 1.1 readers too (1.0e-05, not 1e-05)") {
   TrainConfig c = load_config_text("task:\n  name: copying\n", "floats.yaml",
-                                   {"optim.eps=1e-8", "model.norm_eps=1e-5", "model.dt_scale=1", "optim.lr=2e-3",
-                                    "schedule.min_lr=1e+2", "model.dt_max=0.25"});
+                                   {"optim.eps=1e-8", "model.norm_eps=1e-5", "model.dt_scale=1",
+                                    "optim.lr=2e-3", "schedule.min_lr=1e+2", "model.dt_max=0.25"});
   const std::string text = to_yaml(c);
   CHECK(text.find("  eps: 1.0e-08\n") != std::string::npos);
   CHECK(text.find("  norm_eps: 1.0e-05\n") != std::string::npos);
@@ -356,7 +351,8 @@ TEST_CASE("config: written floats are floats to YAML 1.1 readers too (1.0e-05, n
   const fs::path file = temp_file("s6_config_floats.yaml", text);
   const std::string check =
       "python3 -c \"import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); "
-      "bad = [f'{s}.{k}={v!r}' for s in d if isinstance(d[s], dict) for k, v in d[s].items() if isinstance(v, str) "
+      "bad = [f'{s}.{k}={v!r}' for s in d if isinstance(d[s], dict) for k, v in d[s].items() if isinstance(v, "
+      "str) "
       "and v[:1].isdigit()]; print(bad); sys.exit(1 if bad or d['optim']['eps'] != 1e-08 else 0)\" " +
       file.string();
   CHECK(std::system(check.c_str()) == 0);

@@ -26,10 +26,10 @@ using namespace s6;
 
 namespace {
 
-#define SKIP_WITHOUT_CUDA()                                      \
-  if (!s6::cuda::available()) {                                  \
-    MESSAGE("SKIPPED: no CUDA device on this machine");          \
-    return;                                                      \
+#define SKIP_WITHOUT_CUDA()                             \
+  if (!s6::cuda::available()) {                         \
+    MESSAGE("SKIPPED: no CUDA device on this machine"); \
+    return;                                             \
   }
 
 using testing::host_values;
@@ -46,7 +46,9 @@ bool bit_equal(const Tensor& a, const Tensor& b) {
 // With S6_REPORT_ERRORS set, every comparison prints "ERR <op> <dtype> <what> <error>" to stderr.
 void report(const std::string& name, DType dt, const std::string& what, double err) {
   static const bool on = std::getenv("S6_REPORT_ERRORS") != nullptr;
-  if (on) std::fprintf(stderr, "ERR %s %s %s %.3e\n", name.c_str(), std::string(dtype_name(dt)).c_str(), what.c_str(), err);
+  if (on)
+    std::fprintf(stderr, "ERR %s %s %s %.3e\n", name.c_str(), std::string(dtype_name(dt)).c_str(), what.c_str(),
+                 err);
 }
 
 double tol_for(DType dt) { return dt == DType::BFloat16 ? 2e-2 : 1e-4; }
@@ -57,8 +59,7 @@ void poison(const std::vector<Tensor>& likes, DType dt) {
   std::vector<Tensor> keep;
   for (const Tensor& t : likes) {
     if (!t.defined()) continue;
-    for (int k = 0; k < 2; ++k)
-      keep.push_back(Tensor::full(t.shape(), std::nan(""), dt, Device::CUDA));
+    for (int k = 0; k < 2; ++k) keep.push_back(Tensor::full(t.shape(), std::nan(""), dt, Device::CUDA));
   }
 }
 
@@ -152,9 +153,11 @@ const DType kDtypes[] = {DType::Float32, DType::BFloat16};
 TEST_CASE("cuda ops: linear vs CPU (fp32 and bf16 / bias on/off / odd sizes / one row)") {
   SKIP_WITHOUT_CUDA();
   Philox rng(101);
-  struct Dims { Shape x; int64_t out; };
-  const Dims cases[] = {{{2, 3, 5}, 4}, {{1, 1, 7}, 3}, {{3, 17, 33}, 29}, {{64, 96}, 130},
-                        {{1, 1}, 1}};
+  struct Dims {
+    Shape x;
+    int64_t out;
+  };
+  const Dims cases[] = {{{2, 3, 5}, 4}, {{1, 1, 7}, 3}, {{3, 17, 33}, 29}, {{64, 96}, 130}, {{1, 1}, 1}};
   for (DType dt : kDtypes) {
     for (const Dims& c : cases) {
       for (bool bias : {true, false}) {
@@ -162,8 +165,9 @@ TEST_CASE("cuda ops: linear vs CPU (fp32 and bf16 / bias on/off / odd sizes / on
         CAPTURE(bias);
         Tensor x = rand_input(c.x, rng, dt), w = rand_input({c.out, c.x.back()}, rng, dt);
         Tensor b = bias ? rand_input({c.out}, rng, dt) : Tensor();
-        compare_op("linear", [](const auto& in) { return std::vector<Tensor>{linear(in[0], in[1], in[2])}; },
-                   {x, w, b}, {true, true, true}, dt, rng);
+        compare_op(
+            "linear", [](const auto& in) { return std::vector<Tensor>{linear(in[0], in[1], in[2])}; },
+            {x, w, b}, {true, true, true}, dt, rng);
       }
     }
   }
@@ -177,11 +181,18 @@ TEST_CASE("cuda ops: linear_split vs CPU (parts of odd sizes / a part without gr
       CAPTURE(bias);
       Tensor x = rand_input({3, 17, 33}, rng, dt), w = rand_input({29, 33}, rng, dt);
       Tensor b = bias ? rand_input({29}, rng, dt) : Tensor();
-      compare_op("linear_split", [](const auto& in) { return linear_split(in[0], in[1], in[2], {13, 1, 15}); },
-                 {x, w, b}, {true, true, true}, dt, rng);
-      compare_op("linear_split (second part only)",
-                 [](const auto& in) { return std::vector<Tensor>{linear_split(in[0], in[1], in[2], {13, 16})[1]}; },
-                 {x, w, b}, {true, true, true}, dt, rng);
+      compare_op(
+          "linear_split",
+          [](const auto& in) {
+            return linear_split(in[0], in[1], in[2], {13, 1, 15});
+          },
+          {x, w, b}, {true, true, true}, dt, rng);
+      compare_op(
+          "linear_split (second part only)",
+          [](const auto& in) {
+            return std::vector<Tensor>{linear_split(in[0], in[1], in[2], {13, 16})[1]};
+          },
+          {x, w, b}, {true, true, true}, dt, rng);
     }
   }
 }
@@ -193,9 +204,10 @@ TEST_CASE("cuda ops: linear reads a column block of a wider input in place (as x
     for (int64_t start : {0, 3}) {
       CAPTURE(start);
       Tensor x = rand_input({3, 17, 12}, rng, dt), w = rand_input({9, 5}, rng, dt);
-      compare_op("linear (column block)",
-                 [start](const auto& in) { return std::vector<Tensor>{linear(narrow(in[0], -1, start, 5), in[1])}; },
-                 {x, w}, {true, true}, dt, rng);
+      compare_op(
+          "linear (column block)",
+          [start](const auto& in) { return std::vector<Tensor>{linear(narrow(in[0], -1, start, 5), in[1])}; },
+          {x, w}, {true, true}, dt, rng);
     }
   }
 }
@@ -220,12 +232,13 @@ TEST_CASE("cuda ops: causal_conv1d + SiLU vs CPU (widths 1-4 / bias / initial st
           Tensor b = with_bias ? rand_input({s[2]}, rng, dt) : Tensor();
           Tensor init = (variant == 3 && width > 1) ? rand_input({s[0], s[2], width - 1}, rng, dt) : Tensor();
           Tensor init_gpu = init.defined() ? init.to(dt).to(Device::CUDA) : Tensor();
-          compare_op("causal_conv1d",
-                     [&](const auto& in) {
-                       const Tensor& st = in[0].is_cuda() ? init_gpu : init;
-                       return std::vector<Tensor>{causal_conv1d(in[0], in[1], in[2], silu, st)};
-                     },
-                     {x, w, b}, {true, true, true}, dt, rng);
+          compare_op(
+              "causal_conv1d",
+              [&](const auto& in) {
+                const Tensor& st = in[0].is_cuda() ? init_gpu : init;
+                return std::vector<Tensor>{causal_conv1d(in[0], in[1], in[2], silu, st)};
+              },
+              {x, w, b}, {true, true, true}, dt, rng);
         }
       }
     }
@@ -273,9 +286,8 @@ TEST_CASE("cuda ops: causal_conv1d_update steps == causal_conv1d over the sequen
         Tensor out = Tensor::full({batch, dim}, std::nan(""), DType::Float32, Device::CUDA);
         const float* xt = xz_gpu.data<float>() + t * 2 * dim + dim;
         kernels::cuda::causal_conv1d_update<float>(out.data<float>(), state_gpu.data<float>(), xt,
-                                                   w_gpu.data<float>(), b_gpu.data<float>(), silu,
-                                                   batch, dim, width, length * 2 * dim,
-                                                   cuda::current_stream());
+                                                   w_gpu.data<float>(), b_gpu.data<float>(), silu, batch, dim,
+                                                   width, length * 2 * dim, cuda::current_stream());
         outs.push_back(out.to(Device::CPU));
       }
       for (int64_t t = 0; t < length; ++t) {
@@ -299,15 +311,17 @@ TEST_CASE("cuda ops: rmsnorm_add vs CPU (with/without residual / both outputs / 
       CAPTURE(shape_str(s));
       Tensor x = rand_input(s, rng, dt), r = rand_input(s, rng, dt);
       Tensor w = rand_input({s.back()}, rng, dt, 0.5, 1.5);
-      compare_op("rmsnorm_add",
-                 [](const auto& in) {
-                   auto [y, sum] = rmsnorm_add(in[0], in[1], in[2], 1e-5);
-                   return std::vector<Tensor>{y, sum};
-                 },
-                 {x, r, w}, {true, true, true}, dt, rng);
-      compare_op("rmsnorm (no residual)",
-                 [](const auto& in) { return std::vector<Tensor>{rmsnorm_add(in[0], Tensor(), in[1], 1e-5).first}; },
-                 {x, w}, {true, true}, dt, rng);
+      compare_op(
+          "rmsnorm_add",
+          [](const auto& in) {
+            auto [y, sum] = rmsnorm_add(in[0], in[1], in[2], 1e-5);
+            return std::vector<Tensor>{y, sum};
+          },
+          {x, r, w}, {true, true, true}, dt, rng);
+      compare_op(
+          "rmsnorm (no residual)",
+          [](const auto& in) { return std::vector<Tensor>{rmsnorm_add(in[0], Tensor(), in[1], 1e-5).first}; },
+          {x, w}, {true, true}, dt, rng);
     }
   }
 }
@@ -315,9 +329,12 @@ TEST_CASE("cuda ops: rmsnorm_add vs CPU (with/without residual / both outputs / 
 TEST_CASE("cuda ops: embedding vs CPU (int32/int64 ids / vocab and width tiles / many positions)") {
   SKIP_WITHOUT_CUDA();
   Philox rng(106);
-  struct Dims { Shape ids; int64_t vocab, width; };
-  const Dims cases[] = {{{1}, 11, 7}, {{2, 37}, 11, 130}, {{5000}, 13, 64}, {{4, 300}, 1000, 300},
-                        {{3, 5}, 70, 1}};
+  struct Dims {
+    Shape ids;
+    int64_t vocab, width;
+  };
+  const Dims cases[] = {
+      {{1}, 11, 7}, {{2, 37}, 11, 130}, {{5000}, 13, 64}, {{4, 300}, 1000, 300}, {{3, 5}, 70, 1}};
   for (DType dt : kDtypes) {
     for (const Dims& c : cases) {
       for (DType it : {DType::Int32, DType::Int64}) {
@@ -326,8 +343,9 @@ TEST_CASE("cuda ops: embedding vs CPU (int32/int64 ids / vocab and width tiles /
         CAPTURE(c.width);
         Tensor ids = randint(c.ids, 0, c.vocab, rng, it);
         Tensor w = rand_input({c.vocab, c.width}, rng, dt);
-        compare_op("embedding", [](const auto& in) { return std::vector<Tensor>{embedding(in[0], in[1])}; },
-                   {ids, w}, {false, true}, dt, rng);
+        compare_op(
+            "embedding", [](const auto& in) { return std::vector<Tensor>{embedding(in[0], in[1])}; }, {ids, w},
+            {false, true}, dt, rng);
       }
     }
   }
@@ -350,8 +368,7 @@ TEST_CASE("cuda ops: embedding backward is bit-identical across runs / bad ids a
   check_index_errors(Device::CUDA);  // clean so far
   Tensor bad = Tensor::from_vector<int64_t>({1, 40, 2}, {3}, Device::CUDA);
   Tensor out = embedding(bad, w);
-  CHECK_THROWS_WITH_AS(check_index_errors(Device::CUDA), doctest::Contains("id 40 at position 1"),
-                       s6::Error);
+  CHECK_THROWS_WITH_AS(check_index_errors(Device::CUDA), doctest::Contains("id 40 at position 1"), s6::Error);
   CHECK_NOTHROW(check_index_errors(Device::CUDA));  // reset after reporting
   std::vector<double> row = host_values(out.narrow(0, 1, 1));
   CHECK(std::isnan(row[0]));
@@ -360,13 +377,17 @@ TEST_CASE("cuda ops: embedding backward is bit-identical across runs / bad ids a
 TEST_CASE("cuda ops: cross_entropy vs CPU (ignore_index / all ignored / int32/int64 / bf16)") {
   SKIP_WITHOUT_CUDA();
   Philox rng(108);
-  struct Dims { int64_t rows, vocab; };
+  struct Dims {
+    int64_t rows, vocab;
+  };
   // Odd vocabularies put rows off the 16-byte vector boundary (scalar head and tail); 50280 is the
   // LM's; the wide range (+-30) makes the online log-sum-exp rescale often.
-  struct Range { double lo, hi; };
+  struct Range {
+    double lo, hi;
+  };
   // Up to 1024 a warp takes a row (many rows of vocab 16: the synthetic tasks), above a block.
-  const Dims cases[] = {{1, 5}, {13, 1000}, {300, 37}, {7, 5000}, {3, 50280}, {5, 50281},
-                        {70001, 16}, {9, 1024}, {9, 1025}};
+  const Dims cases[] = {{1, 5},     {13, 1000},  {300, 37}, {7, 5000}, {3, 50280},
+                        {5, 50281}, {70001, 16}, {9, 1024}, {9, 1025}};
   for (DType dt : kDtypes) {
     for (const Dims& c : cases) {
       for (DType it : {DType::Int32, DType::Int64}) {
@@ -379,9 +400,9 @@ TEST_CASE("cuda ops: cross_entropy vs CPU (ignore_index / all ignored / int32/in
         for (size_t r = 0; r < tv.size(); r += 3) tv[r] = -100;  // some ignored rows
         if (c.rows == 1) tv[0] = 2;
         Tensor t = Tensor::from_vector<int64_t>(tv, {c.rows}).to(it);
-        compare_op("cross_entropy",
-                   [](const auto& in) { return std::vector<Tensor>{cross_entropy(in[0], in[1])}; },
-                   {logits, t}, {true, false}, dt, rng);
+        compare_op(
+            "cross_entropy", [](const auto& in) { return std::vector<Tensor>{cross_entropy(in[0], in[1])}; },
+            {logits, t}, {true, false}, dt, rng);
       }
     }
   }
@@ -390,8 +411,9 @@ TEST_CASE("cuda ops: cross_entropy vs CPU (ignore_index / all ignored / int32/in
     for (size_t i = 0; i < v.size(); ++i) v[i] = (i % 3 == 0) ? -INFINITY : static_cast<float>(i % 7) - 3.f;
     Tensor logits = Tensor::from_vector<float>(v, {4, 21});
     Tensor t = Tensor::from_vector<int64_t>({1, 2, 4, 5}, {4});
-    compare_op("cross_entropy (-inf)", [](const auto& in) { return std::vector<Tensor>{cross_entropy(in[0], in[1])}; },
-               {logits, t}, {true, false}, DType::Float32, rng);
+    compare_op(
+        "cross_entropy (-inf)", [](const auto& in) { return std::vector<Tensor>{cross_entropy(in[0], in[1])}; },
+        {logits, t}, {true, false}, DType::Float32, rng);
     v[30] = NAN;
     Tensor with_nan = Tensor::from_vector<float>(v, {4, 21}).to(Device::CUDA);
     CHECK(std::isnan(cross_entropy(with_nan, t.to(Device::CUDA)).item()));
@@ -409,42 +431,57 @@ TEST_CASE("cuda ops: cross_entropy vs CPU (ignore_index / all ignored / int32/in
     Tensor t = Tensor::from_vector<int64_t>({1, 2, 9}, {3}, Device::CUDA);
     Tensor loss = cross_entropy(logits, t);
     CHECK(std::isnan(loss.item()));
-    CHECK_THROWS_WITH_AS(check_index_errors(Device::CUDA), doctest::Contains("id 9 at position 2"),
-                         s6::Error);
+    CHECK_THROWS_WITH_AS(check_index_errors(Device::CUDA), doctest::Contains("id 9 at position 2"), s6::Error);
   }
 }
 
 TEST_CASE("cuda ops: elementwise / broadcasting and sum_to_shape vs CPU") {
   SKIP_WITHOUT_CUDA();
   Philox rng(109);
-  struct Pair { Shape a, b; };
-  const Pair pairs[] = {{{2, 3, 4}, {4}},       {{3, 1, 5}, {1, 4, 5}}, {{7, 9}, {7, 9}},
-                        {{5, 6, 7}, {5, 1, 7}}, {{4, 300}, {4, 1}},     {{1}, {3, 2}},
+  struct Pair {
+    Shape a, b;
+  };
+  const Pair pairs[] = {{{2, 3, 4}, {4}},
+                        {{3, 1, 5}, {1, 4, 5}},
+                        {{7, 9}, {7, 9}},
+                        {{5, 6, 7}, {5, 1, 7}},
+                        {{4, 300}, {4, 1}},
+                        {{1}, {3, 2}},
                         {{2, 1, 3, 1}, {1, 5, 1, 4}}};
   for (DType dt : kDtypes) {
     for (const Pair& p : pairs) {
       CAPTURE(shape_str(p.a));
       CAPTURE(shape_str(p.b));
       Tensor a = rand_input(p.a, rng, dt), b = rand_input(p.b, rng, dt);
-      compare_op("add", [](const auto& in) { return std::vector<Tensor>{add(in[0], in[1])}; }, {a, b},
-                 {true, true}, dt, rng);
-      compare_op("sub", [](const auto& in) { return std::vector<Tensor>{sub(in[0], in[1])}; }, {a, b},
-                 {true, true}, dt, rng);
-      compare_op("mul", [](const auto& in) { return std::vector<Tensor>{mul(in[0], in[1])}; }, {a, b},
-                 {true, true}, dt, rng);
+      compare_op(
+          "add", [](const auto& in) { return std::vector<Tensor>{add(in[0], in[1])}; }, {a, b}, {true, true},
+          dt, rng);
+      compare_op(
+          "sub", [](const auto& in) { return std::vector<Tensor>{sub(in[0], in[1])}; }, {a, b}, {true, true},
+          dt, rng);
+      compare_op(
+          "mul", [](const auto& in) { return std::vector<Tensor>{mul(in[0], in[1])}; }, {a, b}, {true, true},
+          dt, rng);
     }
     Tensor x = rand_input({3, 41, 5}, rng, dt, -3, 3);
     Tensor big = rand_input({2, 7}, rng, dt, 15, 25);  // softplus's linear branch above 20
     for (const Tensor& in : {x, big}) {
-      compare_op("exp", [](const auto& v) { return std::vector<Tensor>{exp(v[0])}; }, {in}, {true}, dt, rng);
-      compare_op("neg_exp", [](const auto& v) { return std::vector<Tensor>{neg_exp(v[0])}; }, {in}, {true}, dt, rng);
-      compare_op("silu", [](const auto& v) { return std::vector<Tensor>{silu(v[0])}; }, {in}, {true}, dt, rng);
-      compare_op("softplus", [](const auto& v) { return std::vector<Tensor>{softplus(v[0])}; }, {in}, {true}, dt, rng);
+      compare_op(
+          "exp", [](const auto& v) { return std::vector<Tensor>{exp(v[0])}; }, {in}, {true}, dt, rng);
+      compare_op(
+          "neg_exp", [](const auto& v) { return std::vector<Tensor>{neg_exp(v[0])}; }, {in}, {true}, dt, rng);
+      compare_op(
+          "silu", [](const auto& v) { return std::vector<Tensor>{silu(v[0])}; }, {in}, {true}, dt, rng);
+      compare_op(
+          "softplus", [](const auto& v) { return std::vector<Tensor>{softplus(v[0])}; }, {in}, {true}, dt, rng);
     }
-    compare_op("scale", [](const auto& v) { return std::vector<Tensor>{scale(v[0], -0.37)}; }, {x}, {true}, dt, rng);
-    compare_op("sum", [](const auto& v) { return std::vector<Tensor>{sum(v[0])}; }, {x}, {true}, dt, rng);
+    compare_op(
+        "scale", [](const auto& v) { return std::vector<Tensor>{scale(v[0], -0.37)}; }, {x}, {true}, dt, rng);
+    compare_op(
+        "sum", [](const auto& v) { return std::vector<Tensor>{sum(v[0])}; }, {x}, {true}, dt, rng);
     Tensor long_x = rand_input({1000, 301}, rng, dt);
-    compare_op("mean", [](const auto& v) { return std::vector<Tensor>{mean(v[0])}; }, {long_x}, {true}, dt, rng);
+    compare_op(
+        "mean", [](const auto& v) { return std::vector<Tensor>{mean(v[0])}; }, {long_x}, {true}, dt, rng);
   }
   SUBCASE("sum_to_shape directly (leading, trailing, middle and scattered dims)") {
     Tensor g = uniform({6, 5, 4, 3}, -1, 1, rng);
@@ -462,15 +499,16 @@ TEST_CASE("cuda ops: shape ops and to_dtype keep gradients on the device") {
   SKIP_WITHOUT_CUDA();
   Philox rng(110);
   Tensor x = rand_input({2, 6, 4}, rng, DType::Float32);
-  compare_op("split/transpose/reshape/narrow/expand/to_dtype",
-             [](const auto& in) {
-               auto parts = split(in[0], {2, 4}, 1);
-               Tensor t = transpose(parts[1], 1, 2);
-               Tensor r = reshape(contiguous(t), {2, 16});
-               Tensor n = narrow(in[0], 2, 1, 2);
-               Tensor e = expand(narrow(in[0], 1, 0, 1), {2, 3, 4});
-               Tensor d = to_dtype(to_dtype(parts[0], DType::Float64), in[0].dtype());
-               return std::vector<Tensor>{r, n, e, d};
-             },
-             {x}, {true}, DType::Float32, rng);
+  compare_op(
+      "split/transpose/reshape/narrow/expand/to_dtype",
+      [](const auto& in) {
+        auto parts = split(in[0], {2, 4}, 1);
+        Tensor t = transpose(parts[1], 1, 2);
+        Tensor r = reshape(contiguous(t), {2, 16});
+        Tensor n = narrow(in[0], 2, 1, 2);
+        Tensor e = expand(narrow(in[0], 1, 0, 1), {2, 3, 4});
+        Tensor d = to_dtype(to_dtype(parts[0], DType::Float64), in[0].dtype());
+        return std::vector<Tensor>{r, n, e, d};
+      },
+      {x}, {true}, DType::Float32, rng);
 }

@@ -31,8 +31,7 @@ namespace kc = s6::kernels::cuda;
 using kernels::ScanPlanOverrides;
 
 // Plan overrides from a few fields (0 leaves one to the plan).
-ScanPlanOverrides forced(int64_t chunk, int64_t blocks = 0, int bwd_states = 0,
-                         bool sync_staging = false) {
+ScanPlanOverrides forced(int64_t chunk, int64_t blocks = 0, int bwd_states = 0, bool sync_staging = false) {
   ScanPlanOverrides ov;
   ov.chunk = chunk;
   ov.fwd_blocks = ov.bwd_blocks = blocks;
@@ -45,10 +44,9 @@ struct ScanCase {
   int64_t batch, length, dim, dstate;
   bool has_z, has_D, has_bias, softplus, has_init;
   std::string describe() const {
-    return "batch " + std::to_string(batch) + " L " + std::to_string(length) + " dim " +
-           std::to_string(dim) + " N " + std::to_string(dstate) + (has_z ? " z" : "") +
-           (has_D ? " D" : "") + (has_bias ? " bias" : "") + (softplus ? " softplus" : "") +
-           (has_init ? " init" : "");
+    return "batch " + std::to_string(batch) + " L " + std::to_string(length) + " dim " + std::to_string(dim) +
+           " N " + std::to_string(dstate) + (has_z ? " z" : "") + (has_D ? " D" : "") +
+           (has_bias ? " bias" : "") + (softplus ? " softplus" : "") + (has_init ? " init" : "");
   }
 };
 
@@ -103,8 +101,8 @@ Results cpu_reference(const ScanCase& c, const HostInputs& in) {
   p.delta_softplus = c.softplus;
   p.u = u.data(), p.delta = delta.data(), p.A = A.data(), p.B = B.data(), p.C = C.data();
   p.D = ptr(D), p.z = ptr(z), p.delta_bias = ptr(bias), p.initial_state = ptr(init);
-  std::vector<double> out(BLD), fs(c.batch * c.dim * c.dstate), du(BLD), dd(BLD),
-      dA(c.dim * c.dstate), dB(BLN), dC(BLN), dD(c.dim), dz(BLD), db(c.dim);
+  std::vector<double> out(BLD), fs(c.batch * c.dim * c.dstate), du(BLD), dd(BLD), dA(c.dim * c.dstate), dB(BLN),
+      dC(BLN), dD(c.dim), dz(BLD), db(c.dim);
   p.out = out.data(), p.final_state = fs.data();
   kernels::cpu::selective_scan_fwd<double>(p);
   p.dout = dout.data(), p.du = du.data(), p.ddelta = dd.data(), p.dA = dA.data();
@@ -146,10 +144,9 @@ Results cuda_run(const ScanCase& c, const HostInputs& in, bool bf16,
   const DType io = bf16 ? DType::BFloat16 : DType::Float32;
   const int64_t BLD = c.batch * c.length * c.dim, BLN = c.batch * c.length * c.dstate;
   const int64_t DN = c.dim * c.dstate, BDN = c.batch * DN;
-  Tensor u = dev(in.u, io), delta = dev(in.delta, io), A = dev(in.A, DType::Float32),
-         B = dev(in.B, io), C = dev(in.C, io), D = dev(in.D, DType::Float32), z = dev(in.z, io),
-         bias = dev(in.bias, DType::Float32), init = dev(in.init, DType::Float32),
-         dout = dev(in.dout, io);
+  Tensor u = dev(in.u, io), delta = dev(in.delta, io), A = dev(in.A, DType::Float32), B = dev(in.B, io),
+         C = dev(in.C, io), D = dev(in.D, DType::Float32), z = dev(in.z, io),
+         bias = dev(in.bias, DType::Float32), init = dev(in.init, DType::Float32), dout = dev(in.dout, io);
   const int64_t ld = bc_lead ? bc_lead + 2 * c.dstate : 0;
   if (bc_lead) {
     const int64_t rows = c.batch * c.length, N = c.dstate;
@@ -164,7 +161,7 @@ Results cuda_run(const ScanCase& c, const HostInputs& in, bool bf16,
   auto bc_ptr = [&](const Tensor& t, int64_t at) -> const void* {
     return static_cast<const char*>(t.data_ptr()) + at * (bf16 ? 2 : 4);
   };
-  const void* Bp = bc_ptr(B, bc_lead), *Cp = bc_ptr(C, bc_lead ? bc_lead + c.dstate : 0);
+  const void *Bp = bc_ptr(B, bc_lead), *Cp = bc_ptr(C, bc_lead ? bc_lead + c.dstate : 0);
   const kernels::ScanDims dims{c.batch, c.length, c.dim, c.dstate};
   const kernels::ScanPlan plan = kc::plan_scan(dims, ov);
   Tensor out = poisoned(BLD, io), fs = poisoned(BDN, DType::Float32);
@@ -215,8 +212,7 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-void check_same_bits(const std::vector<std::vector<uint8_t>>& a,
-                     const std::vector<std::vector<uint8_t>>& b) {
+void check_same_bits(const std::vector<std::vector<uint8_t>>& a, const std::vector<std::vector<uint8_t>>& b) {
   REQUIRE(a.size() == b.size());
   for (size_t i = 0; i < a.size(); ++i) {
     CAPTURE(i);
@@ -278,10 +274,10 @@ std::vector<ScanCase> awkward_cases() {
       }
     }
   }
-  cases.push_back({2, 200, 130, 16, true, true, true, true, false});   // several channel blocks
-  cases.push_back({1, 65539, 8, 16, true, true, true, true, true});    // 2^16 + 3: 1025 chunks
-  cases.push_back({2, 67, 5, 256, true, true, true, true, true});      // dstate 256
-  cases.push_back({1, 70, 9, 5, false, true, false, true, false});     // dstate not a power of 2
+  cases.push_back({2, 200, 130, 16, true, true, true, true, false});  // several channel blocks
+  cases.push_back({1, 65539, 8, 16, true, true, true, true, true});   // 2^16 + 3: 1025 chunks
+  cases.push_back({2, 67, 5, 256, true, true, true, true, true});     // dstate 256
+  cases.push_back({1, 70, 9, 5, false, true, false, true, false});    // dstate not a power of 2
   return cases;
 }
 
@@ -421,10 +417,10 @@ TEST_CASE("cuda scan: the backward with 4 and 8 states per thread matches the CP
   // The plan's bwd_states 4|8 runs B3 at dstate 9..16 with 4 or 8 states per thread (32 or 64
   // channels per block; by default 8 with 64-step chunks, 4 with 16-step ones; 4 reverses each
   // sub-chunk in two 8-step halves, 8 in four 4-step pieces). dstate 16 and 11 (padded);
-  // L 1000 and 77 end in partial chunks and sub-chunks; dim 40 (one partial block), 130 (a 2-channel last block, synchronous staging) and
-  // 200; 16-step chunks (every piece checkpoint recomputed) and 64-step ones (from the sweep);
-  // block target 3 (blocks walk several chunks) or one block per chunk; B and C also as column
-  // blocks (row stride 36 or 26).
+  // L 1000 and 77 end in partial chunks and sub-chunks; dim 40 (one partial block), 130 (a 2-channel last
+  // block, synchronous staging) and 200; 16-step chunks (every piece checkpoint recomputed) and 64-step ones
+  // (from the sweep); block target 3 (blocks walk several chunks) or one block per chunk; B and C also as
+  // column blocks (row stride 36 or 26).
   uint32_t seed = 2500;
   for (int ns : {4, 8}) {
     for (int64_t chunk : {16, 64}) {
@@ -476,8 +472,8 @@ TEST_CASE("cuda scan: the single-token step reproduces the sequence scan") {
       Results seq = cuda_run(c, in, bf16);
       const DType io = bf16 ? DType::BFloat16 : DType::Float32;
       const kernels::ScanDType kd = bf16 ? kernels::ScanDType::BFloat16 : kernels::ScanDType::Float32;
-      Tensor state = dev(in.init, DType::Float32), A = dev(in.A, DType::Float32),
-             D = dev(in.D, DType::Float32), bias = dev(in.bias, DType::Float32);
+      Tensor state = dev(in.init, DType::Float32), A = dev(in.A, DType::Float32), D = dev(in.D, DType::Float32),
+             bias = dev(in.bias, DType::Float32);
       std::vector<float> outs(seq.out.size());
       const int64_t BD = c.batch * c.dim, BN = c.batch * c.dstate;
       for (int64_t t = 0; t < c.length; ++t) {
@@ -496,9 +492,8 @@ TEST_CASE("cuda scan: the single-token step reproduces the sequence scan") {
         Tensor ut = dev(u, io), dt = dev(delta, io), zt = dev(z, io), Bt = dev(B, io), Ct = dev(C, io);
         Tensor out = poisoned(BD, io);
         kc::selective_scan_step(out.data_ptr(), state.data<float>(), ut.data_ptr(), dt.data_ptr(),
-                                A.data<float>(), Bt.data_ptr(), Ct.data_ptr(), D.data<float>(),
-                                zt.data_ptr(), bias.data<float>(), true, c.batch, c.dim, c.dstate,
-                                kd, cuda::current_stream());
+                                A.data<float>(), Bt.data_ptr(), Ct.data_ptr(), D.data<float>(), zt.data_ptr(),
+                                bias.data<float>(), true, c.batch, c.dim, c.dstate, kd, cuda::current_stream());
         std::vector<float> o = host(out, BD);
         for (int64_t b = 0; b < c.batch; ++b)
           for (int64_t d = 0; d < c.dim; ++d) outs[(b * c.length + t) * c.dim + d] = o[b * c.dim + d];
@@ -521,47 +516,47 @@ TEST_CASE("cuda scan: the differentiable op on CUDA tensors matches the CPU op, 
   // the backward: the problem's own plan, and forced 16- and 64-step chunks.
   const ScanPlanOverrides o16 = forced(16, 3, 4), o64 = forced(64, 0, 8);
   for (const ScanPlanOverrides* plan : {static_cast<const ScanPlanOverrides*>(nullptr), &o16, &o64})
-  for (bool bf16 : {false, true}) {
-    CAPTURE(bf16);
-    CAPTURE((plan ? plan->chunk : 0));
-    ScanCase c{2, 150, 40, 16, true, true, true, true, true};
-    HostInputs in = make_inputs(c, bf16, 21);
-    const int64_t Bt = c.batch, L = c.length, Dm = c.dim, N = c.dstate;
-    auto make = [&](Device device) {
-      const DType io = device == Device::CUDA && bf16 ? DType::BFloat16 : DType::Float32;
-      auto t = [&](const std::vector<float>& v, Shape s, DType dt) {
-        return Tensor::from_vector<float>(v, s).to(device).to(dt).requires_grad_();
+    for (bool bf16 : {false, true}) {
+      CAPTURE(bf16);
+      CAPTURE((plan ? plan->chunk : 0));
+      ScanCase c{2, 150, 40, 16, true, true, true, true, true};
+      HostInputs in = make_inputs(c, bf16, 21);
+      const int64_t Bt = c.batch, L = c.length, Dm = c.dim, N = c.dstate;
+      auto make = [&](Device device) {
+        const DType io = device == Device::CUDA && bf16 ? DType::BFloat16 : DType::Float32;
+        auto t = [&](const std::vector<float>& v, Shape s, DType dt) {
+          return Tensor::from_vector<float>(v, s).to(device).to(dt).requires_grad_();
+        };
+        return std::vector<Tensor>{t(in.u, {Bt, L, Dm}, io),         t(in.delta, {Bt, L, Dm}, io),
+                                   t(in.A, {Dm, N}, DType::Float32), t(in.B, {Bt, L, N}, io),
+                                   t(in.C, {Bt, L, N}, io),          t(in.D, {Dm}, DType::Float32),
+                                   t(in.z, {Bt, L, Dm}, io),         t(in.bias, {Dm}, DType::Float32)};
       };
-      return std::vector<Tensor>{t(in.u, {Bt, L, Dm}, io), t(in.delta, {Bt, L, Dm}, io),
-                                 t(in.A, {Dm, N}, DType::Float32), t(in.B, {Bt, L, N}, io),
-                                 t(in.C, {Bt, L, N}, io), t(in.D, {Dm}, DType::Float32),
-                                 t(in.z, {Bt, L, Dm}, io), t(in.bias, {Dm}, DType::Float32)};
-    };
-    std::vector<std::vector<float>> grads[2];
-    std::vector<float> outs[2], finals[2];
-    int k = 0;
-    for (Device device : {Device::CPU, Device::CUDA}) {
-      std::vector<Tensor> x = make(device);
-      ScanOptions opt;
-      opt.initial_state = Tensor::from_vector<float>(in.init, {Bt, Dm, N}).to(device);
-      opt.return_final_state = true;
-      opt.plan_overrides = plan;
-      ScanResult r = selective_scan_ex(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], opt);
-      Tensor g = Tensor::from_vector<float>(in.dout, {Bt, L, Dm}).to(device).to(r.out.dtype());
-      autograd::backward(r.out, g);
-      outs[k] = r.out.to_vector<float>();
-      finals[k] = r.final_state.to_vector<float>();
-      for (const Tensor& t : x) grads[k].push_back(t.grad().to_vector<float>());
-      ++k;
+      std::vector<std::vector<float>> grads[2];
+      std::vector<float> outs[2], finals[2];
+      int k = 0;
+      for (Device device : {Device::CPU, Device::CUDA}) {
+        std::vector<Tensor> x = make(device);
+        ScanOptions opt;
+        opt.initial_state = Tensor::from_vector<float>(in.init, {Bt, Dm, N}).to(device);
+        opt.return_final_state = true;
+        opt.plan_overrides = plan;
+        ScanResult r = selective_scan_ex(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], opt);
+        Tensor g = Tensor::from_vector<float>(in.dout, {Bt, L, Dm}).to(device).to(r.out.dtype());
+        autograd::backward(r.out, g);
+        outs[k] = r.out.to_vector<float>();
+        finals[k] = r.final_state.to_vector<float>();
+        for (const Tensor& t : x) grads[k].push_back(t.grad().to_vector<float>());
+        ++k;
+      }
+      const double tol = bf16 ? 2e-2 : 1e-4;
+      CHECK(rel_err(outs[1], outs[0]) < tol);
+      CHECK(rel_err(finals[1], finals[0]) < tol);
+      for (size_t i = 0; i < grads[0].size(); ++i) {
+        CAPTURE(i);
+        CHECK(rel_err(grads[1][i], grads[0][i]) < tol);
+      }
     }
-    const double tol = bf16 ? 2e-2 : 1e-4;
-    CHECK(rel_err(outs[1], outs[0]) < tol);
-    CHECK(rel_err(finals[1], finals[0]) < tol);
-    for (size_t i = 0; i < grads[0].size(); ++i) {
-      CAPTURE(i);
-      CHECK(rel_err(grads[1][i], grads[0][i]) < tol);
-    }
-  }
   // A, D, delta_bias and the state stay float32 with bfloat16 inputs.
   Tensor u = Tensor::zeros({1, 4, 2}, DType::BFloat16, Device::CUDA);
   Tensor B = Tensor::zeros({1, 4, 3}, DType::BFloat16, Device::CUDA);

@@ -18,8 +18,7 @@ using namespace s6::data;
 
 namespace {
 
-TaskParams params(int64_t vocab, int64_t seq_len, int64_t m = 16,
-                  LossPositions lp = LossPositions::Last) {
+TaskParams params(int64_t vocab, int64_t seq_len, int64_t m = 16, LossPositions lp = LossPositions::Last) {
   TaskParams p;
   p.vocab = vocab;
   p.seq_len = seq_len;
@@ -227,8 +226,7 @@ TEST_CASE("data: invalid params name the parameter and its range") {
 
 TEST_CASE("data: accuracy counts argmax == target at non-ignored positions") {
   // 2 x 3 positions, vocab 4; targets ignore the middle column.
-  std::vector<float> logits = {0, 5, 1, 0,   9, 0, 0, 0,  0, 0, 0, 3,
-                               2, 2, 0, 0,   0, 0, 0, 0,  1, 0, 0, 0};
+  std::vector<float> logits = {0, 5, 1, 0, 9, 0, 0, 0, 0, 0, 0, 3, 2, 2, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
   Tensor lg = Tensor::from_vector<float>(logits, {6, 4});
   Tensor tg = Tensor::from_vector<int32_t>({1, kIgnoreIndex, 2, 1, kIgnoreIndex, 0}, {2, 3});
   Accuracy a = accuracy(lg, tg);  // rows: 1==1 yes, 3!=2 no, first max 0 !=1 no, 0==0 yes
@@ -248,7 +246,10 @@ TEST_CASE("data: accuracy counts argmax == target at non-ignored positions") {
 }
 
 TEST_CASE("data: generation time per batch") {
-  struct Case { const char* name; int64_t batch, len; };
+  struct Case {
+    const char* name;
+    int64_t batch, len;
+  };
   for (Case c : {Case{"selective_copying", 64, 4096}, Case{"induction_heads", 64, 4096},
                  Case{"induction_heads", 8, 256}}) {
     auto task = make_task(c.name, params(16, c.len));
@@ -260,11 +261,11 @@ TEST_CASE("data: generation time per batch") {
       const int reps = 50;
       auto t0 = std::chrono::steady_clock::now();
       for (int k = 0; k < reps; ++k) task->sample_into(b, 0, static_cast<uint64_t>(k));
-      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                      .count() / reps;
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
+                  reps;
       omp_set_num_threads(saved);
-      MESSAGE(std::string(c.name) << " " << c.batch << "x" << c.len << ", " << threads
-                     << " thread(s): " << ms << " ms/batch");
+      MESSAGE(std::string(c.name) << " " << c.batch << "x" << c.len << ", " << threads << " thread(s): " << ms
+                                  << " ms/batch");
     }
   }
 }

@@ -66,16 +66,15 @@ TEST_CASE("data on the device: induction heads is bitwise the host generator") {
   using data::LossPositions;
   // (vocab, seq_len): ordinary tokens drawn from bytes (vocab - 2 <= 256) or words, the trigger
   // from bytes (seq_len - 3 <= 256) or words; the smallest sizes; the paper's config.
-  const std::vector<std::pair<int64_t, int64_t>> sizes{{16, 256}, {16, 259}, {16, 260}, {258, 77},
-                                                       {259, 77}, {300, 1000}, {3, 4}, {5, 5},
-                                                       {16, 4097}};
+  const std::vector<std::pair<int64_t, int64_t>> sizes{{16, 256},   {16, 259}, {16, 260}, {258, 77}, {259, 77},
+                                                       {300, 1000}, {3, 4},    {5, 5},    {16, 4097}};
   for (auto [vocab, len] : sizes)
     for (LossPositions loss : {LossPositions::Last, LossPositions::All})
       for (int64_t batch : {1, 5, 9})
         check_same_as_host({"induction_heads", params(vocab, len, 16, loss)}, batch, 11, 3, 0,
                            data::Split::Train, false);
-  check_same_as_host({"induction_heads", params(16, 256, 16)}, 7, 5, 123456789, 3,
-                     data::Split::Validation, false);
+  check_same_as_host({"induction_heads", params(16, 256, 16)}, 7, 5, 123456789, 3, data::Split::Validation,
+                     false);
   check_same_as_host({"induction_heads", params(16, 256, 16)}, 6, 5, 2, 1, data::Split::Train, true);
 }
 
@@ -89,8 +88,7 @@ TEST_CASE("data on the device: copying and selective copying are bitwise the hos
     for (auto [vocab, len, m] : sizes)
       for (int64_t batch : {1, 3, 64})
         check_same_as_host({name, params(vocab, len, m)}, batch, 7, 9, 0, data::Split::Train, false);
-  check_same_as_host({"selective_copying", params(16, 4096, 16)}, 4, 1, 77, 2,
-                     data::Split::Validation, true);
+  check_same_as_host({"selective_copying", params(16, 4096, 16)}, 4, 1, 77, 2, data::Split::Validation, true);
 }
 
 TEST_CASE("data on the device: the evaluation's CUDA batches are its host batches") {

@@ -17,10 +17,10 @@
 #include <thread>
 #include <vector>
 
+#include "tests/train_helpers.h"
 #include "trainer/checkpoint.h"
 #include "trainer/dist/rendezvous.h"
 #include "trainer/exit_codes.h"
-#include "tests/train_helpers.h"
 
 using namespace s6;
 using namespace s6::trainer;
@@ -99,7 +99,8 @@ TEST_CASE("data parallel (CPU): 2 ranks x batch 8 track 1 rank x batch 16 (--npr
   REQUIRE(wait_exit(spawn_train(two / "cfg.yaml", {"--nproc", "2"}, kOneThread, two / "log.txt")) == kExitOk);
   const std::string log = read_file(two / "log.txt");
   std::smatch m;
-  REQUIRE(std::regex_search(log, m, std::regex(R"(gradient averaging: \d+ parameters in (\d+) bucket\(s\) of up to 0.004 MB)")));
+  REQUIRE(std::regex_search(
+      log, m, std::regex(R"(gradient averaging: \d+ parameters in (\d+) bucket\(s\) of up to 0.004 MB)")));
   CHECK(std::stoi(m[1]) > 1);
   std::vector<std::string> a = train_losses(one), b = train_losses(two);
   REQUIRE(a.size() == 40);
@@ -107,7 +108,8 @@ TEST_CASE("data parallel (CPU): 2 ranks x batch 8 track 1 rank x batch 16 (--npr
   // Not bitwise: one rank takes the mean over 16 rows, two ranks each over 8 and then average, so
   // the float sums are grouped differently; the differences stay at float rounding.
   double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(loss_of(b[i]) - loss_of(a[i])) / loss_of(a[i]));
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, std::fabs(loss_of(b[i]) - loss_of(a[i])) / loss_of(a[i]));
   MESSAGE("largest relative loss difference over 40 steps: ", worst);
   CHECK(worst < 1e-5);
   CHECK(loss_of(a.back()) < loss_of(a.front()));  // it did train
@@ -152,9 +154,13 @@ TEST_CASE("data parallel (CPU): when a rank is killed the other exits with code 
   write_yaml(dir / "cfg.yaml", c);
   const std::string port = std::to_string(find_free_port());
   auto rank_env = [&](int rank) {
-    std::vector<std::string> env = {"RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(rank),
-                                    "WORLD_SIZE=2", "LOCAL_WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1",
-                                    "MASTER_PORT=" + port, "OMP_NUM_THREADS=1"};
+    std::vector<std::string> env = {"RANK=" + std::to_string(rank),
+                                    "LOCAL_RANK=" + std::to_string(rank),
+                                    "WORLD_SIZE=2",
+                                    "LOCAL_WORLD_SIZE=2",
+                                    "MASTER_ADDR=127.0.0.1",
+                                    "MASTER_PORT=" + port,
+                                    "OMP_NUM_THREADS=1"};
     if (rank == 1) env.push_back("S6_FAULT_INJECT=sigkill_at_step=5");
     return env;
   };
@@ -200,17 +206,23 @@ TEST_CASE("data parallel (CPU): 2 torchrun ranks rendezvous while the agent stor
   }
   REQUIRE(agent >= 0);
   auto rank_env = [&](int rank) {
-    return std::vector<std::string>{"RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(rank),
-                                    "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port),
-                                    "TORCHELASTIC_USE_AGENT_STORE=True", "OMP_NUM_THREADS=1"};
+    return std::vector<std::string>{"RANK=" + std::to_string(rank),
+                                    "LOCAL_RANK=" + std::to_string(rank),
+                                    "WORLD_SIZE=2",
+                                    "MASTER_ADDR=127.0.0.1",
+                                    "MASTER_PORT=" + std::to_string(port),
+                                    "TORCHELASTIC_USE_AGENT_STORE=True",
+                                    "OMP_NUM_THREADS=1"};
   };
   pid_t r0 = spawn_train(dir / "cfg.yaml", {}, rank_env(0), dir / "rank0.log");
   pid_t r1 = spawn_train(dir / "cfg.yaml", {}, rank_env(1), dir / "rank1.log");
-  const int e1 = wait_exit_within(r1, std::chrono::seconds(60)), e0 = wait_exit_within(r0, std::chrono::seconds(60));
+  const int e1 = wait_exit_within(r1, std::chrono::seconds(60)),
+            e0 = wait_exit_within(r0, std::chrono::seconds(60));
   ::close(agent);
   INFO(read_file(dir / "rank0.log"));
   CHECK(e0 == kExitOk);
   CHECK(e1 == kExitOk);
-  CHECK(read_file(dir / "rank0.log").find("rendezvous 127.0.0.1:" + std::to_string(port + 1)) != std::string::npos);
+  CHECK(read_file(dir / "rank0.log").find("rendezvous 127.0.0.1:" + std::to_string(port + 1)) !=
+        std::string::npos);
   fs::remove_all(dir);
 }

@@ -1,18 +1,18 @@
-// Distributed runtime (trainer/dist/: env, rendezvous, agreement, watchdog, launch, gradient_buckets): env parsing,
-// loopback rendezvous between forked processes, startup check, watchdog, --nproc launcher, batch
+// Distributed runtime (trainer/dist/: env, rendezvous, agreement, watchdog, launch, gradient_buckets): env
+// parsing, loopback rendezvous between forked processes, startup check, watchdog, --nproc launcher, batch
 // sharding, gradient bucket assignment and launch order. CPU only.
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -29,10 +29,10 @@
 #include "layers/ops.h"
 #include "trainer/dist/agreement.h"
 #include "trainer/dist/env.h"
-#include "trainer/dist/rendezvous.h"
-#include "trainer/dist/watchdog.h"
 #include "trainer/dist/gradient_buckets.h"
 #include "trainer/dist/launch.h"
+#include "trainer/dist/rendezvous.h"
+#include "trainer/dist/watchdog.h"
 
 using namespace s6;
 using namespace s6::trainer;
@@ -113,17 +113,23 @@ TEST_CASE("distributed: torchrun, Slurm and plain environments") {
   CHECK((none.launcher == Launcher::None && none.rank == 0 && none.world_size == 1 && !none.distributed()));
   CHECK(parse_launch_env({{"SLURM_PROCID", "0"}}).launcher == Launcher::None);  // salloc shell, no srun
 
-  LaunchEnv t = parse_launch_env({{"RANK", "3"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"},
-                                  {"MASTER_ADDR", "node7"}, {"MASTER_PORT", "1234"}});
+  LaunchEnv t = parse_launch_env({{"RANK", "3"},
+                                  {"WORLD_SIZE", "8"},
+                                  {"LOCAL_RANK", "1"},
+                                  {"MASTER_ADDR", "node7"},
+                                  {"MASTER_PORT", "1234"}});
   CHECK((t.launcher == Launcher::Torchrun && t.rank == 3 && t.world_size == 8 && t.local_rank == 1));
   CHECK((t.master_addr == "node7" && t.master_port == 1234 && t.distributed()));
   CHECK(describe(t) == "torchrun: rank 3 of 8 (local 1), rendezvous node7:1234");
   RendezvousOptions ro = rendezvous_options(t, 7s);
-  CHECK((ro.master_addr == "node7" && ro.master_port == 1234 && ro.rank == 3 && ro.world_size == 8 && ro.timeout == 7s));
+  CHECK((ro.master_addr == "node7" && ro.master_port == 1234 && ro.rank == 3 && ro.world_size == 8 &&
+         ro.timeout == 7s));
   LaunchEnv d = parse_launch_env({{"RANK", "2"}, {"WORLD_SIZE", "4"}});
   CHECK((d.local_rank == 2 && d.master_addr == "127.0.0.1" && d.master_port == kDefaultMasterPort));
 
-  EnvMap slurm{{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "16"}, {"SLURM_LOCALID", "1"},
+  EnvMap slurm{{"SLURM_PROCID", "5"},
+               {"SLURM_NTASKS", "16"},
+               {"SLURM_LOCALID", "1"},
                {"SLURM_LAUNCH_NODE_IPADDR", "10.0.0.2"}};
   LaunchEnv s = parse_launch_env(slurm);
   CHECK((s.launcher == Launcher::Slurm && s.rank == 5 && s.world_size == 16 && s.local_rank == 1));
@@ -146,14 +152,17 @@ TEST_CASE("distributed: under torchrun's agent store the rendezvous moves off MA
   env["TORCHELASTIC_USE_AGENT_STORE"] = "True";
   LaunchEnv t = parse_launch_env(env);
   CHECK((t.master_port == 29501 && t.agent_store));
-  CHECK(describe(t) == "torchrun: rank 1 of 2 (local 1), rendezvous 127.0.0.1:29501 (torchrun's agent store holds MASTER_PORT)");
+  CHECK(
+      describe(t) ==
+      "torchrun: rank 1 of 2 (local 1), rendezvous 127.0.0.1:29501 (torchrun's agent store holds MASTER_PORT)");
   env["S6_RENDEZVOUS_PORT"] = "40001";
   CHECK(parse_launch_env(env).master_port == 40001);
   env.erase("S6_RENDEZVOUS_PORT");
   env["MASTER_PORT"] = "65535";
   CHECK_THROWS_WITH_AS(parse_launch_env(env), doctest::Contains("set S6_RENDEZVOUS_PORT"), s6::Error);
   env["S6_RENDEZVOUS_PORT"] = "0";
-  CHECK_THROWS_WITH_AS(parse_launch_env(env), doctest::Contains("S6_RENDEZVOUS_PORT=0 is out of range"), s6::Error);
+  CHECK_THROWS_WITH_AS(parse_launch_env(env), doctest::Contains("S6_RENDEZVOUS_PORT=0 is out of range"),
+                       s6::Error);
 }
 
 TEST_CASE("distributed: malformed launcher variables are named") {
@@ -203,7 +212,8 @@ TEST_CASE("distributed: the global batch is split across ranks in rank order") {
       CAPTURE(world);
       std::vector<int32_t> joined;
       for (int r = 0; r < world; ++r) {
-        auto part = task->sample(per_rank_batch(8, world), 11, 5, static_cast<uint32_t>(r)).inputs.to_vector<int32_t>();
+        auto part =
+            task->sample(per_rank_batch(8, world), 11, 5, static_cast<uint32_t>(r)).inputs.to_vector<int32_t>();
         joined.insert(joined.end(), part.begin(), part.end());
       }
       CHECK(joined == whole);
@@ -223,7 +233,8 @@ TEST_CASE("distributed: rendezvous broadcasts a 128-byte id and gathers records 
     for (int i = 0; i < 128; ++i) result += id[i] == static_cast<unsigned char>(i * 7 + 3) ? "" : "bad id;";
     auto all = rdv.gather("record of " + std::to_string(rank), "records");
     if (rank == 0) {
-      for (int r = 0; r < world; ++r) result += all.at(r) == "record of " + std::to_string(r) ? "" : "bad gather;";
+      for (int r = 0; r < world; ++r)
+        result += all.at(r) == "record of " + std::to_string(r) ? "" : "bad gather;";
     } else if (!all.empty()) {
       result += "non-root got records;";
     }
@@ -301,7 +312,8 @@ TEST_CASE("distributed: rendezvous failures name the rank, peer and operation, n
     Rendezvous late(opts(2, 3, find_free_port(), 200ms));
     FAIL("no error");
   } catch (const CommError& e) {
-    CHECK(std::string(e.what()).find("timed out after 0.2 s (last error: Connection refused)") != std::string::npos);
+    CHECK(std::string(e.what()).find("timed out after 0.2 s (last error: Connection refused)") !=
+          std::string::npos);
   }
   // Rank 0 alone: names the ranks that never came.
   t0 = Clock::now();
@@ -365,8 +377,9 @@ TEST_CASE("distributed: startup agreement on config hash, world size and resume 
   c.resume_step = 0;
   std::string msg = startup_disagreement({a, b, b, c});
   CHECK(msg.find("ranks disagree at startup") != std::string::npos);
-  CHECK(msg.find(fmt::format("config hash (FNV-1a of the resolved config): rank 0 has {:#018x}, ranks 1, 2 have {:#018x}",
-                             a.config_hash, b.config_hash)) != std::string::npos);
+  CHECK(msg.find(fmt::format(
+            "config hash (FNV-1a of the resolved config): rank 0 has {:#018x}, ranks 1, 2 have {:#018x}",
+            a.config_hash, b.config_hash)) != std::string::npos);
   CHECK(msg.find("resume step: rank 0 has 100, rank 3 has 0") != std::string::npos);
   CHECK(msg.find("world size:") == std::string::npos);  // only the differing fields are listed
   c.world_size = 2;
@@ -394,21 +407,28 @@ TEST_CASE("distributed: startup agreement on config hash, world size and resume 
 TEST_CASE("distributed: the watchdog aborts an operation that never completes") {
   int aborts = 0;
   auto t0 = Clock::now();
-  CHECK_THROWS_WITH_AS(poll_with_timeout("all_reduce grads", 3, 100ms, [] { return false; }, [&] { ++aborts; }),
+  CHECK_THROWS_WITH_AS(poll_with_timeout(
+                           "all_reduce grads", 3, 100ms, [] { return false; }, [&] { ++aborts; }),
                        doctest::Contains("rank 3: collective 'all_reduce grads' did not complete within 0.1 s; "
-                                         "communicator aborted"), CommError);
+                                         "communicator aborted"),
+                       CommError);
   CHECK(aborts == 1);
   CHECK(seconds_since(t0) < 2);
   int polls = 0;
-  poll_with_timeout("fast", 0, 5s, [&] { return ++polls == 3; }, [&] { ++aborts; });
+  poll_with_timeout(
+      "fast", 0, 5s, [&] { return ++polls == 3; }, [&] { ++aborts; });
   CHECK((polls == 3 && aborts == 1));
 
   // Thread flavour: an op that blocks until aborted (as NCCL ops do on ncclCommAbort).
   auto released = std::make_shared<std::atomic<bool>>(false);
   t0 = Clock::now();
   try {
-    run_with_timeout("comm init", 1, 150ms, [released] { while (!*released) std::this_thread::sleep_for(1ms); },
-                     [released] { *released = true; });
+    run_with_timeout(
+        "comm init", 1, 150ms,
+        [released] {
+          while (!*released) std::this_thread::sleep_for(1ms);
+        },
+        [released] { *released = true; });
     FAIL("no timeout");
   } catch (const CommError& e) {
     std::string m = e.what();
@@ -420,17 +440,22 @@ TEST_CASE("distributed: the watchdog aborts an operation that never completes") 
   // after 2 s, holding only its own shared state.
   auto never = std::make_shared<std::atomic<bool>>(false);
   t0 = Clock::now();
-  CHECK_THROWS_WITH_AS(
-      run_with_timeout("barrier", 2, 100ms, [never] {
-        for (auto end = Clock::now() + 2s; !*never && Clock::now() < end;) std::this_thread::sleep_for(1ms);
-      }, [] {}, 50ms),
-      doctest::Contains("did not return after the abort either"), CommError);
+  CHECK_THROWS_WITH_AS(run_with_timeout(
+                           "barrier", 2, 100ms,
+                           [never] {
+                             for (auto end = Clock::now() + 2s; !*never && Clock::now() < end;)
+                               std::this_thread::sleep_for(1ms);
+                           },
+                           [] {}, 50ms),
+                       doctest::Contains("did not return after the abort either"), CommError);
   CHECK(seconds_since(t0) < 1.5);
   // Completion and errors pass through.
   bool ran = false;
-  run_with_timeout("ok", 0, 5s, [&] { ran = true; }, [] { FAIL("aborted"); });
+  run_with_timeout(
+      "ok", 0, 5s, [&] { ran = true; }, [] { FAIL("aborted"); });
   CHECK(ran);
-  CHECK_THROWS_WITH_AS(run_with_timeout("bad", 0, 5s, [] { throw Error("nccl error 5"); }, [] {}),
+  CHECK_THROWS_WITH_AS(run_with_timeout(
+                           "bad", 0, 5s, [] { throw Error("nccl error 5"); }, [] {}),
                        "nccl error 5", Error);
 }
 
@@ -447,14 +472,16 @@ TEST_CASE("distributed: --nproc launcher sets the environment and reports the fi
     return o;
   };
   auto t0 = Clock::now();
-  CHECK(launch_local(sh("echo \"$RANK $LOCAL_RANK $WORLD_SIZE $LOCAL_WORLD_SIZE $MASTER_ADDR $MASTER_PORT\" > " +
-                        dir.string() + "/env_$RANK")) == 0);
+  CHECK(
+      launch_local(sh("echo \"$RANK $LOCAL_RANK $WORLD_SIZE $LOCAL_WORLD_SIZE $MASTER_ADDR $MASTER_PORT\" > " +
+                      dir.string() + "/env_$RANK")) == 0);
   std::string port;
   for (int r = 0; r < 3; ++r) {
     std::ifstream f(dir / fmt::format("env_{}", r));
     std::string rank, local, world, local_world, addr, p;
     f >> rank >> local >> world >> local_world >> addr >> p;
-    CHECK((rank == std::to_string(r) && local == rank && world == "3" && local_world == "3" && addr == "127.0.0.1"));
+    CHECK((rank == std::to_string(r) && local == rank && world == "3" && local_world == "3" &&
+           addr == "127.0.0.1"));
     CHECK((std::atoi(p.c_str()) > 0 && (port.empty() || p == port)));
     port = p;
   }
@@ -494,13 +521,16 @@ TEST_CASE("distributed: --nproc launcher sets the environment and reports the fi
   if (launcher == 0) {
     int rc = 1;
     try {
-      rc = launch_local(sh("trap 'exit 9' TERM; touch " + dir.string() + "/ready_$RANK; while :; do sleep 0.05; done"));
+      rc = launch_local(
+          sh("trap 'exit 9' TERM; touch " + dir.string() + "/ready_$RANK; while :; do sleep 0.05; done"));
     } catch (...) {
     }
     ::_exit(rc);
   }
   const auto deadline = Clock::now() + 10s;
-  auto ready = [&] { return fs::exists(dir / "ready_0") && fs::exists(dir / "ready_1") && fs::exists(dir / "ready_2"); };
+  auto ready = [&] {
+    return fs::exists(dir / "ready_0") && fs::exists(dir / "ready_1") && fs::exists(dir / "ready_2");
+  };
   while (!ready() && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
   CHECK(ready());
   ::kill(launcher, SIGTERM);
@@ -554,7 +584,8 @@ TEST_CASE("distributed: gradient buckets fill in reverse parameter order up to t
   CHECK(bucket_params(assign_gradient_buckets({50, 50}, 50)) == P{{1}, {0}});  // exactly full
   CHECK(bucket_params(assign_gradient_buckets({1, 2, 3}, 1000)) == P{{2, 1, 0}});
   CHECK(assign_gradient_buckets({}, 50).empty());
-  CHECK_THROWS_WITH_AS(assign_gradient_buckets({1}, 0), doctest::Contains("bucket size must be positive"), Error);
+  CHECK_THROWS_WITH_AS(assign_gradient_buckets({1}, 0), doctest::Contains("bucket size must be positive"),
+                       Error);
 
   // Any sizes: every parameter once, in reverse order overall, no bucket over the size unless it
   // holds a single parameter.
@@ -587,8 +618,8 @@ TEST_CASE("distributed: buckets launch in bucket order once all their gradients 
   CHECK(s.mark_ready(4) == L{});
   CHECK(s.mark_ready(3) == L{0});
   CHECK(s.take_rest() == L{1, 2});
-  CHECK_THROWS_WITH_AS(BucketSchedule(assign_gradient_buckets({1, 1}, 10), 3), doctest::Contains("in no bucket"),
-                       Error);
+  CHECK_THROWS_WITH_AS(BucketSchedule(assign_gradient_buckets({1, 1}, 10), 3),
+                       doctest::Contains("in no bucket"), Error);
 }
 
 TEST_CASE("distributed: on a real model backward finishes every bucket, the first long before the end") {
@@ -617,7 +648,7 @@ TEST_CASE("distributed: on a real model backward finishes every bucket, the firs
     for (int64_t b : schedule.mark_ready(index.at(&leaf))) launched.push_back(b), fired_before.push_back(fired);
   });
   CHECK(fired == static_cast<int64_t>(params.size()));  // every parameter's gradient was reported
-  CHECK(schedule.take_rest().empty());                 // so nothing was left for the end
+  CHECK(schedule.take_rest().empty());                  // so nothing was left for the end
   REQUIRE(static_cast<int64_t>(launched.size()) == num_buckets);
   for (int64_t b = 0; b < num_buckets; ++b) CHECK(launched[static_cast<size_t>(b)] == b);
   CHECK(fired_before[0] < fired / 2);  // the first bucket went out while most of backward remained

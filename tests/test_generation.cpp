@@ -37,7 +37,9 @@ MambaConfig small_model(int64_t vocab) {
 std::vector<double> full_logits(const MambaLM& m, const std::vector<int32_t>& ids, int64_t batch) {
   autograd::NoGradGuard ng;
   const int64_t length = static_cast<int64_t>(ids.size()) / batch;
-  return m.forward(Tensor::from_vector<int32_t>(ids, {batch, length}).to(m.device())).to(DType::Float64).to_vector<double>();
+  return m.forward(Tensor::from_vector<int32_t>(ids, {batch, length}).to(m.device()))
+      .to(DType::Float64)
+      .to_vector<double>();
 }
 
 std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
@@ -106,12 +108,14 @@ TEST_CASE("generation: prefill with the scan, then one step, equals the full for
   // MambaLM::prefill (the head at the last position only) gives the full forward's last logits
   // and the same state as forward(ids, &state).
   InferenceState fresh = m.new_state(batch);
-  std::vector<double> last_only = m.prefill(Tensor::from_vector<int32_t>(prefix, {batch, length}), fresh).to_vector<double>();
+  std::vector<double> last_only =
+      m.prefill(Tensor::from_vector<int32_t>(prefix, {batch, length}), fresh).to_vector<double>();
   const std::vector<double> pre_all = pre.to_vector<double>();
   double worst_prefill = 0;
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t v = 0; v < V; ++v)
-      worst_prefill = std::max(worst_prefill, std::fabs(last_only[b * V + v] - pre_all[(b * length + length - 1) * V + v]));
+      worst_prefill = std::max(worst_prefill,
+                               std::fabs(last_only[b * V + v] - pre_all[(b * length + length - 1) * V + v]));
   CHECK(worst_prefill < 1e-12);
   InferenceState again = m.new_state(batch);
   m.forward(Tensor::from_vector<int32_t>(prefix, {batch, length}), &again);
@@ -130,7 +134,8 @@ TEST_CASE("generation: greedy decoding equals the argmax of the full forward at 
 
 TEST_CASE("generation: prompts of different lengths in one batch decode as each would alone") {
   MambaLM m(small_model(30), 13, DType::Float64);
-  std::vector<std::vector<int32_t>> prompts = {random_ids(3, 30, 3), random_ids(8, 30, 4), random_ids(5, 30, 5)};
+  std::vector<std::vector<int32_t>> prompts = {random_ids(3, 30, 3), random_ids(8, 30, 4),
+                                               random_ids(5, 30, 5)};
   GenerationOptions o;
   o.max_new_tokens = 6;
   o.sampling.temperature = 0;
@@ -188,14 +193,16 @@ TEST_CASE("generation: the first sampled token follows the prefill's logits, wit
     for (int64_t row = 0; row < 2; ++row) {
       CAPTURE(seed);
       CAPTURE(row);
-      CHECK(r.tokens[row][0] == sample_from_logits(logits.data() + row * V, 30, o.sampling, sampling_uniform(seed, row, 3)));
+      CHECK(r.tokens[row][0] ==
+            sample_from_logits(logits.data() + row * V, 30, o.sampling, sampling_uniform(seed, row, 3)));
     }
   }
 }
 
 TEST_CASE("generation: sampling respects top-k and top-p and follows the softmax") {
   // Probabilities 0.125, 0.0625, 0.5, 0.25, 0.0625 at temperature 1.
-  std::vector<float> logits = {std::log(0.125f), std::log(0.0625f), std::log(0.5f), std::log(0.25f), std::log(0.0625f)};
+  std::vector<float> logits = {std::log(0.125f), std::log(0.0625f), std::log(0.5f), std::log(0.25f),
+                               std::log(0.0625f)};
   auto counts = [&](SamplingOptions s) {
     std::map<int32_t, int> c;
     const int n = 4000;
@@ -229,7 +236,9 @@ TEST_CASE("generation: sampling respects top-k and top-p and follows the softmax
   CHECK(sampling_uniform(1, 0, 5) != sampling_uniform(2, 0, 5));
 }
 
-TEST_CASE("generation: build/generate continues a bytes-task checkpoint and streams its text (and its eval has bits per byte)") {
+TEST_CASE(
+    "generation: build/generate continues a bytes-task checkpoint and streams its text (and its eval has bits "
+    "per byte)") {
   fs::path dir = testing::fresh_dir("gen_cli");
   TrainConfig c = testing::tiny_config(dir / "run", 2);
   c.task.name = "bytes";
@@ -242,7 +251,8 @@ TEST_CASE("generation: build/generate continues a bytes-task checkpoint and stre
   REQUIRE(run_training(c, RunOptions{}) == 0);
   {  // the bytes task's evaluation: bits per byte = loss / ln 2, perplexity = exp(loss)
     std::ifstream in(dir / "run" / "metrics.jsonl");
-    static const std::regex re(R"re("split": "eval".*"loss": ([^,]+),.*"perplexity": ([^,]+), "bits_per_byte": ([^}]+)\})re");
+    static const std::regex re(
+        R"re("split": "eval".*"loss": ([^,]+),.*"perplexity": ([^,]+), "bits_per_byte": ([^}]+)\})re");
     int found = 0;
     for (std::string line; std::getline(in, line);) {
       std::smatch m;
@@ -264,7 +274,8 @@ TEST_CASE("generation: build/generate continues a bytes-task checkpoint and stre
     const int status = ::pclose(p);
     return std::pair<int, std::string>{WEXITSTATUS(status), out};
   };
-  auto [rc, out] = run("--checkpoint " + (dir / "run").string() + " --prompt hello --max-new-tokens 20 --seed 4");
+  auto [rc,
+        out] = run("--checkpoint " + (dir / "run").string() + " --prompt hello --max-new-tokens 20 --seed 4");
   CHECK(rc == 0);
   CHECK(out.find("\nhello") != std::string::npos);
   CHECK(out.find("tokens/s") != std::string::npos);

@@ -19,10 +19,9 @@ Tensor param(const Shape& shape, Philox& rng, double lo = -1.0, double hi = 1.0)
 TEST_CASE("grad: linear with and without bias") {
   Philox rng(1);
   Tensor x = param({2, 3, 5}, rng), w = param({4, 5}, rng), b = param({4}, rng);
-  CHECK(gradcheck([](const auto& in) { return std::vector<Tensor>{linear(in[0], in[1], in[2])}; },
-                  {x, w, b}) == "");
-  CHECK(gradcheck([](const auto& in) { return std::vector<Tensor>{linear(in[0], in[1])}; }, {x, w}) ==
+  CHECK(gradcheck([](const auto& in) { return std::vector<Tensor>{linear(in[0], in[1], in[2])}; }, {x, w, b}) ==
         "");
+  CHECK(gradcheck([](const auto& in) { return std::vector<Tensor>{linear(in[0], in[1])}; }, {x, w}) == "");
 }
 
 TEST_CASE("grad: linear_split equals split(linear) and checks against finite differences") {
@@ -40,8 +39,11 @@ TEST_CASE("grad: linear_split equals split(linear) and checks against finite dif
   CHECK(gradcheck([&](const auto& in) { return linear_split(in[0], in[1], in[2], sizes); }, {x, w, b}) == "");
   CHECK(gradcheck([](const auto& in) { return linear_split(in[0], in[1], Tensor(), {2, 5}); }, {x, w}) == "");
   // Only the second part reaches the loss: the first part's weight and bias rows get zero gradients.
-  CHECK(gradcheck([](const auto& in) { return std::vector<Tensor>{linear_split(in[0], in[1], in[2], {2, 5})[1]}; },
-                  {x, w, b}) == "");
+  CHECK(gradcheck(
+            [](const auto& in) {
+              return std::vector<Tensor>{linear_split(in[0], in[1], in[2], {2, 5})[1]};
+            },
+            {x, w, b}) == "");
   CHECK_THROWS_WITH_AS(linear_split(x, w, b, {3, 3}), doctest::Contains("add up to the weight's 7"), Error);
   CHECK_THROWS_WITH_AS(linear_split(x, w, b, {8, -1}), doctest::Contains(">= 0"), Error);
 }
@@ -54,14 +56,15 @@ TEST_CASE("grad: causal_conv1d with SiLU, bias, initial state, widths 2-4") {
       CAPTURE(silu);
       Tensor x = param({2, 5, 3}, rng), w = param({3, 1, width}, rng), b = param({3}, rng);
       Tensor init = uniform({2, 3, width - 1}, -1, 1, rng, DType::Float64);
-      CHECK(gradcheck([&](const auto& in) {
-              return std::vector<Tensor>{causal_conv1d(in[0], in[1], in[2], silu, init)};
-            },
-            {x, w, b}) == "");
-      CHECK(gradcheck([&](const auto& in) {
-              return std::vector<Tensor>{causal_conv1d(in[0], in[1], Tensor(), silu)};
-            },
-            {x, w}) == "");
+      CHECK(gradcheck(
+                [&](const auto& in) {
+                  return std::vector<Tensor>{causal_conv1d(in[0], in[1], in[2], silu, init)};
+                },
+                {x, w, b}) == "");
+      CHECK(
+          gradcheck(
+              [&](const auto& in) { return std::vector<Tensor>{causal_conv1d(in[0], in[1], Tensor(), silu)}; },
+              {x, w}) == "");
     }
   }
 }
@@ -79,26 +82,27 @@ TEST_CASE("grad: selective_scan with every input (u, delta, A, B, C, D, z, delta
   CHECK(gradcheck(scan, {u, delta, A, B, C, D, z, bias}) == "");
   SUBCASE("without z, D and bias; no softplus") {
     Tensor dpos = param({batch, length, dim}, rng, 0.05, 0.6);
-    CHECK(gradcheck([](const auto& in) {
-            return std::vector<Tensor>{
-                selective_scan(in[0], in[1], in[2], in[3], in[4], Tensor(), Tensor(), Tensor(), false)};
-          },
-          {u, dpos, A, B, C}) == "");
+    CHECK(gradcheck(
+              [](const auto& in) {
+                return std::vector<Tensor>{
+                    selective_scan(in[0], in[1], in[2], in[3], in[4], Tensor(), Tensor(), Tensor(), false)};
+              },
+              {u, dpos, A, B, C}) == "");
   }
 }
 
 TEST_CASE("grad: rmsnorm_add with and without residual, both outputs") {
   Philox rng(4);
   Tensor x = param({2, 3, 6}, rng), r = param({2, 3, 6}, rng), w = param({6}, rng, 0.5, 1.5);
-  CHECK(gradcheck([](const auto& in) {
-          auto [y, s] = rmsnorm_add(in[0], in[1], in[2], 1e-5);
-          return std::vector<Tensor>{y, s};
-        },
-        {x, r, w}) == "");
-  CHECK(gradcheck([](const auto& in) {
-          return std::vector<Tensor>{rmsnorm_add(in[0], Tensor(), in[1], 1e-5).first};
-        },
-        {x, w}) == "");
+  CHECK(gradcheck(
+            [](const auto& in) {
+              auto [y, s] = rmsnorm_add(in[0], in[1], in[2], 1e-5);
+              return std::vector<Tensor>{y, s};
+            },
+            {x, r, w}) == "");
+  CHECK(gradcheck(
+            [](const auto& in) { return std::vector<Tensor>{rmsnorm_add(in[0], Tensor(), in[1], 1e-5).first}; },
+            {x, w}) == "");
 }
 
 TEST_CASE("grad: embedding (repeated ids accumulate)") {

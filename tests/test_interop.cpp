@@ -9,12 +9,12 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/tape.h"
+#include "tests/train_helpers.h"
 #include "trainer/checkpoint.h"
 #include "trainer/exit_codes.h"
 #include "trainer/hf_model.h"
 #include "trainer/safetensors.h"
 #include "trainer/trainer.h"
-#include "tests/train_helpers.h"
 
 using namespace s6;
 using namespace s6::trainer;
@@ -71,8 +71,8 @@ int run_program(const std::vector<std::string>& args) {
 TEST_CASE("safetensors: a hand-made file parses (F32, BF16, F16, F64, metadata)") {
   fs::path dir = fresh_dir("st_hand");
   std::string data = le_floats({1.5f, -2.0f});
-  data += std::string("\x80\x3f\x00\xc0", 4);              // bf16 1.0, -2.0
-  data += std::string("\x00\x3c\x00\xc0\x01\x00", 6);      // f16 1.0, -2.0, 2^-24
+  data += std::string("\x80\x3f\x00\xc0", 4);          // bf16 1.0, -2.0
+  data += std::string("\x00\x3c\x00\xc0\x01\x00", 6);  // f16 1.0, -2.0, 2^-24
   double d = 0.25;
   data.append(reinterpret_cast<const char*>(&d), 8);
   const std::string header =
@@ -93,8 +93,9 @@ TEST_CASE("safetensors: a hand-made file parses (F32, BF16, F16, F64, metadata)"
 
 TEST_CASE("safetensors: write -> read gives the same tensors bit for bit, the data 8-byte aligned") {
   fs::path dir = fresh_dir("st_rt");
-  std::map<std::string, Tensor> in{{"x", Tensor::from_vector(std::vector<float>{1e-30f, -0.0f, 3.25f, 7e20f}, {2, 2})},
-                                   {"y.z", Tensor::from_vector(std::vector<float>{42.0f}, {1})}};
+  std::map<std::string, Tensor> in{
+      {"x", Tensor::from_vector(std::vector<float>{1e-30f, -0.0f, 3.25f, 7e20f}, {2, 2})},
+      {"y.z", Tensor::from_vector(std::vector<float>{42.0f}, {1})}};
   const std::string file = (dir / "w.safetensors").string();
   write_safetensors(file, in, {{"k", "v"}});
   SafetensorsFile out = read_safetensors(file);
@@ -127,7 +128,8 @@ TEST_CASE("safetensors: corrupt headers are refused with a message naming the fi
   { std::ofstream(file) << "abc"; }
   refused("not a safetensors file: 3 bytes");
   write_raw(file, good, data, 1 << 20);
-  refused("not a safetensors file: the header length field says 1048576 bytes but the file has 62 bytes after it");
+  refused(
+      "not a safetensors file: the header length field says 1048576 bytes but the file has 62 bytes after it");
   write_raw(file, R"({"a":{"dtype":"F32",)", data);
   refused("the safetensors header is not valid JSON");
   write_raw(file, "[1, 2]", data);
@@ -196,16 +198,20 @@ TEST_CASE("hf import: mamba_ssm's names, a stored tied head, defaults, and refus
          R"("use_bias":false,"time_step_rank":"auto","layer_norm_epsilon":1e-5})";
   CHECK(logits_of(load_model_from_hf_folder(dir.string(), Device::CPU)) == logits_of(model));
 
-  std::ofstream(dir / "config.json") << R"({"model_type":"mamba","hidden_size":16,"num_hidden_layers":2,"vocab_size":16,"state_size":4})";
+  std::ofstream(dir / "config.json")
+      << R"({"model_type":"mamba","hidden_size":16,"num_hidden_layers":2,"vocab_size":16,"state_size":4})";
   CHECK_THROWS_WITH_AS(read_hf_folder(dir.string()),
                        doctest::Contains("no tensor backbone.layers.0.mixer.in_proj.bias"), HfFolderError);
   std::ofstream(dir / "config.json") << R"({"model_type":"mamba2"})";
-  CHECK_THROWS_WITH_AS(read_hf_folder(dir.string()), doctest::Contains("model_type is 'mamba2'"), HfFolderError);
+  CHECK_THROWS_WITH_AS(read_hf_folder(dir.string()), doctest::Contains("model_type is 'mamba2'"),
+                       HfFolderError);
   std::ofstream(dir / "config.json") << "{";
-  CHECK_THROWS_WITH_AS(read_hf_folder(dir.string()), doctest::Contains("config.json: not valid JSON"), HfFolderError);
+  CHECK_THROWS_WITH_AS(read_hf_folder(dir.string()), doctest::Contains("config.json: not valid JSON"),
+                       HfFolderError);
   fs::remove(dir / "model.safetensors");
   std::ofstream(dir / "config.json") << "{}";
-  CHECK_THROWS_WITH_AS(read_hf_folder(dir.string()), doctest::Contains("has no model.safetensors"), HfFolderError);
+  CHECK_THROWS_WITH_AS(read_hf_folder(dir.string()), doctest::Contains("has no model.safetensors"),
+                       HfFolderError);
   fs::remove_all(dir);
 }
 
@@ -227,7 +233,10 @@ TEST_CASE("hf: the export program writes a folder whose init.from run equals ini
   TrainConfig wrong = tiny_config(fresh_dir("hf_init_wrong"), 1);
   wrong.model.d_state = 8;
   wrong.init_from = hf.string();
-  CHECK_THROWS_WITH_AS(run_training(wrong, RunOptions{}), doctest::Contains("tensor backbone.layers.0.mixer.A_log has shape [64, 16] but the model needs [64, 8]"), ConfigError);
+  CHECK_THROWS_WITH_AS(
+      run_training(wrong, RunOptions{}),
+      doctest::Contains("tensor backbone.layers.0.mixer.A_log has shape [64, 16] but the model needs [64, 8]"),
+      ConfigError);
   CHECK(run_program({S6_EXPORT_BINARY, "--checkpoint", (src / "nothing.h5").string(), "--out", hf.string()}) ==
         kExitCheckpointError);
   CHECK(run_program({S6_EXPORT_BINARY, "--out", hf.string()}) == kExitConfigError);
@@ -267,7 +276,8 @@ TEST_CASE("hf export: a checkpoint whose stored config no longer loads as a whol
   CHECK(m.config.d_model == 32);
   CHECK(m.config.vocab_size == 8);
   write_hf_folder(out.string(), m.config, m.weights);
-  CHECK(logits_of(load_model(out.string(), Device::CPU)) == logits_of(load_model(final_checkpoint(src), Device::CPU)));
+  CHECK(logits_of(load_model(out.string(), Device::CPU)) ==
+        logits_of(load_model(final_checkpoint(src), Device::CPU)));
   fs::remove_all(src);
   fs::remove_all(out);
 }

@@ -129,7 +129,8 @@ LossAndGrads loss_and_grads(MambaLM& model, const Tensor& ids, const Tensor& tar
 
 }  // namespace
 
-TEST_CASE("mixed precision (CPU): every fused op takes bf16, computes in fp32, returns bf16 and bf16 gradients") {
+TEST_CASE(
+    "mixed precision (CPU): every fused op takes bf16, computes in fp32, returns bf16 and bf16 gradients") {
   Philox rng(501);
   const double tol = 2e-2;
   const DType bf = DType::BFloat16, f32 = DType::Float32;
@@ -139,7 +140,9 @@ TEST_CASE("mixed precision (CPU): every fused op takes bf16, computes in fp32, r
   compare_with_float64(
       "causal_conv1d",
       [](const auto& in) { return std::vector<Tensor>{causal_conv1d(in[0], in[1], in[2], true, in[3])}; },
-      {bf16_input({2, 9, 5}, rng), bf16_input({5, 1, 4}, rng), bf16_input({5}, rng),
+      {bf16_input({2, 9, 5}, rng),
+       bf16_input({5, 1, 4}, rng),
+       bf16_input({5}, rng),
        {rounded(uniform({2, 5, 3}, -1, 1, rng, DType::Float32)), true, false}},
       {bf}, tol, rng);
   compare_with_float64(
@@ -157,10 +160,11 @@ TEST_CASE("mixed precision (CPU): every fused op takes bf16, computes in fp32, r
         auto [y, s] = rmsnorm_add(in[0], in[1], in[2], 1e-5);
         return std::vector<Tensor>{y, s};
       },
-      {bf16_input({4, 3, 12}, rng), f32_input({4, 3, 12}, rng), f32_input({12}, rng, 0.5, 1.5)}, {bf, f32},
-      tol, rng);
-  CHECK_THROWS_WITH_AS(rmsnorm_add(Tensor::zeros({2, 4}, bf), Tensor::zeros({2, 4}, bf), Tensor::zeros({4}), 1e-5),
-                       doctest::Contains("inputs disagree"), Error);
+      {bf16_input({4, 3, 12}, rng), f32_input({4, 3, 12}, rng), f32_input({12}, rng, 0.5, 1.5)}, {bf, f32}, tol,
+      rng);
+  CHECK_THROWS_WITH_AS(
+      rmsnorm_add(Tensor::zeros({2, 4}, bf), Tensor::zeros({2, 4}, bf), Tensor::zeros({4}), 1e-5),
+      doctest::Contains("inputs disagree"), Error);
   Tensor ids = randint({3, 4}, 0, 9, rng, DType::Int64);
   compare_with_float64(
       "embedding", [](const auto& in) { return std::vector<Tensor>{embedding(in[0], in[1])}; },
@@ -180,8 +184,8 @@ TEST_CASE("mixed precision (CPU): every fused op takes bf16, computes in fp32, r
         return std::vector<Tensor>{r.out, r.final_state};
       },
       {bf16_input({2, 11, 6}, rng), bf16_input({2, 11, 6}, rng, -2, 0.5), f32_input({6, 4}, rng, -2, -0.2),
-       bf16_input({2, 11, 4}, rng), bf16_input({2, 11, 4}, rng), f32_input({6}, rng), bf16_input({2, 11, 6}, rng),
-       f32_input({6}, rng, -1, 0)},
+       bf16_input({2, 11, 4}, rng), bf16_input({2, 11, 4}, rng), f32_input({6}, rng),
+       bf16_input({2, 11, 6}, rng), f32_input({6}, rng, -1, 0)},
       {bf, f32}, tol, rng);
 }
 
@@ -287,8 +291,10 @@ TEST_CASE("mixed precision (cuda): the mixed rmsnorm_add is bitwise the casts ar
       CAPTURE(with_residual);
       const Shape shape{3, 37, width};
       Tensor x0 = rounded(uniform(shape, -2, 2, rng, DType::Float32));
-      Tensor r0 = uniform(shape, -2, 2, rng, DType::Float32), w0 = uniform({width}, 0.5, 1.5, rng, DType::Float32);
-      Tensor gy = rounded(uniform(shape, -1, 1, rng, DType::Float32)), gs = uniform(shape, -1, 1, rng, DType::Float32);
+      Tensor r0 = uniform(shape, -2, 2, rng, DType::Float32),
+             w0 = uniform({width}, 0.5, 1.5, rng, DType::Float32);
+      Tensor gy = rounded(uniform(shape, -1, 1, rng, DType::Float32)),
+             gs = uniform(shape, -1, 1, rng, DType::Float32);
       struct Run {
         Tensor y, s, dx, dr, dw;
       };

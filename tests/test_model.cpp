@@ -18,8 +18,8 @@ namespace {
 // SPEC 1.2's per-layer formula, written out independently of parameter_specs().
 int64_t spec_count(int64_t dm, int64_t n_layer, int64_t vocab, bool tied = true) {
   int64_t din = 2 * dm, n = 16, w = 4, r = (dm + 15) / 16, vpad = (vocab + 7) / 8 * 8;
-  int64_t layer = 2 * din * dm + din * w + din + din * (r + 2 * n) + r * din + din + din * n + din +
-                  din * dm + dm;
+  int64_t layer = 2 * din * dm + din * w + din + din * (r + 2 * n) + r * din + din + din * n + din + din * dm +
+                  dm;
   return n_layer * layer + vpad * dm + dm + (tied ? 0 : vpad * dm);
 }
 
@@ -76,10 +76,11 @@ TEST_CASE("model: reference parameter names, shapes and weight-decay flags") {
   CHECK(model.parameter("backbone.layers.0.mixer.x_proj.weight").shape() == Shape{4 + 32, 128});
   CHECK(model.parameter("backbone.layers.0.mixer.dt_proj.weight").shape() == Shape{128, 4});
   CHECK(model.parameter("backbone.embedding.weight").shape() == Shape{16, 64});
-  CHECK_THROWS_WITH_AS(model.parameter("lm_head.weight"), doctest::Contains("no parameter named 'lm_head.weight'"),
-                       Error);
+  CHECK_THROWS_WITH_AS(model.parameter("lm_head.weight"),
+                       doctest::Contains("no parameter named 'lm_head.weight'"), Error);
   for (const NamedParameter& p : model.parameters()) {
-    bool decays = p.name.find("proj.weight") != std::string::npos || p.name.find("conv1d.weight") != std::string::npos;
+    bool decays = p.name.find("proj.weight") != std::string::npos ||
+                  p.name.find("conv1d.weight") != std::string::npos;
     CAPTURE(p.name);
     CHECK(p.weight_decay == decays);
   }
@@ -97,7 +98,8 @@ TEST_CASE("model: initialization statistics follow the reference") {
     }
     std::vector<double> a_log = model.parameter(p + "A_log").to_vector<double>();
     for (int64_t d = 0; d < c.d_inner(); ++d)
-      for (int64_t n = 0; n < c.d_state; ++n) CHECK(a_log[d * c.d_state + n] == doctest::Approx(std::log(n + 1.0)));
+      for (int64_t n = 0; n < c.d_state; ++n)
+        CHECK(a_log[d * c.d_state + n] == doctest::Approx(std::log(n + 1.0)));
     for (double v : model.parameter(p + "D").to_vector<double>()) CHECK(v == 1.0);
     double bound = 1.0 / std::sqrt(static_cast<double>(c.d_inner())) / std::sqrt(4.0);
     std::vector<double> w = model.parameter(p + "out_proj.weight").to_vector<double>();
@@ -131,7 +133,8 @@ TEST_CASE("model: float64 gradient check of one MambaBlock (every parameter and 
     if (p.name.rfind(prefix, 0) == 0) mixer_params[p.name.substr(prefix.size())] = p.tensor;
     if (p.name.find("layers.0") != std::string::npos) inputs.push_back(p.tensor);
   }
-  MambaBlock block(c, model.parameter("backbone.layers.0.norm.weight"), MambaMixer(c, mixer_params, DType::Float64));
+  MambaBlock block(c, model.parameter("backbone.layers.0.norm.weight"),
+                   MambaMixer(c, mixer_params, DType::Float64));
   CHECK(inputs.size() == 2 + 10);
   std::string report = testing::gradcheck(
       [&](const std::vector<Tensor>& in) {

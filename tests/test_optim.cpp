@@ -25,11 +25,11 @@ void torch_adamw_ref(std::vector<double>& p, std::vector<double>& m, std::vector
   const double step_size = hp.lr / bc1, bc2_sqrt = std::sqrt(bc2);
   for (size_t i = 0; i < p.size(); ++i) {
     const double gi = g[i] * hp.grad_scale;
-    p[i] *= 1 - hp.lr * hp.weight_decay;                 // param.mul_(1 - lr * wd)
-    m[i] += (gi - m[i]) * (1 - hp.beta1);                // exp_avg.lerp_(grad, 1 - beta1)
-    v[i] = v[i] * hp.beta2 + (1 - hp.beta2) * gi * gi;   // exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2)
+    p[i] *= 1 - hp.lr * hp.weight_decay;                // param.mul_(1 - lr * wd)
+    m[i] += (gi - m[i]) * (1 - hp.beta1);               // exp_avg.lerp_(grad, 1 - beta1)
+    v[i] = v[i] * hp.beta2 + (1 - hp.beta2) * gi * gi;  // exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2)
     const double denom = std::sqrt(v[i]) / bc2_sqrt + hp.eps;
-    p[i] += -step_size * m[i] / denom;                   // param.addcdiv_(m, denom, -step_size)
+    p[i] += -step_size * m[i] / denom;  // param.addcdiv_(m, denom, -step_size)
   }
 }
 
@@ -132,8 +132,9 @@ TEST_CASE("optim: the AdamW class on CUDA (multi-tensor launches) matches it on 
   }
   for (size_t i = 0; i < sizes.size(); ++i) {
     CAPTURE(i);
-    for (auto [x, y] : {std::pair{host[i].tensor, dev[i].tensor}, std::pair{on_host.exp_avg()[i], on_device.exp_avg()[i]},
-                        std::pair{on_host.exp_avg_sq()[i], on_device.exp_avg_sq()[i]}}) {
+    for (auto [x, y] :
+         {std::pair{host[i].tensor, dev[i].tensor}, std::pair{on_host.exp_avg()[i], on_device.exp_avg()[i]},
+          std::pair{on_host.exp_avg_sq()[i], on_device.exp_avg_sq()[i]}}) {
       std::vector<float> u = x.detach().to_vector<float>(), w = y.detach().to(Device::CPU).to_vector<float>();
       double worst = 0;
       for (size_t k = 0; k < u.size(); ++k)

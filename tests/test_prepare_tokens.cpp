@@ -63,7 +63,8 @@ t.save(sys.argv[1])
     shard.read(reinterpret_cast<char*>(header), sizeof(header));
     CHECK(header[1] == (std::string(size) == "big" ? 2 : 1));
   }
-  CHECK_FALSE(run(fmt::format("python3 {} --tokenizer {} --out {} '{}'", script, (dir / "missing.json").string(),
-                              (dir / "x").string(), (dir / "text/*.txt").string())));
+  CHECK_FALSE(
+      run(fmt::format("python3 {} --tokenizer {} --out {} '{}'", script, (dir / "missing.json").string(),
+                      (dir / "x").string(), (dir / "text/*.txt").string())));
   fs::remove_all(dir);
 }

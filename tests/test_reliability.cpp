@@ -18,10 +18,10 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/train_helpers.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/exit_codes.h"
-#include "tests/train_helpers.h"
 
 using namespace s6;
 using namespace s6::trainer;
@@ -177,7 +177,8 @@ TEST_CASE("reliability 2: a fresh start over another run's checkpoints refuses, 
   CHECK(train(dir, {"--resume", older, "checkpoint.keep_last=2"}) == kExitConfigError);
   CHECK(steps_in(dir) == std::vector<int64_t>{15, 20});
   // Told to: the old run's checkpoints go, and a later --resume auto continues the new run.
-  CHECK(train(dir, {"--resume", "never", "--overwrite", "train.steps=10", "checkpoint.keep_last=2"}) == kExitOk);
+  CHECK(train(dir, {"--resume", "never", "--overwrite", "train.steps=10", "checkpoint.keep_last=2"}) ==
+        kExitOk);
   CHECK(steps_in(dir) == std::vector<int64_t>{5, 10});
   CHECK(train(dir, {"train.steps=15", "checkpoint.keep_last=2"}) == kExitOk);
   CHECK(contains(slurp(dir / "log.txt"), "step_00000010.h5 (step 10)"));
@@ -218,7 +219,9 @@ TEST_CASE("reliability 3: a full disk during a save exits 4 naming the file, the
   fs::remove_all(dir);
 }
 
-TEST_CASE("reliability 3b: metrics.jsonl or config.yaml hitting the size limit exits 4 naming it, nothing lost silently") {
+TEST_CASE(
+    "reliability 3b: metrics.jsonl or config.yaml hitting the size limit exits 4 naming it, nothing lost "
+    "silently") {
   fs::path dir = prepared("metrics_full", 400, 0);
   CHECK(train(dir, {}, "log.txt", 4096) == kExitCheckpointError);
   const std::string msg = slurp(dir / "log.txt");
@@ -229,7 +232,8 @@ TEST_CASE("reliability 3b: metrics.jsonl or config.yaml hitting the size limit e
   const std::string config_before = slurp(dir / "config.yaml");
   std::string lengths = "eval.lengths=[17";
   for (int len = 18; len < 600; ++len) lengths += fmt::format(",{}", len);
-  CHECK(train(dir, {"--resume", "never", "--overwrite", lengths + "]"}, "config.txt", 2048) == kExitCheckpointError);
+  CHECK(train(dir, {"--resume", "never", "--overwrite", lengths + "]"}, "config.txt", 2048) ==
+        kExitCheckpointError);
   CHECK(contains(slurp(dir / "config.txt"), "config.yaml"));
   CHECK(slurp(dir / "config.yaml") == config_before);
   // The log itself (stdout and stderr into one file) past the limit: an exit code, not an abort.
@@ -324,7 +328,8 @@ TEST_CASE("reliability 5: an exploded state is never saved, and --resume auto ke
 TEST_CASE("reliability 5b: SIGTERM is honoured in a streak of skipped steps, in evaluation and at start-up") {
   {  // a streak of skipped steps (the weights overflow after one update)
     fs::path dir = prepared("streak", 1000000, 0);
-    Child c = start(dir / "cfg.yaml", {"optim.lr=1e38", "optim.grad_clip=0", "train.max_consecutive_skips=100000000"},
+    Child c = start(dir / "cfg.yaml",
+                    {"optim.lr=1e38", "optim.grad_clip=0", "train.max_consecutive_skips=100000000"},
                     dir / "log.txt");
     REQUIRE(wait_for([&] { return contains(slurp(dir / "metrics.jsonl"), "skip_nonfinite"); }));
     kill(c.pid, SIGTERM);
@@ -354,10 +359,12 @@ TEST_CASE("reliability 5b: SIGTERM is honoured in a streak of skipped steps, in 
   }
 }
 
-TEST_CASE("reliability 6: a config without task.name, absurd sizes and a bad run.dir are exit 2 naming the key") {
+TEST_CASE(
+    "reliability 6: a config without task.name, absurd sizes and a bad run.dir are exit 2 naming the key") {
   fs::path dir = fresh_dir("cfg_checks");
-  const std::vector<std::string> small = {"device=cpu", "run.dir=" + (dir / "run").string(), "train.steps=1",
-                                          "task.seq_len=40", "train.batch_size=1", "eval.num_examples=1"};
+  const std::vector<std::string> small = {"device=cpu",         "run.dir=" + (dir / "run").string(),
+                                          "train.steps=1",      "task.seq_len=40",
+                                          "train.batch_size=1", "eval.num_examples=1"};
   std::ofstream(dir / "empty.yaml") << "";
   std::ofstream(dir / "no_task.yaml") << "seed: 1\ntask:\n  vocab_size: 16\n";
   for (const char* name : {"empty.yaml", "no_task.yaml"}) {
@@ -383,7 +390,9 @@ TEST_CASE("reliability 6: a config without task.name, absurd sizes and a bad run
   fs::remove_all(dir);
 }
 
-TEST_CASE("reliability 7: resuming with changed keys is reported key by key, train.steps below the checkpoint refused") {
+TEST_CASE(
+    "reliability 7: resuming with changed keys is reported key by key, train.steps below the checkpoint "
+    "refused") {
   fs::path dir = prepared("changed", 10, 5);
   REQUIRE(train(dir, {"train.steps=5"}) == kExitOk);
   for (const char* change : {"seed=4", "train.batch_size=8", "task.seq_len=20"}) {

@@ -33,8 +33,11 @@ TEST_CASE("scan plan: overrides from the environment are parsed, bad values name
   CHECK(ov.fwd_blocks == 0);
   CHECK(ov.bwd_blocks == 0);
   CHECK_FALSE(ov.sync_staging);
-  env = {{"S6_SCAN_CHUNK", "16"}, {"S6_SCAN_BWD_NS", "8"}, {"S6_SCAN_FWD_BLOCKS", "768"},
-         {"S6_SCAN_BWD_BLOCKS", "3"}, {"S6_SCAN_SYNC_STAGE", "1"}};
+  env = {{"S6_SCAN_CHUNK", "16"},
+         {"S6_SCAN_BWD_NS", "8"},
+         {"S6_SCAN_FWD_BLOCKS", "768"},
+         {"S6_SCAN_BWD_BLOCKS", "3"},
+         {"S6_SCAN_SYNC_STAGE", "1"}};
   ov = parse_scan_plan_overrides(lookup);
   CHECK(ov.chunk == 16);
   CHECK(ov.bwd_states == 8);
@@ -88,7 +91,8 @@ TEST_CASE("cuda scan: plan_scan's choices, its overrides, and launchers refusing
   CHECK(forced_plan.bwd_blocks == 7);
   CHECK(forced_plan.sync_staging);
   CHECK(kc::scan_chunk_states_floats({2, 100, 8, 4}, forced_plan) == 2 * 7 * 8 * 4);
-  CHECK_THROWS_WITH_AS(kc::plan_scan({1, 64, 32, 16}, kernels::ScanPlanOverrides{32}), doctest::Contains("chunk"), Error);
+  CHECK_THROWS_WITH_AS(kc::plan_scan({1, 64, 32, 16}, kernels::ScanPlanOverrides{32}),
+                       doctest::Contains("chunk"), Error);
   kernels::ScanParams p;
   p.dims = {1, 8, 4, 4};
   CHECK_THROWS_WITH_AS(kc::selective_scan_fwd(p, kernels::ScanPlan{}),

@@ -50,11 +50,11 @@ std::vector<double> expected_view_values(const Tensor& view) {
 
 std::vector<Tensor> awkward_views(const Tensor& base) {  // base (3, 1, 5, 6)
   return {base,
-          base.narrow(3, 2, 3),                      // rows of 3 inside rows of 6
-          base.narrow(2, 1, 3),                      // a middle-dimension slice
-          base.transpose(2, 3),                      // unit stride no longer last
+          base.narrow(3, 2, 3),  // rows of 3 inside rows of 6
+          base.narrow(2, 1, 3),  // a middle-dimension slice
+          base.transpose(2, 3),  // unit stride no longer last
           base.permute({3, 1, 0, 2}),
-          base.narrow(0, 1, 1).narrow(3, 5, 1),      // size-1 dimensions everywhere
+          base.narrow(0, 1, 1).narrow(3, 5, 1),                        // size-1 dimensions everywhere
           base.narrow(3, 0, 1).expand({3, 4, 5, 6}).narrow(1, 0, 4)};  // stride 0
 }
 
@@ -86,7 +86,7 @@ TEST_CASE("tensor: dtype conversions, including bfloat16 round-to-nearest-even")
   Tensor d = Tensor::from_vector<double>({1.5, -2.25, 1e-3}, {3});
   CHECK(d.to(DType::Float32).to_vector<float>() == std::vector<float>{1.5f, -2.25f, 1e-3f});
   CHECK(d.to(DType::Int64).to_vector<int64_t>() == std::vector<int64_t>{1, -2, 0});
-  CHECK(static_cast<float>(BFloat16(1.0f + 1.0f / 256)) == 1.0f);         // tie rounds to even
+  CHECK(static_cast<float>(BFloat16(1.0f + 1.0f / 256)) == 1.0f);              // tie rounds to even
   CHECK(static_cast<float>(BFloat16(1.0f + 3.0f / 256)) == 1.0f + 1.0f / 64);  // tie rounds up to even
   CHECK(std::isnan(static_cast<float>(BFloat16(NAN))));
   Tensor b = d.to(DType::BFloat16).to(DType::Float64);
@@ -223,7 +223,9 @@ TEST_CASE("cuda: argmax_last matches the CPU on awkward rows (skips without a GP
     return;
   }
   Philox rng(22);
-  struct Case { int64_t rows, width; };
+  struct Case {
+    int64_t rows, width;
+  };
   for (Case c : {Case{1, 1}, Case{7, 16}, Case{300, 33}, Case{12, 50280}, Case{70001, 3}}) {
     CAPTURE(c.rows);
     CAPTURE(c.width);
@@ -290,7 +292,9 @@ TEST_CASE("tensor: concat joins parts along any dimension, on the CPU and on CUD
                        doctest::Contains("differs from"), Error);
 }
 
-TEST_CASE("cuda: add_ 16 bytes at a time is bitwise the one-element path, and the CPU's within rounding (skips without a GPU)") {
+TEST_CASE(
+    "cuda: add_ 16 bytes at a time is bitwise the one-element path, and the CPU's within rounding (skips "
+    "without a GPU)") {
   if (!cuda::available()) {
     MESSAGE("SKIPPED: no CUDA device on this machine");
     return;

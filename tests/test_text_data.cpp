@@ -24,7 +24,8 @@ namespace fs = std::filesystem;
 namespace {
 
 // An llm.c shard (version 1, uint16) of the tokens first .. first + count - 1 (mod 65536).
-void write_llmc(const fs::path& p, int32_t first, int32_t count, int32_t magic = kLlmcMagic, int32_t version = 1) {
+void write_llmc(const fs::path& p, int32_t first, int32_t count, int32_t magic = kLlmcMagic,
+                int32_t version = 1) {
   int32_t header[256] = {};
   header[0] = magic;
   header[1] = version;
@@ -87,7 +88,8 @@ TEST_CASE("text data: '**' globs match any depth, sorted, skipping hidden direct
   for (const char* f : {"top.py", "a/one.py", "a/b/c/two.py", "a/b/skip.txt", ".hidden/no.py"})
     std::ofstream(dir / f) << "x";
   std::vector<std::string> got = expand_glob((dir / "**/*.py").string());
-  std::vector<std::string> want = {(dir / "a/b/c/two.py").string(), (dir / "a/one.py").string(), (dir / "top.py").string()};
+  std::vector<std::string> want = {(dir / "a/b/c/two.py").string(), (dir / "a/one.py").string(),
+                                   (dir / "top.py").string()};
   CHECK(got == want);
   CHECK(expand_glob((dir / "a/*.py").string()) == std::vector<std::string>{(dir / "a/one.py").string()});
   CHECK(expand_glob((dir / "nothing/**/*.py").string()).empty());
@@ -97,7 +99,7 @@ TEST_CASE("text data: '**' globs match any depth, sorted, skipping hidden direct
 TEST_CASE("text data: llm.c shards are one stream, windows cross files, validation reads its own files") {
   fs::path dir = fresh_dir("llmc");
   write_llmc(dir / "train_000.bin", 0, 100);
-  write_llmc(dir / "train_001.bin", 100, 50);   // continues the stream across the file boundary
+  write_llmc(dir / "train_001.bin", 100, 50);  // continues the stream across the file boundary
   write_llmc(dir / "val_000.bin", 1000, 60);
   TextDataParams d{(dir / "train_*.bin").string(), (dir / "val_*.bin").string(), 0, "llmc", "uint16"};
   auto task = make_text_task("tokens", params(2000, 16), d);
@@ -116,8 +118,7 @@ TEST_CASE("text data: llm.c shards are one stream, windows cross files, validati
   }
   // A pure function of (seed, step, example): rank 1's batch is examples 4..7 of the global batch.
   Batch all = task->sample(8, 7, 3), rank1 = task->sample(4, 7, 3, 1);
-  CHECK(rank1.inputs.to_vector<int32_t>() ==
-        all.inputs.narrow(0, 4, 4).contiguous().to_vector<int32_t>());
+  CHECK(rank1.inputs.to_vector<int32_t>() == all.inputs.narrow(0, 4, 4).contiguous().to_vector<int32_t>());
   CHECK(task->sample(8, 7, 3).inputs.to_vector<int32_t>() == all.inputs.to_vector<int32_t>());
   CHECK(task->sample(8, 8, 3).inputs.to_vector<int32_t>() != all.inputs.to_vector<int32_t>());
   fs::remove_all(dir);
@@ -161,25 +162,33 @@ TEST_CASE("text data: unusable data is a data error naming the glob or the file"
   write_llmc(dir / "empty.bin", 0, 0);
   write_llmc(dir / "short.bin", 0, 10);
   std::ofstream(dir / "zero.bin") << "";
-  { std::ofstream trunc(dir / "trunc.bin", std::ios::binary);
+  {
+    std::ofstream trunc(dir / "trunc.bin", std::ios::binary);
     std::ifstream src(dir / "good.bin", std::ios::binary);
     std::string all((std::istreambuf_iterator<char>(src)), {});
-    trunc << all.substr(0, all.size() - 7); }
+    trunc << all.substr(0, all.size() - 7);
+  }
   const TaskParams p = params(200, 16);
   auto err = [&](const std::string& train, const std::string& val = "", double frac = 0.5) {
-    return data_error("tokens", p, {(dir / train).string(), val.empty() ? "" : (dir / val).string(), frac, "llmc", "uint16"});
+    return data_error(
+        "tokens", p, {(dir / train).string(), val.empty() ? "" : (dir / val).string(), frac, "llmc", "uint16"});
   };
-  CHECK(err("nothing_*.bin").find("data.train_glob = '" + (dir / "nothing_*.bin").string() + "' matches no file") != std::string::npos);
+  CHECK(err("nothing_*.bin")
+            .find("data.train_glob = '" + (dir / "nothing_*.bin").string() + "' matches no file") !=
+        std::string::npos);
   CHECK(err("magic.bin").find("magic.bin is not an llm.c token shard (magic 1234") != std::string::npos);
   CHECK(err("empty.bin").find("empty.bin is an empty shard") != std::string::npos);
   CHECK(err("zero.bin").find("zero.bin is empty") != std::string::npos);
-  CHECK(err("trunc.bin").find("trunc.bin has 1217 bytes but its header promises 100 tokens") != std::string::npos);
-  CHECK(err("good.bin", "short.bin").find("data.val_glob = '" + (dir / "short.bin").string() +
-                                          "' holds 10 tokens, fewer than one window of task.seq_len + 1 = 17") != std::string::npos);
+  CHECK(err("trunc.bin").find("trunc.bin has 1217 bytes but its header promises 100 tokens") !=
+        std::string::npos);
+  CHECK(err("good.bin", "short.bin")
+            .find("data.val_glob = '" + (dir / "short.bin").string() +
+                  "' holds 10 tokens, fewer than one window of task.seq_len + 1 = 17") != std::string::npos);
   const std::string held = err("good.bin", "", 0.1);
   CHECK(held.find("the held-out data.val_fraction = 0.1 of data.train_glob = '") != std::string::npos);
   CHECK(held.find("' holds 10 tokens") != std::string::npos);
-  CHECK(err("good.bin", "", 0).find("data.val_fraction = 0: expected a fraction in (0, 1)") != std::string::npos);
+  CHECK(err("good.bin", "", 0).find("data.val_fraction = 0: expected a fraction in (0, 1)") !=
+        std::string::npos);
   CHECK(data_error("tokens", params(50, 16), {(dir / "good.bin").string(), "", 0.5, "llmc", "uint16"})
             .find("token 50 at position 50 is outside task.vocab_size = 50") != std::string::npos);
   CHECK(err("good.bin", "good.bin").empty());
@@ -197,8 +206,10 @@ TEST_CASE("text data: unusable data is a data error naming the glob or the file"
 
 TEST_CASE("text data: config keys, defaults and cross checks") {
   using trainer::load_config_text;
-  trainer::TrainConfig c = load_config_text("task:\n  name: bytes\n  vocab_size: 256\ndata:\n  train_glob: x/*.py\n"
-                                            "  val_fraction: 0.1\n", "t.yaml", {});
+  trainer::TrainConfig c = load_config_text(
+      "task:\n  name: bytes\n  vocab_size: 256\ndata:\n  train_glob: x/*.py\n"
+      "  val_fraction: 0.1\n",
+      "t.yaml", {});
   CHECK(c.task.loss_positions == "all");
   CHECK(c.data.format == "llmc");
   CHECK(trainer::load_config_text(trainer::to_yaml(c), "again.yaml", {}).data.train_glob == "x/*.py");
@@ -210,9 +221,13 @@ TEST_CASE("text data: config keys, defaults and cross checks") {
     }
     return std::string();
   };
-  CHECK(errors("task:\n  name: tokens\n  vocab_size: 50280\n").find("data.train_glob: task.name = tokens reads files") != std::string::npos);
-  CHECK(errors("task:\n  name: tokens\ndata:\n  train_glob: a\n").find("data.val_glob: expected a glob of validation files") != std::string::npos);
-  CHECK(errors("task:\n  name: bytes\ndata:\n  train_glob: a\n  val_glob: b\n").find("task.vocab_size: the bytes task has one token per byte value: expected 256, got 16") != std::string::npos);
+  CHECK(errors("task:\n  name: tokens\n  vocab_size: 50280\n")
+            .find("data.train_glob: task.name = tokens reads files") != std::string::npos);
+  CHECK(errors("task:\n  name: tokens\ndata:\n  train_glob: a\n")
+            .find("data.val_glob: expected a glob of validation files") != std::string::npos);
+  CHECK(errors("task:\n  name: bytes\ndata:\n  train_glob: a\n  val_glob: b\n")
+            .find("task.vocab_size: the bytes task has one token per byte value: expected 256, got 16") !=
+        std::string::npos);
   CHECK(errors("data:\n  format: npy\n").find("data.format: expected one of llmc, raw") != std::string::npos);
 }
 

@@ -28,8 +28,8 @@ TEST_CASE("train output: NCCL line, elapsed and ETA on progress lines, the last 
   CHECK(std::regex_search(text, std::regex(R"(step 2/4 \|.*\| 0:\d\d elapsed, ETA 0:\d\d\n)")));
   CHECK(std::regex_search(text, std::regex(R"(step 4/4 \|.*\| 0:\d\d elapsed, ETA 0:00\n)")));
   std::string last = text.substr(text.find_last_of('\n', text.size() - 2) + 1);
-  CHECK(last.find("finished at step 4: checkpoint " + (dir / "run" / "checkpoints" / "step_00000004.h5").string()) !=
-        std::string::npos);
+  CHECK(last.find("finished at step 4: checkpoint " +
+                  (dir / "run" / "checkpoints" / "step_00000004.h5").string()) != std::string::npos);
   fs::remove_all(dir);
 }
 

@@ -2,8 +2,8 @@
 // corruption, refuse a different model shape; resume continues bit for bit, also after SIGTERM,
 // SIGKILL and a kill in the middle of a checkpoint write.
 #include <doctest/doctest.h>
-#include <signal.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,20 +15,19 @@
 #include <sstream>
 
 #include "core/cuda_runtime.h"
+#include "tests/train_helpers.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
-#include "trainer/exit_codes.h"
 #include "trainer/configured_task.h"
+#include "trainer/exit_codes.h"
 #include "trainer/resume.h"
 #include "trainer/train_step.h"
 #include "trainer/trainer.h"
-#include "tests/train_helpers.h"
 
 using namespace s6;
 using namespace s6::trainer;
 using namespace s6::testing;
 namespace fs = std::filesystem;
-
 
 TEST_CASE("trainer: a short CPU run learns copying far below chance") {
   fs::path dir = fresh_dir("learn");
@@ -140,7 +139,8 @@ TEST_CASE("checkpoint: truncated files and flipped bytes are detected by name") 
   bytes[at + 17] ^= 0x10;
   std::string flipped = (dir / "flipped.h5").string();
   std::ofstream(flipped, std::ios::binary) << bytes;
-  CHECK_THROWS_WITH_AS(read_checkpoint(flipped), doctest::Contains("/model/backbone.embedding.weight fails its checksum"),
+  CHECK_THROWS_WITH_AS(read_checkpoint(flipped),
+                       doctest::Contains("/model/backbone.embedding.weight fails its checksum"),
                        CheckpointError);
   fs::remove_all(dir);
 }
@@ -173,7 +173,7 @@ TEST_CASE("checkpoint: under --resume auto a corrupt newest checkpoint is skippe
   REQUIRE(run_training(tiny_config(straight, 20), RunOptions{}) == kExitOk);
   REQUIRE(run_training(tiny_config(dir, 10), RunOptions{}) == kExitOk);  // checkpoints at 5 and 10
   std::string newest = final_checkpoint(dir);
-  fs::resize_file(newest, fs::file_size(newest) / 3);  // truncated: must not be used
+  fs::resize_file(newest, fs::file_size(newest) / 3);                    // truncated: must not be used
   REQUIRE(run_training(tiny_config(dir, 20), RunOptions{}) == kExitOk);  // resumes from step 5
   CHECK(train_losses(dir) == train_losses(straight));
   check_identical(final_checkpoint(straight), final_checkpoint(dir));
@@ -205,7 +205,8 @@ TEST_CASE("checkpoint: resuming into a different model shape is refused naming t
   fs::remove_all(dir);
 }
 
-TEST_CASE("train step: a finite step updates once, a non-finite one updates nothing, neither leaves gradients") {
+TEST_CASE(
+    "train step: a finite step updates once, a non-finite one updates nothing, neither leaves gradients") {
   const TrainConfig c = tiny_config("", 5);
   MambaLM model(c.model, c.seed, DType::Float32, Device::CPU);
   AdamW optimizer(model.parameters(), c.optim);
@@ -253,12 +254,19 @@ TEST_CASE("checkpoint: the model-shape values are the config's YAML text, as old
   c.model.layer = LayerKind::S4;
   c.model.block = BlockKind::NoGate;
   c.model.bias = true;
-  const std::map<std::string, std::string> expected{
-      {"model.d_model", "48"},         {"model.n_layer", "2"},       {"model.vocab_size", "16"},
-      {"model.d_state", "16"},         {"model.d_conv", "4"},        {"model.expand", "2"},
-      {"model.dt_rank", "auto"},       {"model.conv_bias", "true"},  {"model.bias", "true"},
-      {"model.pad_vocab_size_multiple", "8"}, {"model.tie_embeddings", "true"},
-      {"model.layer", "s4"},           {"model.block", "no_gate"}};
+  const std::map<std::string, std::string> expected{{"model.d_model", "48"},
+                                                    {"model.n_layer", "2"},
+                                                    {"model.vocab_size", "16"},
+                                                    {"model.d_state", "16"},
+                                                    {"model.d_conv", "4"},
+                                                    {"model.expand", "2"},
+                                                    {"model.dt_rank", "auto"},
+                                                    {"model.conv_bias", "true"},
+                                                    {"model.bias", "true"},
+                                                    {"model.pad_vocab_size_multiple", "8"},
+                                                    {"model.tie_embeddings", "true"},
+                                                    {"model.layer", "s4"},
+                                                    {"model.block", "no_gate"}};
   CHECK(model_shape_of(c) == expected);
   c.model.dt_rank = 7;
   CHECK(model_shape_of(c).at("model.dt_rank") == "7");
@@ -381,13 +389,14 @@ TEST_CASE("trainer (cuda): the captured CUDA-graph step is bitwise the eager ste
   }
   TrainConfig c = tiny_config("", 20);
   c.device = "cuda";
-  c.optim.weight_decay = 0.1;   // both parameter groups take part
+  c.optim.weight_decay = 0.1;    // both parameter groups take part
   c.schedule.kind = "constant";  // (cosine would depend on train.steps, which the resume changes)
   c.schedule.warmup_steps = 6;   // the learning rate changes across the first replays
   check_graph_matches_eager_across_resume("graph", c);
 }
 
-TEST_CASE("trainer (cuda): under bf16 mixed precision the captured step is bitwise the eager step, across a resume") {
+TEST_CASE(
+    "trainer (cuda): under bf16 mixed precision the captured step is bitwise the eager step, across a resume") {
   if (!cuda::available()) {
     MESSAGE("SKIPPED: no CUDA device on this machine");
     return;
@@ -400,7 +409,8 @@ TEST_CASE("trainer (cuda): under bf16 mixed precision the captured step is bitwi
   check_graph_matches_eager_across_resume("graph_bf16", c);
 }
 
-TEST_CASE("trainer (cuda): under a length curriculum the graph is captured again per phase, bitwise the eager step") {
+TEST_CASE(
+    "trainer (cuda): under a length curriculum the graph is captured again per phase, bitwise the eager step") {
   if (!cuda::available()) {
     MESSAGE("SKIPPED: no CUDA device on this machine");
     return;
@@ -422,7 +432,7 @@ TEST_CASE("trainer (cuda): a non-finite step is skipped on the device exactly as
     TrainConfig c = tiny_config(dir, 8);
     c.device = "cuda";
     c.train.cuda_graph = mode;
-    c.optim.lr = 1e30;           // the weights overflow within a few steps
+    c.optim.lr = 1e30;  // the weights overflow within a few steps
     c.optim.grad_clip = 0;
     c.train.max_consecutive_skips = 100;
     c.train.max_weight_abs = 0;  // the blown-up state is the point here: let the run save it

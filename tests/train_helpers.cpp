@@ -70,7 +70,8 @@ void check_identical(const std::string& a, const std::string& b) {
   CHECK(x.meta.step == y.meta.step);
   CHECK(x.meta.optimizer_step == y.meta.optimizer_step);
   using Group = std::map<std::string, Tensor> CheckpointContents::*;
-  for (Group group : {&CheckpointContents::model, &CheckpointContents::exp_avg, &CheckpointContents::exp_avg_sq}) {
+  for (Group group :
+       {&CheckpointContents::model, &CheckpointContents::exp_avg, &CheckpointContents::exp_avg_sq}) {
     REQUIRE((x.*group).size() == (y.*group).size());
     for (const auto& [name, t] : x.*group) {
       CAPTURE(name);
@@ -85,9 +86,7 @@ std::string final_checkpoint(const fs::path& run_dir) {
   return all.back().second;
 }
 
-void write_yaml(const fs::path& file, const TrainConfig& c) {
-  std::ofstream(file) << to_yaml(c);
-}
+void write_yaml(const fs::path& file, const TrainConfig& c) { std::ofstream(file) << to_yaml(c); }
 
 pid_t spawn_train(const fs::path& config, const std::vector<std::string>& extra,
                   const std::vector<std::string>& env, const fs::path& log) {

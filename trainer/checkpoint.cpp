@@ -62,13 +62,15 @@ struct H5Id {
 void write_attr_i64(hid_t obj, const char* name, int64_t v, const std::string& file) {
   H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
   H5Id attr(H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (attr < 0 || H5Awrite(attr, H5T_NATIVE_INT64, &v) < 0) fail(fmt::format("{}: cannot write attribute {}", file, name));
+  if (attr < 0 || H5Awrite(attr, H5T_NATIVE_INT64, &v) < 0)
+    fail(fmt::format("{}: cannot write attribute {}", file, name));
 }
 
 void write_attr_u64(hid_t obj, const char* name, uint64_t v, const std::string& file) {
   H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
   H5Id attr(H5Acreate2(obj, name, H5T_STD_U64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (attr < 0 || H5Awrite(attr, H5T_NATIVE_UINT64, &v) < 0) fail(fmt::format("{}: cannot write attribute {}", file, name));
+  if (attr < 0 || H5Awrite(attr, H5T_NATIVE_UINT64, &v) < 0)
+    fail(fmt::format("{}: cannot write attribute {}", file, name));
 }
 
 void write_attr_str(hid_t obj, const char* name, const std::string& v, const std::string& file) {
@@ -84,14 +86,16 @@ void write_attr_str(hid_t obj, const char* name, const std::string& v, const std
 int64_t read_attr_i64(hid_t obj, const char* name, const std::string& file) {
   H5Id attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
   int64_t v = 0;
-  if (attr < 0 || H5Aread(attr, H5T_NATIVE_INT64, &v) < 0) fail(fmt::format("{}: attribute {} is missing or unreadable", file, name));
+  if (attr < 0 || H5Aread(attr, H5T_NATIVE_INT64, &v) < 0)
+    fail(fmt::format("{}: attribute {} is missing or unreadable", file, name));
   return v;
 }
 
 uint64_t read_attr_u64(hid_t obj, const char* name, const std::string& where) {
   H5Id attr(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
   uint64_t v = 0;
-  if (attr < 0 || H5Aread(attr, H5T_NATIVE_UINT64, &v) < 0) fail(fmt::format("{}: attribute {} is missing or unreadable", where, name));
+  if (attr < 0 || H5Aread(attr, H5T_NATIVE_UINT64, &v) < 0)
+    fail(fmt::format("{}: attribute {} is missing or unreadable", where, name));
   return v;
 }
 
@@ -111,9 +115,11 @@ std::string read_attr_str(hid_t obj, const char* name, const std::string& file) 
 void write_dataset(hid_t group, const std::string& name, const Tensor& t, const std::string& file) {
   Tensor host = t.detach().to(Device::CPU).to(DType::Float32).contiguous();
   std::vector<hsize_t> dims(host.shape().begin(), host.shape().end());
-  H5Id space(dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+  H5Id space(dims.empty() ? H5Screate(H5S_SCALAR)
+                          : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
              H5Sclose);
-  H5Id ds(H5Dcreate2(group, name.c_str(), H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  H5Id ds(H5Dcreate2(group, name.c_str(), H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+          H5Dclose);
   if (ds < 0 || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, host.data_ptr()) < 0)
     fail(fmt::format("{}: cannot write dataset {}", file, name));
   write_attr_u64(ds, "fnv1a64", fnv1a64(host.data_ptr(), static_cast<size_t>(host.nbytes())), file);
@@ -236,7 +242,8 @@ void write_file(const std::string& tmp, const std::string& path, const std::vect
   while (done < image.size()) {
     if (done >= image.size() / 2) fault_injection::during_checkpoint_write();  // may die half-written
     // In pieces of at most half the file, so that the hook above finds a half-written file.
-    const size_t piece = std::min({image.size() - done, std::max<size_t>(image.size() / 2, 1), size_t{1} << 24});
+    const size_t piece = std::min(
+        {image.size() - done, std::max<size_t>(image.size() / 2, 1), size_t{1} << 24});
     ssize_t n = ::write(fd, image.data() + done, piece);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) failed("write", n < 0 ? errno : EIO, fd);
@@ -265,7 +272,8 @@ CheckpointContents read_checkpoint(const std::string& path, bool model_only) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   if (!fs::exists(path)) fail(fmt::format("checkpoint {} does not exist", path));
   H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (file < 0) fail(fmt::format("checkpoint {} cannot be opened as HDF5 (truncated or not a checkpoint)", path));
+  if (file < 0)
+    fail(fmt::format("checkpoint {} cannot be opened as HDF5 (truncated or not a checkpoint)", path));
   CheckpointContents c;
   c.path = path;
   {
@@ -337,7 +345,8 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
   for (const auto& entry : fs::directory_iterator(dir)) {
     std::smatch m;
     std::string name = entry.path().filename().string();
-    if (std::regex_match(name, m, checkpoint_pattern())) out.emplace_back(std::stoll(m[1]), entry.path().string());
+    if (std::regex_match(name, m, checkpoint_pattern()))
+      out.emplace_back(std::stoll(m[1]), entry.path().string());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -373,7 +382,8 @@ void prune_checkpoints(const std::string& dir, int64_t keep_last, int64_t keep_e
         it = seen.insert_or_assign(path, std::pair{identity, checkpoint_run_id(path)}).first;
       return it->second.second;
     };
-    all.erase(std::remove_if(all.begin(), all.end(), [&](const auto& ckpt) { return lineage(ckpt.second) != *run_id; }),
+    all.erase(std::remove_if(all.begin(), all.end(),
+                             [&](const auto& ckpt) { return lineage(ckpt.second) != *run_id; }),
               all.end());
   }
   const int64_t n = static_cast<int64_t>(all.size());

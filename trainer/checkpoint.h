@@ -23,21 +23,21 @@ struct CheckpointError : std::runtime_error {
 };
 
 struct CheckpointMeta {
-  int64_t step = 0;           // completed optimizer steps; training resumes at this step index
+  int64_t step = 0;  // completed optimizer steps; training resumes at this step index
   uint64_t seed = 0;
   int64_t world_size = 1;
-  std::string config_yaml;    // the resolved config of the run that wrote it
+  std::string config_yaml;                         // the resolved config of the run that wrote it
   std::map<std::string, std::string> model_shape;  // model.* shape keys -> value text
-  int64_t optimizer_step = 0; // AdamW's bias-correction counter
+  int64_t optimizer_step = 0;                      // AdamW's bias-correction counter
   int64_t consecutive_skips = 0;
-  std::string run_id;         // the lineage: set at a fresh start, inherited by every resume
+  std::string run_id;  // the lineage: set at a fresh start, inherited by every resume
   std::string project_version;
 };
 
 struct CheckpointContents {
   std::string path;  // the file it was read from ("" when captured from a live run)
   CheckpointMeta meta;
-  std::map<std::string, Tensor> model;       // float32 CPU tensors by parameter name
+  std::map<std::string, Tensor> model;  // float32 CPU tensors by parameter name
   std::map<std::string, Tensor> exp_avg, exp_avg_sq;
 };
 

@@ -52,9 +52,8 @@ class Loader {
     for (auto it = map.begin(); it != map.end(); ++it) {
       const YAML::Node& key = it->first;
       const YAML::Node& value = it->second;
-      const std::string where = where_override.empty()
-                                    ? fmt::format("{}:{}", source_, key.Mark().line + 1)
-                                    : where_override;
+      const std::string where = where_override.empty() ? fmt::format("{}:{}", source_, key.Mark().line + 1)
+                                                       : where_override;
       if (!key.IsScalar()) {
         add(prefix.empty() ? source_ : prefix, "keys must be plain names, got " + describe(key), where);
         continue;
@@ -74,8 +73,7 @@ class Loader {
     const size_t eq = text.find('=');
     const std::string where = fmt::format("override `{}`", text);
     if (eq == std::string::npos || trim(text.substr(0, eq)).empty()) {
-      problems_.push_back(fmt::format("{}: an override must look like key=value, e.g. optim.lr=1e-3",
-                                      text));
+      problems_.push_back(fmt::format("{}: an override must look like key=value, e.g. optim.lr=1e-3", text));
       return;
     }
     const std::string path = trim(text.substr(0, eq));
@@ -104,8 +102,7 @@ class Loader {
     // Language modelling scores every next token.
     if (!values_.count("task.loss_positions") && (c.task.name == "tokens" || c.task.name == "bytes"))
       c.task.loss_positions = "all";
-    if (c.run_dir.empty())
-      c.run_dir = "runs/" + std::filesystem::path(source_).stem().string();
+    if (c.run_dir.empty()) c.run_dir = "runs/" + std::filesystem::path(source_).stem().string();
     check(c, world_size);
     return c;
   }
@@ -119,8 +116,7 @@ class Loader {
 
  private:
   // Records the value of a known key, walks into a section, or reports an unknown key.
-  void place(const std::string& path, const YAML::Node& value, const std::string& where,
-             bool from_override) {
+  void place(const std::string& path, const YAML::Node& value, const std::string& where, bool from_override) {
     if (schema::find_field(path)) {
       values_[path] = {value, where};
     } else if (schema::is_section(path)) {
@@ -155,18 +151,19 @@ class Loader {
       problems_.push_back(fmt::format("world_size: must be >= 1, got {}", world_size));
     } else if (ok({"train.batch_size"}) && c.train.batch_size % world_size != 0) {
       add_at("train.batch_size",
-             fmt::format("{} is not divisible by the number of ranks ({})", c.train.batch_size,
-                         world_size));
+             fmt::format("{} is not divisible by the number of ranks ({})", c.train.batch_size, world_size));
     }
     const bool copying = c.task.name == "copying" || c.task.name == "selective_copying";
     const bool text = c.task.name == "tokens" || c.task.name == "bytes";
     // The shortest sequence each task can generate (data/copying.h, data/induction.h).
     const int64_t min_len = copying ? 2 * c.task.num_tokens + 1 : text ? 1 : 4;
     const std::string len_rule =
-        copying ? fmt::format("{} needs > 2 * task.num_tokens = {} (M data tokens, M markers and at "
-                              "least one noise token)",
-                              c.task.name, 2 * c.task.num_tokens)
-                : text ? c.task.name + " needs >= 1" : std::string("induction_heads needs >= 4");
+        copying ? fmt::format(
+                      "{} needs > 2 * task.num_tokens = {} (M data tokens, M markers and at "
+                      "least one noise token)",
+                      c.task.name, 2 * c.task.num_tokens)
+        : text ? c.task.name + " needs >= 1"
+               : std::string("induction_heads needs >= 4");
     if (text) check_text(c);
     if (ok({"task.name", "task.num_tokens", "task.seq_len"}) && c.task.seq_len < min_len)
       add_at("task.seq_len", fmt::format("{}, got {}", len_rule, c.task.seq_len));
@@ -194,22 +191,21 @@ class Loader {
                            total, c.train.steps));
     }
     if (ok({"task.name", "task.loss_positions"}) && copying && c.task.loss_positions != "last")
-      add_at("task.loss_positions",
-             fmt::format("{} scores only the answer positions: expected last, got {}", c.task.name,
-                         c.task.loss_positions));
+      add_at("task.loss_positions", fmt::format("{} scores only the answer positions: expected last, got {}",
+                                                c.task.name, c.task.loss_positions));
     if (ok({"model.vocab_size", "task.vocab_size"}) && c.model.vocab_size < c.task.vocab_size)
-      add_at("model.vocab_size", fmt::format("must be >= task.vocab_size ({}), got {}",
-                                             c.task.vocab_size, c.model.vocab_size));
+      add_at("model.vocab_size",
+             fmt::format("must be >= task.vocab_size ({}), got {}", c.task.vocab_size, c.model.vocab_size));
     if (ok({"schedule.warmup_steps", "train.steps"}) && c.schedule.warmup_steps > c.train.steps)
-      add_at("schedule.warmup_steps", fmt::format("must be <= train.steps ({}), got {}",
-                                                  c.train.steps, c.schedule.warmup_steps));
+      add_at("schedule.warmup_steps",
+             fmt::format("must be <= train.steps ({}), got {}", c.train.steps, c.schedule.warmup_steps));
     if (ok({"schedule.kind", "schedule.min_lr", "optim.lr"}) && c.schedule.kind == "cosine" &&
         c.schedule.min_lr > c.optim.lr)
-      add_at("schedule.min_lr", fmt::format("must be <= optim.lr ({}) for a cosine decay, got {}",
-                                            c.optim.lr, c.schedule.min_lr));
+      add_at("schedule.min_lr",
+             fmt::format("must be <= optim.lr ({}) for a cosine decay, got {}", c.optim.lr, c.schedule.min_lr));
     if (ok({"model.dt_min", "model.dt_max"}) && c.model.dt_max < c.model.dt_min)
-      add_at("model.dt_max", fmt::format("must be >= model.dt_min ({}), got {}", c.model.dt_min,
-                                         c.model.dt_max));
+      add_at("model.dt_max",
+             fmt::format("must be >= model.dt_min ({}), got {}", c.model.dt_min, c.model.dt_max));
     // MambaConfig has the final word on the model; reached only when every model key read cleanly.
     bool model_clean = true;
     for (const std::string& p : bad_) model_clean = model_clean && p.rfind("model.", 0) != 0;
@@ -226,17 +222,22 @@ class Loader {
   void check_text(const TrainConfig& c) {
     if (!ok({"task.name", "data.train_glob", "data.val_glob", "data.val_fraction", "task.vocab_size"})) return;
     if (c.data.train_glob.empty())
-      add_at("data.train_glob", fmt::format("task.name = {} reads files: expected a glob such as "
-                                            "data/train_*.bin", c.task.name), "task.name");
+      add_at("data.train_glob",
+             fmt::format("task.name = {} reads files: expected a glob such as "
+                         "data/train_*.bin",
+                         c.task.name),
+             "task.name");
     if (c.data.val_glob.empty() && c.data.val_fraction <= 0)
-      add_at("data.val_glob", "expected a glob of validation files, or data.val_fraction in (0, 1) to hold "
-                              "out the tail of the training files", "task.name");
+      add_at("data.val_glob",
+             "expected a glob of validation files, or data.val_fraction in (0, 1) to hold "
+             "out the tail of the training files",
+             "task.name");
     if (c.task.name == "bytes" && c.task.vocab_size != 256)
       add_at("task.vocab_size", fmt::format("the bytes task has one token per byte value: expected 256, got {}",
                                             c.task.vocab_size));
     if (c.task.loss_positions != "all")
-      add_at("task.loss_positions", fmt::format("{} scores every next token: expected all, got {}",
-                                                c.task.name, c.task.loss_positions));
+      add_at("task.loss_positions", fmt::format("{} scores every next token: expected all, got {}", c.task.name,
+                                                c.task.loss_positions));
   }
 
   std::string source_;
@@ -253,16 +254,17 @@ TrainConfig load_config_text(const std::string& text, const std::string& source,
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    throw ConfigError(fmt::format("{}:{}:{}: malformed YAML: {}", source, e.mark.line + 1,
-                                  e.mark.column + 1, e.msg));
+    throw ConfigError(
+        fmt::format("{}:{}:{}: malformed YAML: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg));
   }
   Loader loader(source);
   if (root.IsMap()) {
     loader.collect(root, "", "");
   } else if (!root.IsNull()) {
-    throw ConfigError(fmt::format("{}: expected a mapping of keys (seed, model, task, ...) at the "
-                                  "top level, got {}",
-                                  source, describe(root)));
+    throw ConfigError(
+        fmt::format("{}: expected a mapping of keys (seed, model, task, ...) at the "
+                    "top level, got {}",
+                    source, describe(root)));
   }
   for (const std::string& o : overrides) loader.apply_override(o);
   TrainConfig config = loader.read(world_size);
@@ -275,8 +277,7 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
     throw ConfigError(fmt::format("{}: cannot read the config file ({})", path,
-                                  std::filesystem::exists(path, ec) ? "not a regular file"
-                                                                    : "no such file"));
+                                  std::filesystem::exists(path, ec) ? "not a regular file" : "no such file"));
   std::ifstream in(path);
   if (!in) throw ConfigError(fmt::format("{}: cannot read the config file ({})", path, std::strerror(errno)));
   std::stringstream buf;
@@ -287,8 +288,10 @@ TrainConfig load_config(const std::string& path, const std::vector<std::string>&
                      std::any_of(overrides.begin(), overrides.end(),
                                  [](const std::string& o) { return o.rfind("task.name=", 0) == 0; });
   if (!named)
-    throw ConfigError(fmt::format("task.name: required, one of copying, selective_copying, induction_heads "
-                                  "(not set in {} nor by an override)", path));
+    throw ConfigError(
+        fmt::format("task.name: required, one of copying, selective_copying, induction_heads "
+                    "(not set in {} nor by an override)",
+                    path));
   return config;
 }
 
@@ -325,11 +328,13 @@ DType compute_dtype(const TrainConfig& config) {
 }
 
 std::vector<std::string> model_shape_keys() {
-  return {"model.d_model",   "model.n_layer",   "model.vocab_size",
-          "model.d_state",   "model.d_conv",    "model.expand",
-          "model.dt_rank",   "model.conv_bias", "model.bias",
-          "model.pad_vocab_size_multiple",      "model.tie_embeddings",
-          "model.layer",     "model.block"};
+  return {"model.d_model",        "model.n_layer",
+          "model.vocab_size",     "model.d_state",
+          "model.d_conv",         "model.expand",
+          "model.dt_rank",        "model.conv_bias",
+          "model.bias",           "model.pad_vocab_size_multiple",
+          "model.tie_embeddings", "model.layer",
+          "model.block"};
 }
 
 }  // namespace s6::trainer

@@ -22,7 +22,7 @@ struct TaskConfig {
   int64_t vocab_size = 16;
   int64_t seq_len = 4096;
   int64_t num_tokens = 16;
-  std::string loss_positions = "last";     // last | all (induction heads)
+  std::string loss_positions = "last";  // last | all (induction heads)
   // Length curriculum: train curriculum_steps[i] steps at curriculum_lengths[i], in order, then
   // the rest of train.steps at seq_len (empty = seq_len throughout). Long copying tasks sit at
   // chance for a long time when trained at full length from the start (README, Results).
@@ -32,11 +32,11 @@ struct TaskConfig {
 
 // data.*: the files of the tokens and bytes tasks (data/text_task.h).
 struct DataConfig {
-  std::string train_glob;          // e.g. data/fineweb_train_*.bin; '**' matches any directories
-  std::string val_glob;            // "" = hold out the last val_fraction of the training stream
-  double val_fraction = 0;         // in (0, 1) when val_glob is ""
-  std::string format = "llmc";     // tokens: llmc (256 x int32 header) | raw (headerless)
-  std::string dtype = "uint16";    // raw: uint16 | uint32
+  std::string train_glob;        // e.g. data/fineweb_train_*.bin; '**' matches any directories
+  std::string val_glob;          // "" = hold out the last val_fraction of the training stream
+  double val_fraction = 0;       // in (0, 1) when val_glob is ""
+  std::string format = "llmc";   // tokens: llmc (256 x int32 header) | raw (headerless)
+  std::string dtype = "uint16";  // raw: uint16 | uint32
 };
 
 struct OptimConfig {
@@ -54,27 +54,27 @@ struct ScheduleConfig {
 
 struct TrainSection {
   int64_t steps = 1000;
-  int64_t batch_size = 64;          // global batch (split across ranks)
+  int64_t batch_size = 64;  // global batch (split across ranks)
   int64_t log_every = 10;
   std::string on_nonfinite = "skip";  // skip | halt
   int64_t max_consecutive_skips = 10;
-  double max_weight_abs = 1e6;       // a checkpoint with a larger weight is refused (0 = no bound)
-  double max_minutes = 0;            // 0 = no limit
-  std::string precision = "fp32";    // fp32 | bf16 (mixed: bf16 activations, fp32 parameters)
-  std::string cuda_graph = "auto";   // auto | on | off: replay the step as one CUDA graph
+  double max_weight_abs = 1e6;      // a checkpoint with a larger weight is refused (0 = no bound)
+  double max_minutes = 0;           // 0 = no limit
+  std::string precision = "fp32";   // fp32 | bf16 (mixed: bf16 activations, fp32 parameters)
+  std::string cuda_graph = "auto";  // auto | on | off: replay the step as one CUDA graph
 };
 
 struct EvalConfig {
-  int64_t every = 500;               // 0 = only at the end
-  std::vector<int64_t> lengths;      // empty = the training seq_len
-  int64_t num_examples = 256;        // per length
-  int64_t batch_size = 64;           // examples per forward (split further if memory needs)
+  int64_t every = 500;           // 0 = only at the end
+  std::vector<int64_t> lengths;  // empty = the training seq_len
+  int64_t num_examples = 256;    // per length
+  int64_t batch_size = 64;       // examples per forward (split further if memory needs)
 };
 
 struct CheckpointConfig {
-  int64_t every = 0;                 // 0 = only at the end
+  int64_t every = 0;  // 0 = only at the end
   int64_t keep_last = 3;
-  int64_t keep_every = 0;            // also keep every M-th step's checkpoint (0 = none)
+  int64_t keep_every = 0;  // also keep every M-th step's checkpoint (0 = none)
 };
 
 struct DistConfig {
@@ -86,7 +86,7 @@ struct DistConfig {
 
 struct TrainConfig {
   uint64_t seed = 1;
-  std::string device = "auto";       // auto | cpu | cuda
+  std::string device = "auto";  // auto | cpu | cuda
   MambaConfig model;
   TaskConfig task;
   DataConfig data;
@@ -96,14 +96,15 @@ struct TrainConfig {
   EvalConfig eval;
   CheckpointConfig checkpoint;
   DistConfig dist;
-  std::string run_dir;               // run.dir; default runs/<config file stem>
-  std::string init_from;             // init.from: checkpoint whose /model initializes a new run
+  std::string run_dir;    // run.dir; default runs/<config file stem>
+  std::string init_from;  // init.from: checkpoint whose /model initializes a new run
 };
 
 // Reads `path`, applies overrides ("a.b=value", value parsed as YAML), validates everything and
-// returns the resolved config. A run's config must name its task: task.name is required here. Throws ConfigError listing every problem (unknown keys with a
-// "did you mean", duplicate keys, wrong types, out-of-range values, cross-field checks).
-// world_size is used for cross-field checks (batch divisible by ranks).
+// returns the resolved config. A run's config must name its task: task.name is required here. Throws
+// ConfigError listing every problem (unknown keys with a "did you mean", duplicate keys, wrong types,
+// out-of-range values, cross-field checks). world_size is used for cross-field checks (batch divisible by
+// ranks).
 TrainConfig load_config(const std::string& path, const std::vector<std::string>& overrides,
                         int64_t world_size = 1);
 

@@ -32,7 +32,8 @@ std::map<std::string, std::string> flatten(const std::string& yaml) {
 // Keys that change which examples are drawn, or what is being trained: a resume across them is
 // no longer the same run.
 bool refused_on_resume(const std::string& key) {
-  return key == "seed" || key == "train.batch_size" || key.rfind("task.", 0) == 0 || key.rfind("model.", 0) == 0;
+  return key == "seed" || key == "train.batch_size" || key.rfind("task.", 0) == 0 ||
+         key.rfind("model.", 0) == 0;
 }
 
 }  // namespace
@@ -40,9 +41,10 @@ bool refused_on_resume(const std::string& key) {
 void check_resume_config(const CheckpointContents& resumed, const TrainConfig& config, bool allow_change) {
   const std::string& source = resumed.path;
   if (config.train.steps < resumed.meta.step)
-    throw ConfigError(fmt::format("train.steps: {} is below the step of the checkpoint {} ({}); raise train.steps, "
-                                  "or start anew with --resume never --overwrite or another run.dir",
-                                  config.train.steps, source, resumed.meta.step));
+    throw ConfigError(
+        fmt::format("train.steps: {} is below the step of the checkpoint {} ({}); raise train.steps, "
+                    "or start anew with --resume never --overwrite or another run.dir",
+                    config.train.steps, source, resumed.meta.step));
   std::map<std::string, std::string> saved;
   try {
     saved = flatten(resumed.meta.config_yaml);

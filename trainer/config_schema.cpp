@@ -18,7 +18,8 @@ constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // Accessor for one member, usable on const and non-const configs alike.
-#define S6_MEMBER(expr) [](auto& c) -> auto& { return c.expr; }
+#define S6_MEMBER(expr) \
+  [](auto& c) -> auto& { return c.expr; }
 
 // Parses an integer strictly: the whole scalar must be consumed. "1e5" and "1000.0" are accepted
 // when they are exact integers, since people write step counts that way.
@@ -56,8 +57,8 @@ std::string int_range(int64_t lo, int64_t hi) {
 }
 
 // Reads one integer with bounds; returns false (after reporting) when the value is unusable.
-bool read_int(const YAML::Node& n, int64_t lo, int64_t hi, const std::string& suffix,
-              const Report& report, int64_t& out) {
+bool read_int(const YAML::Node& n, int64_t lo, int64_t hi, const std::string& suffix, const Report& report,
+              int64_t& out) {
   const std::string want = int_range(lo, hi);
   int64_t v = 0;
   if (!n.IsScalar() || !parse_int(n.Scalar(), v)) {
@@ -75,9 +76,7 @@ bool read_int(const YAML::Node& n, int64_t lo, int64_t hi, const std::string& su
 template <class Get>
 Field int_field(const char* path, Get get, int64_t lo, int64_t hi = kMaxInt) {
   return {path,
-          [=](const YAML::Node& n, TrainConfig& c, const Report& r) {
-            read_int(n, lo, hi, "", r, get(c));
-          },
+          [=](const YAML::Node& n, TrainConfig& c, const Report& r) { read_int(n, lo, hi, "", r, get(c)); },
           [=](const TrainConfig& c) { return fmt::format("{}", get(c)); }};
 }
 
@@ -104,9 +103,7 @@ struct Bounds {
   bool lo_open = false;
   double hi = kInf;
   bool hi_open = false;
-  bool contains(double v) const {
-    return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
-  }
+  bool contains(double v) const { return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi); }
   std::string text() const {
     if (hi == kInf) return fmt::format("a number {} {}", lo_open ? ">" : ">=", lo);
     return fmt::format("a number in {}{}, {}{}", lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]");
@@ -253,8 +250,7 @@ std::vector<Field> build_fields() {
   using S = std::string;
   std::vector<Field> f;
   f.push_back(seed_field());
-  f.push_back(enum_field<S>("device", S6_MEMBER(device),
-                            {{"auto", "auto"}, {"cpu", "cpu"}, {"cuda", "cuda"}}));
+  f.push_back(enum_field<S>("device", S6_MEMBER(device), {{"auto", "auto"}, {"cpu", "cpu"}, {"cuda", "cuda"}}));
   // model.*: MambaConfig, limits as in MambaConfig::validate (checked again there).
   f.push_back(int_field("model.d_model", S6_MEMBER(model.d_model), 1));
   f.push_back(int_field("model.n_layer", S6_MEMBER(model.n_layer), 1));
@@ -288,8 +284,8 @@ std::vector<Field> build_fields() {
   f.push_back(int_field("task.vocab_size", S6_MEMBER(task.vocab_size), 3));
   f.push_back(int_field("task.seq_len", S6_MEMBER(task.seq_len), 1));
   f.push_back(int_field("task.num_tokens", S6_MEMBER(task.num_tokens), 1));
-  f.push_back(enum_field<S>("task.loss_positions", S6_MEMBER(task.loss_positions),
-                            {{"last", "last"}, {"all", "all"}}));
+  f.push_back(
+      enum_field<S>("task.loss_positions", S6_MEMBER(task.loss_positions), {{"last", "last"}, {"all", "all"}}));
   f.push_back(int_list_field("task.curriculum_lengths", S6_MEMBER(task.curriculum_lengths)));
   f.push_back(int_list_field("task.curriculum_steps", S6_MEMBER(task.curriculum_steps)));
   f.push_back(string_field("data.train_glob", S6_MEMBER(data.train_glob)));
@@ -310,13 +306,13 @@ std::vector<Field> build_fields() {
   f.push_back(int_field("train.steps", S6_MEMBER(train.steps), 1));
   f.push_back(int_field("train.batch_size", S6_MEMBER(train.batch_size), 1));
   f.push_back(int_field("train.log_every", S6_MEMBER(train.log_every), 1));
-  f.push_back(enum_field<S>("train.on_nonfinite", S6_MEMBER(train.on_nonfinite),
-                            {{"skip", "skip"}, {"halt", "halt"}}));
+  f.push_back(
+      enum_field<S>("train.on_nonfinite", S6_MEMBER(train.on_nonfinite), {{"skip", "skip"}, {"halt", "halt"}}));
   f.push_back(int_field("train.max_consecutive_skips", S6_MEMBER(train.max_consecutive_skips), 1));
   f.push_back(double_field("train.max_weight_abs", S6_MEMBER(train.max_weight_abs), kNonNegative));
   f.push_back(double_field("train.max_minutes", S6_MEMBER(train.max_minutes), kNonNegative));
-  f.push_back(enum_field<S>("train.precision", S6_MEMBER(train.precision),
-                            {{"fp32", "fp32"}, {"bf16", "bf16"}}));
+  f.push_back(
+      enum_field<S>("train.precision", S6_MEMBER(train.precision), {{"fp32", "fp32"}, {"bf16", "bf16"}}));
   f.push_back(enum_field<S>("train.cuda_graph", S6_MEMBER(train.cuda_graph),
                             {{"auto", "auto"}, {"on", "on"}, {"off", "off"}}));
   f.push_back(int_field("eval.every", S6_MEMBER(eval.every), 0));
@@ -347,8 +343,7 @@ const Field* find_field(const std::string& path) {
 
 bool is_section(const std::string& path) {
   for (const Field& f : fields())
-    if (f.path.size() > path.size() && f.path.compare(0, path.size(), path) == 0 &&
-        f.path[path.size()] == '.')
+    if (f.path.size() > path.size() && f.path.compare(0, path.size(), path) == 0 && f.path[path.size()] == '.')
       return true;
   return false;
 }

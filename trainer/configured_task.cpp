@@ -14,7 +14,8 @@ std::unique_ptr<data::Task> make_configured_task(const TrainConfig& config, int6
   if (!data::is_text_task(config.task.name)) return data::make_task(config.task.name, params);
   const DataConfig& d = config.data;
   try {
-    return data::make_text_task(config.task.name, params, {d.train_glob, d.val_glob, d.val_fraction, d.format, d.dtype});
+    return data::make_text_task(config.task.name, params,
+                                {d.train_glob, d.val_glob, d.val_fraction, d.format, d.dtype});
   } catch (const data::DataError& e) {
     throw ConfigError(e.what());  // the user's files or their keys: exit code 2
   }

@@ -73,12 +73,11 @@ autograd::LeafReadyFn DataParallel::start_gradient_averaging(std::vector<NamedPa
   // A step abandoned half-way would leave this rank's collectives out of step with its peers'.
   S6_CHECK(!reducer_ || !reducer_->active,
            "start_gradient_averaging: the previous step's averaging was never finished (rank {})", env_.rank);
-  if (!reducer_ || !reducer_->same_layout(params, bucket_mb_))
-  {
+  if (!reducer_ || !reducer_->same_layout(params, bucket_mb_)) {
     reducer_ = std::make_unique<Reducer>(params, bucket_mb_);
     if (env_.rank == 0)
-      log::info("gradient averaging: {} parameters in {} bucket(s) of up to {} MB",
-                params.size(), reducer_->schedule->buckets().size(), bucket_mb_);
+      log::info("gradient averaging: {} parameters in {} bucket(s) of up to {} MB", params.size(),
+                reducer_->schedule->buckets().size(), bucket_mb_);
   }
   reducer_->schedule->begin_step();
   reducer_->active = true;
@@ -100,7 +99,7 @@ void DataParallel::finish_gradient_averaging() {
   r.active = false;
   for (int64_t b : r.schedule->take_rest()) {
     for (int64_t p : r.schedule->buckets()[static_cast<size_t>(b)].params) {  // every rank reduces every
-      Tensor& t = r.params[static_cast<size_t>(p)];                          // parameter, reached or not
+      Tensor& t = r.params[static_cast<size_t>(p)];                           // parameter, reached or not
       if (!t.grad().defined()) t.set_grad(Tensor::zeros_like(t));
     }
     launch_bucket(static_cast<size_t>(b));
@@ -135,7 +134,8 @@ void DataParallel::launch_bucket(size_t b) {
     Tensor g = r.params[static_cast<size_t>(p)].grad();
     S6_CHECK(g.defined() && g.device() == device_ && g.dtype() == DType::Float32 && g.is_contiguous(),
              "gradient averaging: gradient of {} is {}, expected contiguous float32 on {}", r.names[p],
-             g.defined() ? g.describe() : std::string("undefined"), device_ == Device::CUDA ? "CUDA" : "the CPU");
+             g.defined() ? g.describe() : std::string("undefined"),
+             device_ == Device::CUDA ? "CUDA" : "the CPU");
   }
   if (nccl_) {
     nccl_launch_bucket(b);
@@ -204,16 +204,17 @@ DataParallel::~DataParallel() {
 
 void DataParallel::nccl_wait(const std::string& what, void* compute_stream) {
   cuda_check(cudaEventRecord(nccl_->done, nccl_->stream), "record comm event");
-  poll_with_timeout(what, env_.rank, timeout_,
-                    [&] {
-                      ncclResult_t state;
-                      nccl_check(ncclCommGetAsyncError(nccl_->comm, &state), what.c_str(), env_.rank);
-                      cudaError_t e = cudaEventQuery(nccl_->done);
-                      if (e == cudaErrorNotReady) return false;
-                      cuda_check(e, what.c_str());
-                      return true;
-                    },
-                    [&] { ncclCommAbort(nccl_->comm); });
+  poll_with_timeout(
+      what, env_.rank, timeout_,
+      [&] {
+        ncclResult_t state;
+        nccl_check(ncclCommGetAsyncError(nccl_->comm, &state), what.c_str(), env_.rank);
+        cudaError_t e = cudaEventQuery(nccl_->done);
+        if (e == cudaErrorNotReady) return false;
+        cuda_check(e, what.c_str());
+        return true;
+      },
+      [&] { ncclCommAbort(nccl_->comm); });
   cuda_check(cudaStreamWaitEvent(static_cast<cudaStream_t>(compute_stream), nccl_->done, 0), "join streams");
 }
 
@@ -252,9 +253,10 @@ void DataParallel::nccl_sum(std::vector<double>& values) {
 struct DataParallel::Nccl {};
 
 void DataParallel::init_nccl() {
-  throw CommError(fmt::format("rank {}: data parallelism on CUDA needs a build with NCCL; this one has none "
-                              "(use device=cpu, or launch a single process)",
-                              env_.rank));
+  throw CommError(
+      fmt::format("rank {}: data parallelism on CUDA needs a build with NCCL; this one has none "
+                  "(use device=cpu, or launch a single process)",
+                  env_.rank));
 }
 DataParallel::~DataParallel() = default;
 void DataParallel::nccl_wait(const std::string&, void*) {}

@@ -39,15 +39,14 @@ class DataParallel {
   //   dp.finish_gradient_averaging();
   // Parameters are grouped into buckets of about bucket_mb() (fp32; dist.bucket_mb's default
   // unless set_bucket_mb says otherwise) in reverse parameter order (assign_gradient_buckets).
-  // The returned hook marks a parameter ready when backward reports its gradient final; a bucket whose parameters are all ready is launched at once (an event on the
-  // compute stream, which the communicator stream waits on, then one grouped in-place ncclAllReduce
-  // ncclAvg of its gradients), so communication overlaps the rest of backward (on the CPU a
-  // bucket is packed into one buffer and averaged there and then, through the TCP star, before
-  // backward goes on). Buckets launch
-  // strictly in bucket order: NCCL needs every rank to issue the same collectives in the same
-  // order, so a bucket waits for the ones before it even when its gradients are final sooner.
-  // finish launches every bucket not launched yet, with zeros as the gradient of any parameter the
-  // loss did not reach (so every rank reduces every parameter, reached or not), then makes the
+  // The returned hook marks a parameter ready when backward reports its gradient final; a bucket whose
+  // parameters are all ready is launched at once (an event on the compute stream, which the communicator stream
+  // waits on, then one grouped in-place ncclAllReduce ncclAvg of its gradients), so communication overlaps the
+  // rest of backward (on the CPU a bucket is packed into one buffer and averaged there and then, through the
+  // TCP star, before backward goes on). Buckets launch strictly in bucket order: NCCL needs every rank to issue
+  // the same collectives in the same order, so a bucket waits for the ones before it even when its gradients
+  // are final sooner. finish launches every bucket not launched yet, with zeros as the gradient of any
+  // parameter the loss did not reach (so every rank reduces every parameter, reached or not), then makes the
   // compute stream wait for the communicator stream; a peer that never joins hits the timeout,
   // aborts the communicator and throws CommError naming this rank and "gradient all-reduce".
   // `params` must outlive the step; the bucket layout is kept while the parameters stay the same.

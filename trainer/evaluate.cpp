@@ -59,7 +59,7 @@ EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t len
   const int64_t rank = dp ? dp->rank() : 0, world = dp ? dp->world_size() : 1;
   for (int64_t start = 0, j = 0; start < config.eval.num_examples; start += per_forward, ++j) {
     if (j % world != rank) continue;  // forward j belongs to rank j mod world
-    if (stop_requested()) {  // no collective inside the loop, so a rank may leave it early
+    if (stop_requested()) {           // no collective inside the loop, so a rank may leave it early
       result.interrupted = true;
       break;
     }
@@ -76,8 +76,11 @@ EvalResult evaluate(const MambaLM& model, const TrainConfig& config, int64_t len
     result.examples += b;
   }
   if (dp) {
-    std::vector<double> sums{loss_sum, static_cast<double>(loss_count), static_cast<double>(acc.correct),
-                             static_cast<double>(acc.total), static_cast<double>(result.examples),
+    std::vector<double> sums{loss_sum,
+                             static_cast<double>(loss_count),
+                             static_cast<double>(acc.correct),
+                             static_cast<double>(acc.total),
+                             static_cast<double>(result.examples),
                              result.interrupted ? 1.0 : 0.0};
     dp->sum(sums);
     loss_sum = sums[0];

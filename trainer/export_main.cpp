@@ -36,18 +36,22 @@ std::vector<std::vector<int64_t>> parse_ids(const std::string& text) {
     if (num.empty()) throw std::runtime_error(fmt::format("--ids '{}': an empty token", text));
     size_t used = 0;
     int64_t v = std::stoll(num, &used);
-    if (used != num.size() || v < 0) throw std::runtime_error(fmt::format("--ids: '{}' is not a token id", num));
+    if (used != num.size() || v < 0)
+      throw std::runtime_error(fmt::format("--ids: '{}' is not a token id", num));
     rows.back().push_back(v);
     num.clear();
   };
   for (char ch : text) {
     if (ch == ',') flush();
-    else if (ch == ';') { flush(); rows.emplace_back(); }
-    else if (ch != ' ') num += ch;
+    else if (ch == ';') {
+      flush();
+      rows.emplace_back();
+    } else if (ch != ' ') num += ch;
   }
   flush();
   for (const auto& r : rows)
-    if (r.size() != rows[0].size()) throw std::runtime_error("--ids: every row needs the same number of tokens");
+    if (r.size() != rows[0].size())
+      throw std::runtime_error("--ids: every row needs the same number of tokens");
   return rows;
 }
 
@@ -100,7 +104,8 @@ int main(int argc, char** argv) {
   }
   const bool exporting = !checkpoint.empty();
   if (exporting == !logits_of.empty() || (exporting && out.empty()) || (!exporting && ids.empty())) {
-    fmt::print(stderr, "export: give either --checkpoint PATH --out DIR, or --logits MODEL --ids ...\n{}", kUsage);
+    fmt::print(stderr, "export: give either --checkpoint PATH --out DIR, or --logits MODEL --ids ...\n{}",
+               kUsage);
     return kExitConfigError;
   }
   try {
@@ -108,7 +113,8 @@ int main(int argc, char** argv) {
     std::string source;
     HfModel m = read_s6_checkpoint(checkpoint, &source);
     write_hf_folder(out, m.config, m.weights);
-    fmt::print("export: {} -> {}/config.json, {}/model.safetensors ({} tensors)\n", source, out, out, m.weights.size());
+    fmt::print("export: {} -> {}/config.json, {}/model.safetensors ({} tensors)\n", source, out, out,
+               m.weights.size());
     return kExitOk;
   } catch (...) {
     return report_exception("export");

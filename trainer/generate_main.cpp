@@ -58,7 +58,8 @@ struct UsageError : std::runtime_error {
 int64_t to_int(const std::string& flag, const std::string& v, int64_t lo) {
   char* end = nullptr;
   long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end || x < lo) throw UsageError(fmt::format("{} expects an integer >= {}, got '{}'", flag, lo, v));
+  if (v.empty() || *end || x < lo)
+    throw UsageError(fmt::format("{} expects an integer >= {}, got '{}'", flag, lo, v));
   return x;
 }
 double to_double(const std::string& flag, const std::string& v, double lo, double hi) {
@@ -83,7 +84,8 @@ Cli parse(int argc, char** argv) {
     else if (a == "--prompt-file") c.prompt_files.push_back(value());
     else if (a == "--ids") c.ids.push_back(value());
     else if (a == "--max-new-tokens") c.gen.max_new_tokens = to_int(a, value(), 1);
-    else if (a == "--temperature") c.gen.sampling.temperature = to_double(a, value(), 0, 1e6), c.temperature_set = true;
+    else if (a == "--temperature")
+      c.gen.sampling.temperature = to_double(a, value(), 0, 1e6), c.temperature_set = true;
     else if (a == "--top-k") c.gen.sampling.top_k = to_int(a, value(), 0);
     else if (a == "--top-p") c.gen.sampling.top_p = to_double(a, value(), 1e-9, 1);
     else if (a == "--seed") c.gen.sampling.seed = static_cast<uint64_t>(to_int(a, value(), 0));
@@ -96,7 +98,8 @@ Cli parse(int argc, char** argv) {
     else if (a == "--prompt-len") c.prompt_len = to_int(a, value(), 1);
     else throw UsageError(fmt::format("unknown argument '{}'", a));
   }
-  if (c.checkpoint.empty() == c.config.empty()) throw UsageError("give exactly one of --checkpoint and --config");
+  if (c.checkpoint.empty() == c.config.empty())
+    throw UsageError("give exactly one of --checkpoint and --config");
   if (c.device != "auto" && c.device != "cpu" && c.device != "cuda")
     throw UsageError(fmt::format("--device expects auto, cpu or cuda, got '{}'", c.device));
   if (!c.precision.empty() && c.precision != "fp32" && c.precision != "bf16")
@@ -110,7 +113,8 @@ Cli parse(int argc, char** argv) {
 
 std::vector<int32_t> parse_ids(const std::string& text, const std::string& what) {
   std::string s = text;
-  for (char& ch : s) if (ch == ',') ch = ' ';
+  for (char& ch : s)
+    if (ch == ',') ch = ' ';
   std::istringstream in(s);
   std::vector<int32_t> out;
   std::string word;
@@ -151,7 +155,8 @@ std::vector<std::vector<int32_t>> collect_prompts(const Cli& c, bool bytes, int6
   for (const auto& p : c.ids) prompts.push_back(parse_ids(p, "--ids"));
   for (const auto& p : prompts)
     for (int32_t t : p)
-      if (t >= vocab) throw UsageError(fmt::format("prompt token {} is outside the model's vocabulary [0, {})", t, vocab));
+      if (t >= vocab)
+        throw UsageError(fmt::format("prompt token {} is outside the model's vocabulary [0, {})", t, vocab));
   return prompts;
 }
 
@@ -168,7 +173,9 @@ int run(const Cli& c) {
   } else {
     loaded.config = load_config(c.config, {});
     loaded.checkpoint = c.config + " (random initialisation)";
-    const std::string p = !c.precision.empty() ? c.precision : device == Device::CUDA ? loaded.config.train.precision : "fp32";
+    const std::string p = !c.precision.empty()     ? c.precision
+                          : device == Device::CUDA ? loaded.config.train.precision
+                                                   : "fp32";
     loaded.model = std::make_unique<MambaLM>(loaded.config.model, loaded.config.seed, DType::Float32, device,
                                              p == "bf16" ? DType::BFloat16 : DType::Float32);
   }
@@ -204,15 +211,18 @@ int run(const Cli& c) {
   std::fflush(stdout);
   const double new_tokens = static_cast<double>(prompts.size()) * static_cast<double>(c.gen.max_new_tokens);
   const double total = r.prefill_seconds + r.decode_seconds;
-  fmt::print(stderr, "{} x {} new tokens in {:.3f} s: {:.1f} tokens/s (prefill {:.3f} s; decode {} steps in {:.3f} s, "
-             "{:.1f} tokens/s{})\n", prompts.size(), c.gen.max_new_tokens, total, new_tokens / total, r.prefill_seconds,
-             r.decode_steps, r.decode_seconds, new_tokens / std::max(r.decode_seconds, 1e-12),
+  fmt::print(stderr,
+             "{} x {} new tokens in {:.3f} s: {:.1f} tokens/s (prefill {:.3f} s; decode {} steps in {:.3f} s, "
+             "{:.1f} tokens/s{})\n",
+             prompts.size(), c.gen.max_new_tokens, total, new_tokens / total, r.prefill_seconds, r.decode_steps,
+             r.decode_seconds, new_tokens / std::max(r.decode_seconds, 1e-12),
              r.used_graph ? ", CUDA graph" : "");
   if (c.bench)
-    fmt::print("{{\"impl\": \"s6\", \"batch\": {}, \"prompt_len\": {}, \"new_tokens\": {}, \"prefill_s\": {}, "
-               "\"decode_s\": {}, \"total_s\": {}, \"tokens_per_s\": {}, \"cuda_graph\": {}}}\n",
-               prompts.size(), c.prompt_len, c.gen.max_new_tokens, r.prefill_seconds, r.decode_seconds, total,
-               new_tokens / total, r.used_graph ? "true" : "false");
+    fmt::print(
+        "{{\"impl\": \"s6\", \"batch\": {}, \"prompt_len\": {}, \"new_tokens\": {}, \"prefill_s\": {}, "
+        "\"decode_s\": {}, \"total_s\": {}, \"tokens_per_s\": {}, \"cuda_graph\": {}}}\n",
+        prompts.size(), c.prompt_len, c.gen.max_new_tokens, r.prefill_seconds, r.decode_seconds, total,
+        new_tokens / total, r.used_graph ? "true" : "false");
   return kExitOk;
 }
 

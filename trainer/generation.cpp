@@ -116,8 +116,9 @@ std::vector<int32_t> pick(const Tensor& host, const SamplingOptions& s, int64_t 
   const Tensor rows = host.contiguous();
   const float* p = rows.data<float>();
   for (int64_t r = 0; r < batch; ++r)
-    out[r] = sample_from_logits(p + r * vocab, vocab, s,
-                                s.greedy() ? 0.0 : sampling_uniform(s.seed, r, static_cast<uint64_t>(position)));
+    out[r] = sample_from_logits(
+        p + r * vocab, vocab, s,
+        s.greedy() ? 0.0 : sampling_uniform(s.seed, r, static_cast<uint64_t>(position)));
   return out;
 }
 
@@ -141,7 +142,9 @@ int32_t sample_from_logits(const float* logits, int64_t vocab, const SamplingOpt
   std::vector<int32_t> order(static_cast<size_t>(vocab));
   std::iota(order.begin(), order.end(), 0);
   const int64_t k = o.top_k > 0 ? std::min(o.top_k, vocab) : vocab;
-  auto before = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  auto before = [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
   if (k < vocab || o.top_p < 1.0) std::partial_sort(order.begin(), order.begin() + k, order.end(), before);
   float top = logits[order[0]];
   for (int64_t i = 0; i < k; ++i) top = std::max(top, logits[order[i]]);
@@ -187,7 +190,8 @@ GenerationResult generate(const MambaLM& model, int64_t vocab, const std::vector
   for (size_t i = 0; i < prompts.size(); ++i) {
     S6_CHECK(!prompts[i].empty(), "generate: prompt {} is empty (a prompt needs at least one token)", i);
     for (int32_t t : prompts[i])
-      S6_CHECK(t >= 0 && t < vocab, "generate: prompt {} holds token {} outside the vocabulary [0, {})", i, t, vocab);
+      S6_CHECK(t >= 0 && t < vocab, "generate: prompt {} holds token {} outside the vocabulary [0, {})", i, t,
+               vocab);
     shortest = std::min(shortest, prompts[i].size());
     longest = std::max(longest, prompts[i].size());
   }
@@ -203,7 +207,8 @@ GenerationResult generate(const MambaLM& model, int64_t vocab, const std::vector
   InferenceState state = model.new_state(batch);
   const int64_t prefix = static_cast<int64_t>(shortest);
   std::vector<int32_t> ids(static_cast<size_t>(batch * prefix));
-  for (int64_t r = 0; r < batch; ++r) std::copy(prompts[r].begin(), prompts[r].begin() + prefix, ids.begin() + r * prefix);
+  for (int64_t r = 0; r < batch; ++r)
+    std::copy(prompts[r].begin(), prompts[r].begin() + prefix, ids.begin() + r * prefix);
   Tensor last = model.prefill(Tensor::from_vector<int32_t>(ids, {batch, prefix}).to(model.device()), state)
                     .narrow(1, 0, vocab);
   const SamplingOptions& s = options.sampling;
@@ -216,7 +221,8 @@ GenerationResult generate(const MambaLM& model, int64_t vocab, const std::vector
   DecodeStep step(model, state, batch, vocab, s.greedy(), cuda && options.cuda_graph);
   const int64_t end = static_cast<int64_t>(longest) + options.max_new_tokens;
   for (int64_t p = prefix;; ++p) {
-    std::vector<int32_t> picked = pick(host, s, vocab, static_cast<uint64_t>(p)), next(static_cast<size_t>(batch));
+    std::vector<int32_t> picked = pick(host, s, vocab, static_cast<uint64_t>(p)),
+                         next(static_cast<size_t>(batch));
     bool more = false;
     for (int64_t r = 0; r < batch; ++r) {
       const auto& prompt = prompts[r];
@@ -247,11 +253,12 @@ LoadedModel load_model(const std::string& where, Device device, const std::strin
   std::error_code ec;
   out.checkpoint = where;
   if (fs::is_directory(where, ec)) {
-    const fs::path dir = fs::exists(fs::path(where) / "checkpoints", ec) ? fs::path(where) / "checkpoints" : fs::path(where);
+    const fs::path dir = fs::exists(fs::path(where) / "checkpoints", ec) ? fs::path(where) / "checkpoints"
+                                                                         : fs::path(where);
     auto all = list_checkpoints(dir.string());
     if (all.empty())
-      throw CheckpointError(fmt::format("{}: no checkpoint (step_*.h5) in {}; train first or pass a checkpoint file",
-                                        where, dir.string()));
+      throw CheckpointError(fmt::format(
+          "{}: no checkpoint (step_*.h5) in {}; train first or pass a checkpoint file", where, dir.string()));
     out.checkpoint = all.back().second;
   } else if (!fs::exists(where, ec)) {
     throw CheckpointError(fmt::format("{}: no such checkpoint file or run directory", where));
@@ -264,7 +271,9 @@ LoadedModel load_model(const std::string& where, Device device, const std::strin
   }
   out.step = contents.meta.step;
   // On the CPU, fp32 unless asked: the CPU's bf16 path is an oracle, not a fast path.
-  const std::string p = !precision.empty() ? precision : device == Device::CUDA ? out.config.train.precision : "fp32";
+  const std::string p = !precision.empty()       ? precision
+                        : device == Device::CUDA ? out.config.train.precision
+                                                 : "fp32";
   const DType compute = p == "bf16" ? DType::BFloat16 : DType::Float32;
   out.model = std::make_unique<MambaLM>(out.config.model, out.config.seed, DType::Float32, device, compute);
   restore(contents, *out.model, nullptr);

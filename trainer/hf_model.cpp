@@ -54,7 +54,8 @@ T get_or(const json& cfg, const char* key, T fallback, const std::string& where)
 MambaConfig config_from_json(const json& cfg, const std::string& where) {
   if (!cfg.is_object()) fail(where, "config.json is not a JSON object");
   const std::string type = get_or<std::string>(cfg, "model_type", "mamba", where);
-  if (type != "mamba") fail(where, fmt::format("model_type is '{}', but only 'mamba' (Mamba-1) models are read", type));
+  if (type != "mamba")
+    fail(where, fmt::format("model_type is '{}', but only 'mamba' (Mamba-1) models are read", type));
   const std::string act = get_or<std::string>(cfg, "hidden_act", "silu", where);
   if (act != "silu") fail(where, fmt::format("hidden_act is '{}', but s6's mixer uses silu", act));
   MambaConfig m;
@@ -133,8 +134,12 @@ json config_to_json(const MambaConfig& m) {
         {"n_layer", m.n_layer},
         {"vocab_size", m.vocab_size},
         {"ssm_cfg",
-         {{"d_state", m.d_state}, {"d_conv", m.d_conv}, {"expand", m.expand}, {"dt_rank", r},
-          {"conv_bias", m.conv_bias}, {"bias", m.bias}}},
+         {{"d_state", m.d_state},
+          {"d_conv", m.d_conv},
+          {"expand", m.expand},
+          {"dt_rank", r},
+          {"conv_bias", m.conv_bias},
+          {"bias", m.bias}}},
         {"rms_norm", true},
         {"residual_in_fp32", true},
         {"fused_add_norm", true},
@@ -161,8 +166,9 @@ std::map<std::string, Tensor> read_safetensors_weights(const fs::path& dir) {
     return all;
   }
   if (fs::exists(dir / "pytorch_model.bin"))
-    fail(dir.string(), "holds pytorch_model.bin but no model.safetensors; s6 reads safetensors only (save the "
-                       "model again with transformers' save_pretrained(..., safe_serialization=True))");
+    fail(dir.string(),
+         "holds pytorch_model.bin but no model.safetensors; s6 reads safetensors only (save the "
+         "model again with transformers' save_pretrained(..., safe_serialization=True))");
   fail(dir.string(), "has no model.safetensors (nor model.safetensors.index.json)");
 }
 
@@ -179,11 +185,13 @@ MambaConfig model_config_of(const std::string& config_yaml, const std::string& f
       YAML::Node root;
       root["model"] = model;
       const std::string vocab = model["vocab_size"] ? model["vocab_size"].as<std::string>() : "16";
-      return load_config_text(YAML::Dump(root), file,
-                              {"task.name=copying", "task.vocab_size=" + vocab, "task.seq_len=8", "task.num_tokens=1"})
+      return load_config_text(
+                 YAML::Dump(root), file,
+                 {"task.name=copying", "task.vocab_size=" + vocab, "task.seq_len=8", "task.num_tokens=1"})
           .model;
     } catch (const std::exception&) {
-      throw CheckpointError(fmt::format("{}: the config stored in /meta does not load: {}", file, whole.what()));
+      throw CheckpointError(
+          fmt::format("{}: the config stored in /meta does not load: {}", file, whole.what()));
     }
   }
 }
@@ -195,12 +203,14 @@ bool is_hf_folder(const std::string& path) {
   return fs::is_directory(path, ec) && fs::exists(fs::path(path) / "config.json", ec);
 }
 
-void write_hf_folder(const std::string& dir, const MambaConfig& config, const std::map<std::string, Tensor>& weights) {
+void write_hf_folder(const std::string& dir, const MambaConfig& config,
+                     const std::map<std::string, Tensor>& weights) {
   if (config.layer != LayerKind::S6 || config.block != BlockKind::Mamba)
-    throw HfFolderError(fmt::format("{}: transformers' Mamba has only the selective (s6) layer in the gated Mamba "
-                                    "block; this model has model.layer {} and model.block {}",
-                                    dir, config.layer == LayerKind::S6 ? "s6" : "s4",
-                                    config.block == BlockKind::Mamba ? "mamba" : "no_gate"));
+    throw HfFolderError(
+        fmt::format("{}: transformers' Mamba has only the selective (s6) layer in the gated Mamba "
+                    "block; this model has model.layer {} and model.block {}",
+                    dir, config.layer == LayerKind::S6 ? "s6" : "s4",
+                    config.block == BlockKind::Mamba ? "mamba" : "no_gate"));
   check_weights_fit(weights, config, dir);
   std::map<std::string, Tensor> out;
   for (const auto& [name, t] : weights) out[name == kS6Embedding ? kHfEmbedding : name] = t;
@@ -253,7 +263,8 @@ void check_weights_fit(const std::map<std::string, Tensor>& weights, const Mamba
                               shape_str(it->second.shape()), shape_str(spec.shape));
   }
   for (const auto& [name, t] : weights)
-    if (!used.count(name)) problems += fmt::format("{}: tensor {} is not a parameter of this model\n", source, name);
+    if (!used.count(name))
+      problems += fmt::format("{}: tensor {} is not a parameter of this model\n", source, name);
   if (!problems.empty()) {
     problems.pop_back();
     throw ConfigError(problems);
@@ -265,10 +276,11 @@ void init_from_hf_folder(const std::string& dir, const MambaConfig& config, Mamb
   try {
     check_weights_fit(hf.weights, config, "init.from " + dir);
   } catch (const ConfigError& e) {
-    throw ConfigError(fmt::format("{}\ninit.from copies weights into a model of the same shape: set the model keys to "
-                                  "the folder's config.json values (hidden_size -> model.d_model, num_hidden_layers -> "
-                                  "model.n_layer, vocab_size -> model.vocab_size, state_size -> model.d_state, ...)",
-                                  e.what()));
+    throw ConfigError(
+        fmt::format("{}\ninit.from copies weights into a model of the same shape: set the model keys to "
+                    "the folder's config.json values (hidden_size -> model.d_model, num_hidden_layers -> "
+                    "model.n_layer, vocab_size -> model.vocab_size, state_size -> model.d_state, ...)",
+                    e.what()));
   }
   if (hf.config.norm_eps != config.norm_eps)
     log::warn("init.from {}: its layer_norm_epsilon is {} but model.norm_eps is {}; training uses {}", dir,
@@ -293,7 +305,8 @@ HfModel read_s6_checkpoint(const std::string& path, std::string* resolved) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {  // a run dir: its newest checkpoint
     auto all = list_checkpoints((fs::path(path) / "checkpoints").string());
-    if (all.empty()) throw CheckpointError(fmt::format("{}: no checkpoints/step_*.h5 in this run directory", path));
+    if (all.empty())
+      throw CheckpointError(fmt::format("{}: no checkpoints/step_*.h5 in this run directory", path));
     file = all.back().second;
   }
   CheckpointContents c = read_checkpoint(file, /*model_only=*/true);

@@ -24,8 +24,8 @@ std::string new_run_id() {
   return fmt::format("{:016x}", gen());
 }
 
-void settle_lineage(const std::string& checkpoint_dir, const std::string& run_dir, const CheckpointContents* resumed,
-                    const std::string& mode, bool overwrite) {
+void settle_lineage(const std::string& checkpoint_dir, const std::string& run_dir,
+                    const CheckpointContents* resumed, const std::string& mode, bool overwrite) {
   if (resumed && mode == "auto") return;
   std::vector<std::string> in_the_way;
   for (const auto& [step, path] : list_checkpoints(checkpoint_dir)) {
@@ -37,15 +37,18 @@ void settle_lineage(const std::string& checkpoint_dir, const std::string& run_di
   }
   if (in_the_way.empty()) return;
   std::string names;
-  for (const std::string& p : in_the_way) names += (names.empty() ? "" : ", ") + fs::path(p).filename().string();
+  for (const std::string& p : in_the_way)
+    names += (names.empty() ? "" : ", ") + fs::path(p).filename().string();
   if (!overwrite) {
     const std::string what =
-        resumed ? fmt::format("resuming from step {} ({}) would leave newer checkpoints ({}) that a later --resume "
-                              "auto would pick",
-                              resumed->meta.step, resumed->path, names)
-                : fmt::format("a fresh start would mix with the checkpoints already there ({}), of an earlier "
-                              "run or unusable (see above)",
-                              names);
+        resumed ? fmt::format(
+                      "resuming from step {} ({}) would leave newer checkpoints ({}) that a later --resume "
+                      "auto would pick",
+                      resumed->meta.step, resumed->path, names)
+                : fmt::format(
+                      "a fresh start would mix with the checkpoints already there ({}), of an earlier "
+                      "run or unusable (see above)",
+                      names);
     throw ConfigError(fmt::format("run.dir: {}: {}; pass --overwrite to delete them, or choose another run.dir",
                                   run_dir, what));
   }

@@ -15,7 +15,7 @@ std::string new_run_id();
 // ConfigError naming run_dir and the files, unless overwrite, in which case those files are
 // deleted (each logged). `--resume auto` only ever resumes the newest usable checkpoint, so it
 // leaves nothing newer but unusable files, which are kept.
-void settle_lineage(const std::string& checkpoint_dir, const std::string& run_dir, const CheckpointContents* resumed,
-                    const std::string& mode, bool overwrite);
+void settle_lineage(const std::string& checkpoint_dir, const std::string& run_dir,
+                    const CheckpointContents* resumed, const std::string& mode, bool overwrite);
 
 }  // namespace s6::trainer

@@ -18,11 +18,11 @@
 #include "trainer/dist/env.h"
 #include "trainer/dist/error.h"
 #include "trainer/dist/launch.h"
-#include "trainer/omp_defaults.h"
 #include "trainer/exit_codes.h"
 #include "trainer/exit_report.h"
-#include "trainer/run_start.h"
 #include "trainer/io_error.h"
+#include "trainer/omp_defaults.h"
+#include "trainer/run_start.h"
 #include "trainer/signals.h"
 #include "trainer/trainer.h"
 
@@ -81,7 +81,7 @@ std::string parse(int argc, char** argv, Cli& cli) {
 int main(int argc, char** argv) try {
   using namespace s6::trainer;
   apply_openmp_defaults(argv);  // first: it may execute this program again
-  install_stop_handlers();  // first: a signal during start-up is a clean stop too (exit 5)
+  install_stop_handlers();      // first: a signal during start-up is a clean stop too (exit 5)
   if (argc == 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
     fmt::print("{}", kUsage);
     return kExitOk;
@@ -128,7 +128,8 @@ int main(int argc, char** argv) try {
     std::unique_ptr<DataParallel> data_parallel;
     if (env.launcher != Launcher::None) {  // any launcher, world size 1 included: one code path
       if (env.rank == 0) s6::log::info("launch: {}", describe(env));
-      data_parallel = std::make_unique<DataParallel>(env, std::chrono::minutes(5), resolve_device(config.device));
+      data_parallel = std::make_unique<DataParallel>(env, std::chrono::minutes(5),
+                                                     resolve_device(config.device));
       options.data_parallel = data_parallel.get();
     }
     return run_training(config, options);

@@ -16,7 +16,8 @@ MemoryEstimate estimate_memory(const TrainConfig& c, int64_t world_size) {
   const double vocab = static_cast<double>(m.padded_vocab());
   // Per layer: in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj and the norm (biases are small
   // beside the matrices and left out: this is a lower bound).
-  const double layer = d * 2 * e + e * static_cast<double>(m.d_conv) + e * (r + 2 * n) + r * e + e * n + e + e * d + d;
+  const double layer = d * 2 * e + e * static_cast<double>(m.d_conv) + e * (r + 2 * n) + r * e + e * n + e +
+                       e * d + d;
   MemoryEstimate out;
   out.parameters = static_cast<double>(m.n_layer) * layer + vocab * d * (m.tie_embeddings ? 1 : 2) + d;
   out.state_bytes = 16 * out.parameters;
@@ -38,11 +39,13 @@ void check_memory(const TrainConfig& c, int64_t world_size, bool on_cpu, double 
   const MambaConfig& m = c.model;
   throw ConfigError(fmt::format(
       "model.d_model={}, model.n_layer={}, model.expand={}, model.d_state={}, model.vocab_size={}, "
-      "train.batch_size={}, task.seq_len={}: the run would need at least {:.3g} GB ({:.3g} parameters x 16 bytes "
+      "train.batch_size={}, task.seq_len={}: the run would need at least {:.3g} GB ({:.3g} parameters x 16 "
+      "bytes "
       "for weights, gradients and AdamW moments, plus {:.3g} GB of activations), more than this machine's "
       "{:.3g} GB; expected smaller values",
       m.d_model, m.n_layer, m.expand, m.d_state, m.vocab_size, c.train.batch_size, c.task.seq_len,
-      (est.state_bytes + est.activation_bytes) / 1e9, est.parameters, est.activation_bytes / 1e9, available / 1e9));
+      (est.state_bytes + est.activation_bytes) / 1e9, est.parameters, est.activation_bytes / 1e9,
+      available / 1e9));
 }
 
 }  // namespace s6::trainer

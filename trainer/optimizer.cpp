@@ -79,9 +79,11 @@ AdamW::DeviceTables& AdamW::refresh_tables(bool capturing) {
     // scratch, and host-uploaded tables there would be overwritten on every replay.
     S6_CHECK(!capturing, "AdamW: the multi-tensor tables must exist before a graph capture");
     int64_t max_chunks = 0;
-    for (const NamedParameter& p : params_) max_chunks += (p.tensor.numel() + kc::kMultiTensorChunk - 1) / kc::kMultiTensorChunk;
+    for (const NamedParameter& p : params_)
+      max_chunks += (p.tensor.numel() + kc::kMultiTensorChunk - 1) / kc::kMultiTensorChunk;
     t.entries_dev = device_bytes(std::max<size_t>(params_.size(), 1) * sizeof(kc::MultiTensorEntry));
-    t.chunks_dev = device_bytes(static_cast<size_t>(std::max<int64_t>(max_chunks, 1)) * sizeof(kc::MultiTensorChunk));
+    t.chunks_dev = device_bytes(static_cast<size_t>(std::max<int64_t>(max_chunks, 1)) *
+                                sizeof(kc::MultiTensorChunk));
     t.partial_dev = device_bytes(static_cast<size_t>(std::max<int64_t>(max_chunks, 1)) * sizeof(float));
   } else if (same_entries(entries, t.entries)) {
     return t;
@@ -97,11 +99,10 @@ AdamW::DeviceTables& AdamW::refresh_tables(bool capturing) {
 
 void AdamW::launch_sum_of_squares(float* sumsq, bool capturing) {
   DeviceTables& t = refresh_tables(capturing);
-  kc::sum_of_squares_multi(sumsq, t.partial_dev.data<float>(),
-                           static_cast<const kc::MultiTensorEntry*>(t.entries_dev.data_ptr()),
-                           static_cast<int64_t>(t.entries.size()),
-                           static_cast<const kc::MultiTensorChunk*>(t.chunks_dev.data_ptr()),
-                           static_cast<int64_t>(t.chunks.size()), cuda::current_stream());
+  kc::sum_of_squares_multi(
+      sumsq, t.partial_dev.data<float>(), static_cast<const kc::MultiTensorEntry*>(t.entries_dev.data_ptr()),
+      static_cast<int64_t>(t.entries.size()), static_cast<const kc::MultiTensorChunk*>(t.chunks_dev.data_ptr()),
+      static_cast<int64_t>(t.chunks.size()), cuda::current_stream());
 }
 
 void AdamW::launch_update(const kc::DeviceAdamWScalars* scalars, const kc::DeviceStepStatus* status,
@@ -122,7 +123,8 @@ void AdamW::upload_pending_tables() {
 #else
 struct AdamW::DeviceTables {};
 void AdamW::launch_sum_of_squares(float*, bool) { S6_FAIL("AdamW: this build has no CUDA"); }
-void AdamW::launch_update(const kernels::cuda::DeviceAdamWScalars*, const kernels::cuda::DeviceStepStatus*, bool) {
+void AdamW::launch_update(const kernels::cuda::DeviceAdamWScalars*, const kernels::cuda::DeviceStepStatus*,
+                          bool) {
   S6_FAIL("AdamW: this build has no CUDA");
 }
 void AdamW::upload_pending_tables() {}

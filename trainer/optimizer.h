@@ -21,8 +21,8 @@ double learning_rate(const OptimConfig& optim, const ScheduleConfig& schedule, i
                      int64_t step);
 
 struct GradientNorm {
-  double norm = 0;               // sqrt of the sum over every gradient of its squared entries
-  std::string first_nonfinite;   // name of the first parameter whose gradient is not finite
+  double norm = 0;              // sqrt of the sum over every gradient of its squared entries
+  std::string first_nonfinite;  // name of the first parameter whose gradient is not finite
 };
 
 class AdamW {

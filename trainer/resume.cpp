@@ -33,12 +33,14 @@ void check_model_shape(const std::map<std::string, std::string>& saved, const Tr
       problems += fmt::format("{}: the checkpoint {} has {} but the config has {}\n", key, source, old, value);
   }
   if (!problems.empty() && for_init)
-    throw ConfigError(problems + "init.from copies weights into a model of the same shape: set these model keys to "
-                                 "the checkpoint's values");
-  if (!problems.empty())
     throw ConfigError(problems +
-                      "refusing to resume into a model of a different shape (a model of another shape starts in "
-                      "another run.dir, or here with --resume never --overwrite)");
+                      "init.from copies weights into a model of the same shape: set these model keys to "
+                      "the checkpoint's values");
+  if (!problems.empty())
+    throw ConfigError(
+        problems +
+        "refusing to resume into a model of a different shape (a model of another shape starts in "
+        "another run.dir, or here with --resume never --overwrite)");
 }
 
 void check_fits_model(const CheckpointContents& c, const MambaLM& model, bool with_optimizer) {
@@ -56,15 +58,17 @@ void check_fits_model(const CheckpointContents& c, const MambaLM& model, bool wi
       if (it == held.end())
         throw CheckpointError(fmt::format("{}: dataset {}/{} is missing", c.path, group, p.name));
       if (it->second.shape() != p.tensor.shape())
-        throw CheckpointError(fmt::format("{}: dataset {}/{} has shape {} but the model needs {}", c.path, group,
-                                          p.name, shape_str(it->second.shape()), shape_str(p.tensor.shape())));
+        throw CheckpointError(fmt::format("{}: dataset {}/{} has shape {} but the model needs {}", c.path,
+                                          group, p.name, shape_str(it->second.shape()),
+                                          shape_str(p.tensor.shape())));
     }
     if (held.size() != params.size()) {
       for (const auto& [name, t] : held) {
         bool known = false;
         for (const NamedParameter& p : params) known = known || p.name == name;
         if (!known)
-          throw CheckpointError(fmt::format("{}: dataset {}/{} is not a parameter of this model", c.path, group, name));
+          throw CheckpointError(
+              fmt::format("{}: dataset {}/{} is not a parameter of this model", c.path, group, name));
       }
     }
   }
@@ -125,8 +129,8 @@ void copy_named(const std::map<std::string, Tensor>& from, const std::string& gr
   auto it = from.find(name);
   if (it == from.end()) throw CheckpointError(fmt::format("checkpoint has no dataset {}/{}", group, name));
   if (it->second.shape() != into.shape())
-    throw CheckpointError(fmt::format("checkpoint dataset {}/{} has shape {} but the model needs {}", group, name,
-                                      shape_str(it->second.shape()), shape_str(into.shape())));
+    throw CheckpointError(fmt::format("checkpoint dataset {}/{} has shape {} but the model needs {}", group,
+                                      name, shape_str(it->second.shape()), shape_str(into.shape())));
   into.copy_(it->second);
 }
 }  // namespace

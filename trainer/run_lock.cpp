@@ -34,14 +34,16 @@ RunDirLock::RunDirLock(const std::string& run_dir) {
     if (err != EWOULDBLOCK) throw_io("lock", path, err);
     std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "an unknown process";
     while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
-    throw ConfigError(fmt::format("run.dir: {} is in use by another train process ({}; lock file {}); wait "
-                                  "for it to finish, stop it, or choose another run.dir",
-                                  run_dir, holder, path));
+    throw ConfigError(
+        fmt::format("run.dir: {} is in use by another train process ({}; lock file {}); wait "
+                    "for it to finish, stop it, or choose another run.dir",
+                    run_dir, holder, path));
   }
   char host[128] = {};
   ::gethostname(host, sizeof(host) - 1);
   const std::string text = fmt::format("pid {} on {}\n", ::getpid(), host);
-  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) {
+  if (::ftruncate(fd_, 0) != 0 ||
+      ::pwrite(fd_, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) {
     const int err = errno;
     ::close(fd_);
     throw_io("write the lock file", path, err);

@@ -56,7 +56,8 @@ void print_startup(const TrainConfig& c, const std::string& config_path, const M
                  : "fp32");
   fmt::print("  {:<12} {}: seq_len {}, vocab {}, tokens {}, loss positions {}\n", "task", task.name(),
              task.seq_len(), task.vocab(), c.task.num_tokens, c.task.loss_positions);
-  if (auto* text = dynamic_cast<const data::TextTask*>(&task)) fmt::print("  {:<12} {}\n", "data", text->summary());
+  if (auto* text = dynamic_cast<const data::TextTask*>(&task))
+    fmt::print("  {:<12} {}\n", "data", text->summary());
   if (!c.task.curriculum_lengths.empty()) {
     std::string phases;
     for (size_t i = 0; i < c.task.curriculum_lengths.size(); ++i)

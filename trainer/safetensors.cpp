@@ -69,7 +69,8 @@ void to_float32(const std::string& dtype, const unsigned char* src, int64_t n, f
       std::memcpy(&dst[i], &bits, 4);
     }
   } else {  // F16
-    for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(static_cast<uint16_t>(src[2 * i] | (src[2 * i + 1] << 8)));
+    for (int64_t i = 0; i < n; ++i)
+      dst[i] = half_to_float(static_cast<uint16_t>(src[2 * i] | (src[2 * i + 1] << 8)));
   }
 }
 
@@ -80,7 +81,8 @@ std::vector<unsigned char> read_file(const std::string& path) {
   const std::streamoff size = in.tellg();
   in.seekg(0);
   std::vector<unsigned char> bytes(static_cast<size_t>(size < 0 ? 0 : size));
-  if (!bytes.empty() && !in.read(reinterpret_cast<char*>(bytes.data()), size)) fail(path, "cannot read the file");
+  if (!bytes.empty() && !in.read(reinterpret_cast<char*>(bytes.data()), size))
+    fail(path, "cannot read the file");
   return bytes;
 }
 
@@ -89,11 +91,13 @@ std::vector<unsigned char> read_file(const std::string& path) {
 SafetensorsFile read_safetensors(const std::string& path) {
   const std::vector<unsigned char> bytes = read_file(path);
   if (bytes.size() < 8)
-    fail(path, fmt::format("not a safetensors file: {} bytes, shorter than the 8-byte header length", bytes.size()));
+    fail(path,
+         fmt::format("not a safetensors file: {} bytes, shorter than the 8-byte header length", bytes.size()));
   const uint64_t header_len = read_le64(bytes.data());
   if (header_len > kMaxHeaderBytes || header_len > bytes.size() - 8)
     fail(path, fmt::format("not a safetensors file: the header length field says {} bytes but the file has {} "
-                           "bytes after it", header_len, bytes.size() - 8));
+                           "bytes after it",
+                           header_len, bytes.size() - 8));
   json header;
   try {
     header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(header_len));
@@ -115,7 +119,8 @@ SafetensorsFile read_safetensors(const std::string& path) {
       continue;
     }
     auto bad = [&](const std::string& what) { fail(path, fmt::format("tensor '{}': {}", name, what)); };
-    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
+        !entry.contains("data_offsets"))
       bad("the header entry needs dtype, shape and data_offsets");
     const json& dt = entry["dtype"];
     const json& shape_json = entry["shape"];
@@ -128,20 +133,22 @@ SafetensorsFile read_safetensors(const std::string& path) {
     Shape shape;
     uint64_t numel = 1;
     for (const json& d : shape_json) {
-      if (!d.is_number_unsigned()) bad(fmt::format("shape {} has an entry that is not a non-negative integer", shape_json.dump()));
+      if (!d.is_number_unsigned())
+        bad(fmt::format("shape {} has an entry that is not a non-negative integer", shape_json.dump()));
       const uint64_t v = d.get<uint64_t>();
       if (v != 0 && numel > std::numeric_limits<uint64_t>::max() / 8 / v) bad("shape is too large");
       numel *= v;
       shape.push_back(static_cast<int64_t>(v));
     }
-    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned())
+    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+        !offsets[1].is_number_unsigned())
       bad("data_offsets is not a pair of non-negative integers");
     const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
     if (begin > end || end > data_len)
       bad(fmt::format("data_offsets [{}, {}] lie outside the {} data bytes", begin, end, data_len));
     if (end - begin != numel * static_cast<uint64_t>(esize))
-      bad(fmt::format("data_offsets span {} bytes but {} {} elements of shape {} need {}", end - begin, numel, dtype,
-                      shape_json.dump(), numel * esize));
+      bad(fmt::format("data_offsets span {} bytes but {} {} elements of shape {} need {}", end - begin, numel,
+                      dtype, shape_json.dump(), numel * esize));
     Tensor t = Tensor::empty(shape, DType::Float32);
     to_float32(dtype, data + begin, static_cast<int64_t>(numel), t.data<float>());
     out.tensors.emplace(name, std::move(t));
@@ -166,7 +173,8 @@ void write_safetensors(const std::string& path, const std::map<std::string, Tens
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // the data then starts 8-byte aligned
   unsigned char len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((static_cast<uint64_t>(text.size()) >> (8 * i)) & 0xFF);
+  for (int i = 0; i < 8; ++i)
+    len[i] = static_cast<unsigned char>((static_cast<uint64_t>(text.size()) >> (8 * i)) & 0xFF);
 
   const std::string tmp = path + ".tmp";
   {

@@ -16,8 +16,8 @@ struct SafetensorsError : std::runtime_error {
 };
 
 struct SafetensorsFile {
-  std::map<std::string, Tensor> tensors;            // float32 CPU tensors by name
-  std::map<std::string, std::string> metadata;      // the header's "__metadata__" (strings only)
+  std::map<std::string, Tensor> tensors;        // float32 CPU tensors by name
+  std::map<std::string, std::string> metadata;  // the header's "__metadata__" (strings only)
 };
 
 // Reads every tensor, converting F64, BF16 and F16 to float32 (the dtype of s6's parameters).

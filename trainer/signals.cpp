@@ -33,8 +33,8 @@ int stop_signal() { return g_stop_signal.load(); }
 
 void throw_if_stop_requested(const char* phase) {
   if (stop_requested())
-    throw StopRequested(fmt::format("stopped by signal {} during {}, before any step; nothing to save",
-                                    stop_signal(), phase));
+    throw StopRequested(
+        fmt::format("stopped by signal {} during {}, before any step; nothing to save", stop_signal(), phase));
 }
 
 }  // namespace s6::trainer

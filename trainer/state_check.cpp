@@ -24,9 +24,10 @@ std::string unsaveable_reason(CheckpointContents& state, double max_weight_abs) 
         biggest = std::max(biggest, static_cast<double>(std::fabs(p[i])));
       }
       if (g.bounded && max_weight_abs > 0 && biggest > max_weight_abs)
-        return fmt::format("{}/{} has a weight of magnitude {:.3g} > train.max_weight_abs = {:g} (the run has "
-                           "blown up)",
-                           g.name, name, biggest, max_weight_abs);
+        return fmt::format(
+            "{}/{} has a weight of magnitude {:.3g} > train.max_weight_abs = {:g} (the run has "
+            "blown up)",
+            g.name, name, biggest, max_weight_abs);
     }
   }
   return "";

@@ -16,21 +16,21 @@
 #include "layers/mamba.h"
 #include "trainer/config_diff.h"
 #include "trainer/configured_task.h"
-#include "trainer/lineage.h"
-#include "trainer/memory_estimate.h"
-#include "trainer/run_files.h"
-#include "trainer/run_lock.h"
-#include "trainer/state_check.h"
 #include "trainer/data_parallel.h"
 #include "trainer/evaluate.h"
-#include "trainer/hf_model.h"
 #include "trainer/exit_codes.h"
 #include "trainer/fault_injection.h"
+#include "trainer/hf_model.h"
+#include "trainer/lineage.h"
+#include "trainer/memory_estimate.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/resume.h"
+#include "trainer/run_files.h"
+#include "trainer/run_lock.h"
 #include "trainer/run_start.h"
 #include "trainer/signals.h"
+#include "trainer/state_check.h"
 #include "trainer/train_step.h"
 
 namespace s6::trainer {
@@ -69,7 +69,8 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   const std::string checkpoint_dir = (fs::path(config.run_dir) / "checkpoints").string();
   const std::string metrics_path = (fs::path(config.run_dir) / "metrics.jsonl").string();
   if (lead)
-    if (int n = remove_stale_temp_files(checkpoint_dir)) log::warn("removed {} stale checkpoint temp file(s)", n);
+    if (int n = remove_stale_temp_files(checkpoint_dir))
+      log::warn("removed {} stale checkpoint temp file(s)", n);
   int64_t start_step = 0, consecutive_skips = 0;
   std::optional<CheckpointContents> resumed = find_resume_checkpoint(config, options.resume, model);
   if (resumed) {
@@ -88,7 +89,8 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   const std::string run_id = resumed ? resumed->meta.run_id : new_run_id();
   if (lead) {
     // Nothing in run.dir has been changed before this point: a refused start leaves it as it was.
-    settle_lineage(checkpoint_dir, config.run_dir, resumed ? &*resumed : nullptr, options.resume, options.overwrite);
+    settle_lineage(checkpoint_dir, config.run_dir, resumed ? &*resumed : nullptr, options.resume,
+                   options.overwrite);
     create_run_files(config, checkpoint_dir);
   }
   resumed.reset();  // the state is in the model and optimizer now
@@ -116,14 +118,15 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
   auto refuse_state = [&](int64_t step, const std::string& why) {
     progress.finish();
     if (lead)
-      log::error("step {}: not saving a checkpoint: {}; halting, --resume auto continues from step {}", step, why,
-                 last_saved);
+      log::error("step {}: not saving a checkpoint: {}; halting, --resume auto continues from step {}", step,
+                 why, last_saved);
     return kExitNonFinite;
   };
   throw_if_stop_requested("start-up");
   const auto run_start = Clock::now();
   auto local_flags = [&] {
-    return SharedFlags{stop_requested(), config.train.max_minutes > 0 && seconds_since(run_start) > 60.0 * config.train.max_minutes};
+    return SharedFlags{stop_requested(), config.train.max_minutes > 0 &&
+                                             seconds_since(run_start) > 60.0 * config.train.max_minutes};
   };
 
   MetricsWriter metrics(lead ? metrics_path : "");
@@ -139,8 +142,9 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       EvalResult r = evaluate(model, config, len, dp);
       if (r.interrupted) {
         progress.finish();
-        if (lead) log::warn("eval step {} length {}: stopped by signal {} after {} examples; not recorded", step,
-                            len, stop_signal(), r.examples);
+        if (lead)
+          log::warn("eval step {} length {}: stopped by signal {} after {} examples; not recorded", step, len,
+                    stop_signal(), r.examples);
         return false;
       }
       metrics.write(EvalRecord{step, len, r.loss, r.accuracy, r.perplexity, r.bits_per_byte});
@@ -152,8 +156,8 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     return true;
   };
 
-  TrainStep train_step(model, optimizer, config, {task.get(), batch, config.seed, static_cast<uint32_t>(options.rank)},
-                       dp);
+  TrainStep train_step(model, optimizer, config,
+                       {task.get(), batch, config.seed, static_cast<uint32_t>(options.rank)}, dp);
   auto window_start = Clock::now();
   int64_t window_steps = 0;
   for (int64_t step = start_step; step < config.train.steps; ++step) {
@@ -173,14 +177,16 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       std::string culprit = !std::isfinite(r.loss) ? "the loss" : "the gradient of " + r.norm.first_nonfinite;
       if (config.train.on_nonfinite == "halt") {
         progress.finish();
-        if (lead) log::error("step {}: {} is not finite (loss {}, grad norm {}); halting as train.on_nonfinite=halt",
-                             done, culprit, r.loss, r.norm.norm);
+        if (lead)
+          log::error("step {}: {} is not finite (loss {}, grad norm {}); halting as train.on_nonfinite=halt",
+                     done, culprit, r.loss, r.norm.norm);
         metrics.write_event(done, "halt_nonfinite", culprit);
         return kExitNonFinite;
       }
       ++consecutive_skips;
       metrics.write_event(done, "skip_nonfinite", culprit);
-      if (lead) log::warn("step {}: {} is not finite; update skipped ({} in a row)", done, culprit, consecutive_skips);
+      if (lead)
+        log::warn("step {}: {} is not finite; update skipped ({} in a row)", done, culprit, consecutive_skips);
       if (consecutive_skips > config.train.max_consecutive_skips) {
         log::error("halting: {} consecutive non-finite steps exceed train.max_consecutive_skips={}",
                    consecutive_skips, config.train.max_consecutive_skips);
@@ -196,8 +202,8 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
           log::info("stopping at step {} ({}) during a streak of skipped steps; {}", done,
                     flags.out_of_time ? "train.max_minutes reached" : fmt::format("signal {}", stop_signal()),
                     why.empty() ? "checkpoint saved, resume with the same command"
-                                : fmt::format("no checkpoint saved ({}), --resume auto continues from step {}", why,
-                                              last_saved));
+                                : fmt::format("no checkpoint saved ({}), --resume auto continues from step {}",
+                                              why, last_saved));
         return kExitInterrupted;
       }
       continue;  // a skipped step is not checkpointed otherwise: its update never happened
@@ -209,7 +215,12 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
       if (device == Device::CUDA) cuda::synchronize();
       const double ms = 1e3 * seconds_since(window_start) / std::max<int64_t>(window_steps, 1);
       const data::Accuracy acc = train_step.accuracy();  // after the window's time
-      TrainRecord rec{done, r.loss, acc.fraction(), lr, r.norm.norm, ms,
+      TrainRecord rec{done,
+                      r.loss,
+                      acc.fraction(),
+                      lr,
+                      r.norm.norm,
+                      ms,
                       static_cast<double>(config.train.batch_size * length) / (ms / 1e3)};
       metrics.write(rec);
       if (lead) progress.update(rec);
@@ -226,7 +237,7 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     if (config.checkpoint.every > 0 && done % config.checkpoint.every == 0 && !eval_stopped)
       if (std::string why = save(done); !why.empty()) return refuse_state(done, why);
     fault_injection::after_step(done);
-    if (!dp) flags = local_flags();  // a single process also sees a signal from this step
+    if (!dp) flags = local_flags();           // a single process also sees a signal from this step
     flags.stop = flags.stop || eval_stopped;  // every rank saw the interrupted evaluation
     if ((flags.stop || flags.out_of_time) && done < config.train.steps) {
       progress.finish();
@@ -255,7 +266,8 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
     if (std::string why = save(config.train.steps); !why.empty()) return refuse_state(config.train.steps, why);
   if (lead && autograd::profile::enabled()) fmt::print("{}", autograd::profile::report());
   if (!run_eval(config.train.steps)) {
-    if (lead) log::info("stopping in the final evaluation; the checkpoint of step {} is saved", config.train.steps);
+    if (lead)
+      log::info("stopping in the final evaluation; the checkpoint of step {} is saved", config.train.steps);
     return kExitInterrupted;
   }
   if (lead)

@@ -11,10 +11,10 @@ namespace s6::trainer {
 class DataParallel;
 
 struct RunOptions {
-  std::string config_path;  // for the startup table
-  std::string resume = "auto";  // auto | never | <checkpoint path>
-  bool overwrite = false;           // --overwrite: delete checkpoints a fresh start would mix with
-  bool allow_config_change = false; // --allow-config-change: resume across data/seed/model keys
+  std::string config_path;           // for the startup table
+  std::string resume = "auto";       // auto | never | <checkpoint path>
+  bool overwrite = false;            // --overwrite: delete checkpoints a fresh start would mix with
+  bool allow_config_change = false;  // --allow-config-change: resume across data/seed/model keys
   int rank = 0;
   int world_size = 1;
   DataParallel* data_parallel = nullptr;  // set when launched as one rank of several (or --nproc)

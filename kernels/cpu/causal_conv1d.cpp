@@ -27,9 +27,8 @@ struct Row {
 template <typename T>
 Row<T> make_row(const T* x, const T* initial_state, int64_t b, int64_t d, const ConvDims& dm) {
   const int64_t w1 = dm.width - 1;
-  return Row<T>{x + b * dm.length * dm.dim + d,
-                initial_state ? initial_state + (b * dm.dim + d) * w1 : nullptr, dm.dim,
-                dm.width};
+  return Row<T>{x + b * dm.length * dm.dim + d, initial_state ? initial_state + (b * dm.dim + d) * w1 : nullptr,
+                dm.dim, dm.width};
 }
 
 // Shared by forward and backward so the recomputed pre-activation is bit-identical.
@@ -49,8 +48,8 @@ T sigmoid(T v) {
 }  // namespace
 
 template <typename T>
-void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias, const T* initial_state,
-                       bool silu, const ConvDims& dims) {
+void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias, const T* initial_state, bool silu,
+                       const ConvDims& dims) {
   const int64_t B = dims.batch, L = dims.length, D = dims.dim, W = dims.width;
   // No reduction across (b, d), so both can be split freely.
 #pragma omp parallel for collapse(2) schedule(static) if (B * L * D * W > 32768)
@@ -69,12 +68,12 @@ void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias, const
 }
 
 template <typename T>
-void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight,
-                       const T* bias, const T* initial_state, bool silu, const ConvDims& dims) {
+void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* bias,
+                       const T* initial_state, bool silu, const ConvDims& dims) {
   const int64_t B = dims.batch, L = dims.length, D = dims.dim, W = dims.width;
   if (!dx && !dweight && !dbias) return;
-  // Parallel over channels only: each channel's dweight/dbias is summed by one thread over b then
-  // t in fixed order, so results do not depend on the thread count.
+    // Parallel over channels only: each channel's dweight/dbias is summed by one thread over b then
+    // t in fixed order, so results do not depend on the thread count.
 #pragma omp parallel if (B * L * D * W > 32768)
   {
     // dpre for one (b, d) row, padded with W-1 trailing zeros so dx needs no bounds checks.
@@ -125,15 +124,13 @@ void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x, c
   }
 }
 
-template void causal_conv1d_fwd<float>(float*, const float*, const float*, const float*,
-                                       const float*, bool, const ConvDims&);
-template void causal_conv1d_fwd<double>(double*, const double*, const double*, const double*,
-                                        const double*, bool, const ConvDims&);
-template void causal_conv1d_bwd<float>(float*, float*, float*, const float*, const float*,
-                                       const float*, const float*, const float*, bool,
+template void causal_conv1d_fwd<float>(float*, const float*, const float*, const float*, const float*, bool,
                                        const ConvDims&);
-template void causal_conv1d_bwd<double>(double*, double*, double*, const double*, const double*,
-                                        const double*, const double*, const double*, bool,
-                                        const ConvDims&);
+template void causal_conv1d_fwd<double>(double*, const double*, const double*, const double*, const double*,
+                                        bool, const ConvDims&);
+template void causal_conv1d_bwd<float>(float*, float*, float*, const float*, const float*, const float*,
+                                       const float*, const float*, bool, const ConvDims&);
+template void causal_conv1d_bwd<double>(double*, double*, double*, const double*, const double*, const double*,
+                                        const double*, const double*, bool, const ConvDims&);
 
 }  // namespace s6::kernels::cpu

@@ -19,8 +19,8 @@ double log_sum_exp(const T* row, int64_t vocab) {
 }  // namespace
 
 template <typename T, typename I>
-double cross_entropy_fwd(const T* logits, const I* targets, int64_t rows, int64_t vocab,
-                         int64_t ignore_index, int64_t* counted) {
+double cross_entropy_fwd(const T* logits, const I* targets, int64_t rows, int64_t vocab, int64_t ignore_index,
+                         int64_t* counted) {
   std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
 #pragma omp parallel for if (rows * vocab > 65536)
   for (int64_t r = 0; r < rows; ++r) {
@@ -58,7 +58,7 @@ void cross_entropy_bwd(T* dlogits, const T* logits, const I* targets, int64_t ro
   }
 }
 
-#define S6_INSTANTIATE(T, I)                                                                     \
+#define S6_INSTANTIATE(T, I)                                                                        \
   template double cross_entropy_fwd<T, I>(const T*, const I*, int64_t, int64_t, int64_t, int64_t*); \
   template void cross_entropy_bwd<T, I>(T*, const T*, const I*, int64_t, int64_t, int64_t, double);
 S6_INSTANTIATE(float, int32_t)

@@ -8,7 +8,9 @@ namespace s6::kernels::cpu {
 
 namespace {
 template <typename T>
-inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
 }  // namespace
 
 template <typename T>
@@ -85,11 +87,11 @@ void sum_to(T* out, const int64_t* out_shape, const T* x, const int64_t* in_shap
   }
 }
 
-#define S6_INSTANTIATE(T)                                                        \
-  template void unary_fwd<T>(Unary, T*, const T*, int64_t);                      \
-  template void unary_bwd<T>(Unary, T*, const T*, const T*, int64_t);            \
-  template void binary_fwd<T>(Binary, T*, const T*, const T*, int64_t);          \
-  template void scale<T>(T*, const T*, T, int64_t);                              \
+#define S6_INSTANTIATE(T)                                               \
+  template void unary_fwd<T>(Unary, T*, const T*, int64_t);             \
+  template void unary_bwd<T>(Unary, T*, const T*, const T*, int64_t);   \
+  template void binary_fwd<T>(Binary, T*, const T*, const T*, int64_t); \
+  template void scale<T>(T*, const T*, T, int64_t);                     \
   template void sum_to<T>(T*, const int64_t*, const T*, const int64_t*, int64_t);
 S6_INSTANTIATE(float)
 S6_INSTANTIATE(double)

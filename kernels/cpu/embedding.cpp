@@ -14,8 +14,7 @@ void embedding_fwd(T* out, const I* ids, const T* weight, int64_t count, int64_t
 }
 
 template <typename T, typename I>
-void embedding_bwd(T* dweight, const T* dout, const I* ids, int64_t count, int64_t vocab,
-                   int64_t width) {
+void embedding_bwd(T* dweight, const T* dout, const I* ids, int64_t count, int64_t vocab, int64_t width) {
   std::memset(dweight, 0, static_cast<size_t>(vocab * width) * sizeof(T));
   constexpr int64_t kCols = 64;
 #pragma omp parallel for if (count * width > 65536)
@@ -29,8 +28,8 @@ void embedding_bwd(T* dweight, const T* dout, const I* ids, int64_t count, int64
   }
 }
 
-#define S6_INSTANTIATE(T, I)                                                            \
-  template void embedding_fwd<T, I>(T*, const I*, const T*, int64_t, int64_t);          \
+#define S6_INSTANTIATE(T, I)                                                   \
+  template void embedding_fwd<T, I>(T*, const I*, const T*, int64_t, int64_t); \
   template void embedding_bwd<T, I>(T*, const T*, const I*, int64_t, int64_t, int64_t);
 S6_INSTANTIATE(float, int32_t)
 S6_INSTANTIATE(float, int64_t)

@@ -9,8 +9,8 @@ namespace s6::kernels::cpu {
 void adamw(float* param, float* exp_avg, float* exp_avg_sq, const float* grad, int64_t n,
            const AdamWParams& p) {
   const float grad_scale = static_cast<float>(p.grad_scale);
-  const float lr = static_cast<float>(p.lr), b1 = static_cast<float>(p.beta1),
-              b2 = static_cast<float>(p.beta2), eps = static_cast<float>(p.eps);
+  const float lr = static_cast<float>(p.lr), b1 = static_cast<float>(p.beta1), b2 = static_cast<float>(p.beta2),
+              eps = static_cast<float>(p.eps);
   const float decay = static_cast<float>(p.lr * p.weight_decay);
   const float bc1 = static_cast<float>(1.0 - std::pow(p.beta1, static_cast<double>(p.step)));
   const float bc2 = static_cast<float>(1.0 - std::pow(p.beta2, static_cast<double>(p.step)));

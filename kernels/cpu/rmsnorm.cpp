@@ -17,8 +17,8 @@ T row_rstd(const T* s, int64_t width, double eps) {
 }  // namespace
 
 template <typename T>
-void rmsnorm_add_fwd(T* y, T* s, const T* x, const T* residual, const T* weight, int64_t rows,
-                     int64_t width, double eps) {
+void rmsnorm_add_fwd(T* y, T* s, const T* x, const T* residual, const T* weight, int64_t rows, int64_t width,
+                     double eps) {
 #pragma omp parallel for if (rows * width > 16384)
   for (int64_t r = 0; r < rows; ++r) {
     T* sr = s + r * width;
@@ -30,8 +30,8 @@ void rmsnorm_add_fwd(T* y, T* s, const T* x, const T* residual, const T* weight,
 }
 
 template <typename T>
-void rmsnorm_add_bwd(T* ds, T* dweight, const T* dy, const T* dresidual_out, const T* s,
-                     const T* weight, int64_t rows, int64_t width, double eps) {
+void rmsnorm_add_bwd(T* ds, T* dweight, const T* dy, const T* dresidual_out, const T* s, const T* weight,
+                     int64_t rows, int64_t width, double eps) {
   constexpr int64_t kRowsPerBlock = 64;
   int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   std::vector<T> partial(dweight ? static_cast<size_t>(blocks * width) : 0, T(0));
@@ -61,13 +61,13 @@ void rmsnorm_add_bwd(T* ds, T* dweight, const T* dy, const T* dresidual_out, con
   }
 }
 
-template void rmsnorm_add_fwd<float>(float*, float*, const float*, const float*, const float*,
+template void rmsnorm_add_fwd<float>(float*, float*, const float*, const float*, const float*, int64_t, int64_t,
+                                     double);
+template void rmsnorm_add_fwd<double>(double*, double*, const double*, const double*, const double*, int64_t,
+                                      int64_t, double);
+template void rmsnorm_add_bwd<float>(float*, float*, const float*, const float*, const float*, const float*,
                                      int64_t, int64_t, double);
-template void rmsnorm_add_fwd<double>(double*, double*, const double*, const double*,
+template void rmsnorm_add_bwd<double>(double*, double*, const double*, const double*, const double*,
                                       const double*, int64_t, int64_t, double);
-template void rmsnorm_add_bwd<float>(float*, float*, const float*, const float*, const float*,
-                                     const float*, int64_t, int64_t, double);
-template void rmsnorm_add_bwd<double>(double*, double*, const double*, const double*,
-                                      const double*, const double*, int64_t, int64_t, double);
 
 }  // namespace s6::kernels::cpu

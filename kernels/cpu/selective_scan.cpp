@@ -53,8 +53,8 @@ void selective_scan_fwd(const ScanParams& p) {
   check_params<T>("selective_scan_fwd (CPU)", p);
   const ScanDims& dims = p.dims;
   const bool softplus = p.delta_softplus;
-  const T *u = cptr<T>(p.u), *delta = cptr<T>(p.delta), *A = cptr<T>(p.A), *B = cptr<T>(p.B),
-          *C = cptr<T>(p.C), *D = cptr<T>(p.D), *z = cptr<T>(p.z), *delta_bias = cptr<T>(p.delta_bias),
+  const T *u = cptr<T>(p.u), *delta = cptr<T>(p.delta), *A = cptr<T>(p.A), *B = cptr<T>(p.B), *C = cptr<T>(p.C),
+          *D = cptr<T>(p.D), *z = cptr<T>(p.z), *delta_bias = cptr<T>(p.delta_bias),
           *initial_state = cptr<T>(p.initial_state);
   T* y_out = mptr<T>(p.out);
   T* final_state = mptr<T>(p.final_state);
@@ -104,8 +104,7 @@ void selective_scan_bwd(const ScanGradParams& p) {
           *B = cptr<T>(p.B), *C = cptr<T>(p.C), *D = cptr<T>(p.D), *z = cptr<T>(p.z),
           *delta_bias = cptr<T>(p.delta_bias), *initial_state = cptr<T>(p.initial_state);
   T *du = mptr<T>(p.du), *ddelta = mptr<T>(p.ddelta), *dA = mptr<T>(p.dA), *dB = mptr<T>(p.dB),
-    *dC = mptr<T>(p.dC), *dD = mptr<T>(p.dD), *dz = mptr<T>(p.dz),
-    *ddelta_bias = mptr<T>(p.ddelta_bias);
+    *dC = mptr<T>(p.dC), *dD = mptr<T>(p.dD), *dz = mptr<T>(p.dz), *ddelta_bias = mptr<T>(p.ddelta_bias);
   const int64_t Bn = dims.batch, L = dims.length, Dm = dims.dim, N = dims.dstate;
   const int64_t G = std::min(kGroups, Dm);
   const int64_t LN = L * N;
@@ -119,7 +118,7 @@ void selective_scan_bwd(const ScanGradParams& p) {
 
 #pragma omp parallel if (Bn * L * Dm * N > 32768)
   {
-    std::vector<T> hs(static_cast<size_t>(LN));  // states of one (b, d) row, recomputed
+    std::vector<T> hs(static_cast<size_t>(LN));     // states of one (b, d) row, recomputed
     std::vector<T> abars(static_cast<size_t>(LN));  // exp(dt A) of that row, reused by the reverse pass
     std::vector<T> h0(static_cast<size_t>(N)), dh(static_cast<size_t>(N));
     for (int64_t b = 0; b < Bn; ++b) {

@@ -28,8 +28,8 @@ int64_t chunk_for(int64_t batch, int64_t length, int64_t dim) {
 }
 
 template <int W, typename D>
-__device__ __forceinline__ float load_x(const D* x, const D* init, int64_t b, int64_t t, int64_t d,
-                                        int64_t L, int64_t Dm) {
+__device__ __forceinline__ float load_x(const D* x, const D* init, int64_t b, int64_t t, int64_t d, int64_t L,
+                                        int64_t Dm) {
   if (t >= 0) return to_acc(x[(b * L + t) * Dm + d]);
   if (W == 1 || !init) return 0.f;
   return to_acc(init[(b * Dm + d) * (W - 1) + t + (W - 1)]);
@@ -47,8 +47,8 @@ __device__ __forceinline__ float pre_act(const float (&wv)[W], const float (&win
 __device__ __forceinline__ float sigmoid_f(float v) { return 1.f / (1.f + expf(-v)); }
 
 template <int W, typename D>
-__global__ void conv_fwd_kernel(D* out, const D* x, const D* weight, const D* bias, const D* init,
-                                bool silu, int64_t L, int64_t Dm, int64_t chunk_len) {
+__global__ void conv_fwd_kernel(D* out, const D* x, const D* weight, const D* bias, const D* init, bool silu,
+                                int64_t L, int64_t Dm, int64_t chunk_len) {
   const int64_t d = blockIdx.x * (int64_t)kThreads + threadIdx.x;
   if (d >= Dm) return;
   const int64_t b = blockIdx.z, t0 = blockIdx.y * (int64_t)chunk_len;
@@ -62,8 +62,7 @@ __global__ void conv_fwd_kernel(D* out, const D* x, const D* weight, const D* bi
   for (int64_t tb = t0; tb < t1; tb += kStepsPerLoad) {
     float xs[kStepsPerLoad];
 #pragma unroll
-    for (int k = 0; k < kStepsPerLoad; ++k)
-      xs[k] = tb + k < t1 ? to_acc(x[(b * L + tb + k) * Dm + d]) : 0.f;
+    for (int k = 0; k < kStepsPerLoad; ++k) xs[k] = tb + k < t1 ? to_acc(x[(b * L + tb + k) * Dm + d]) : 0.f;
 #pragma unroll
     for (int k = 0; k < kStepsPerLoad; ++k) {
       if (tb + k >= t1) break;
@@ -165,8 +164,8 @@ __global__ void conv_split_kernel(D* dweight, D* dbias, const float* sums, int64
 }
 
 template <int W, typename D>
-__global__ void conv_update_kernel(D* out, D* state, const D* x, const D* weight, const D* bias,
-                                   bool silu, int64_t batch, int64_t Dm, int64_t x_stride) {
+__global__ void conv_update_kernel(D* out, D* state, const D* x, const D* weight, const D* bias, bool silu,
+                                   int64_t batch, int64_t Dm, int64_t x_stride) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < batch * Dm;
        i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t b = i / Dm, d = i % Dm;
@@ -197,39 +196,36 @@ void dispatch_width(int64_t width, const char* op, Fn&& fn) {
 }
 
 void check_dims(const char* op, const ConvDims& dm) {
-  S6_CHECK(dm.batch >= 0 && dm.length >= 0 && dm.dim >= 0, "{}: bad sizes ({}, {}, {})", op,
-           dm.batch, dm.length, dm.dim);
+  S6_CHECK(dm.batch >= 0 && dm.length >= 0 && dm.dim >= 0, "{}: bad sizes ({}, {}, {})", op, dm.batch,
+           dm.length, dm.dim);
   S6_CHECK(dm.batch <= 65535, "{}: batch {} exceeds 65535", op, dm.batch);
   S6_CHECK((dm.length + 63) / 64 <= 65535, "{}: length {} is too long", op, dm.length);
 }
 
 dim3 conv_grid(const ConvDims& dm, int64_t chunk) {
   return dim3(static_cast<unsigned>((dm.dim + kThreads - 1) / kThreads),
-              static_cast<unsigned>((dm.length + chunk - 1) / chunk),
-              static_cast<unsigned>(dm.batch));
+              static_cast<unsigned>((dm.length + chunk - 1) / chunk), static_cast<unsigned>(dm.batch));
 }
 
 }  // namespace
 
 template <typename T>
-void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias, const T* initial_state,
-                       bool silu, const ConvDims& dims, void* stream) {
+void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias, const T* initial_state, bool silu,
+                       const ConvDims& dims, void* stream) {
   check_dims("causal_conv1d_fwd", dims);
   if (dims.batch == 0 || dims.length == 0 || dims.dim == 0) return;
   dispatch_width(dims.width, "causal_conv1d_fwd", [&](auto wtag) {
     constexpr int W = decltype(wtag)::value;
     const int64_t chunk = chunk_for(dims.batch, dims.length, dims.dim);
     conv_fwd_kernel<W><<<conv_grid(dims, chunk), kThreads, 0, as_stream(stream)>>>(
-        dev(out), dev(x), dev(weight), dev(bias), dev(initial_state), silu, dims.length, dims.dim,
-        chunk);
+        dev(out), dev(x), dev(weight), dev(bias), dev(initial_state), silu, dims.length, dims.dim, chunk);
   });
   check_launch("causal_conv1d_fwd");
 }
 
 template <typename T>
-void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight,
-                       const T* bias, const T* initial_state, bool silu, const ConvDims& dims,
-                       void* stream) {
+void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* bias,
+                       const T* initial_state, bool silu, const ConvDims& dims, void* stream) {
   check_dims("causal_conv1d_bwd", dims);
   if (!dx && !dweight && !dbias) return;
   cudaStream_t s = as_stream(stream);
@@ -242,44 +238,41 @@ void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x, c
     Scratch partial(want_params ? rows * cols * static_cast<int64_t>(sizeof(float)) : 0);
     if (rows > 0 && dims.dim > 0) {
       conv_bwd_kernel<W><<<conv_grid(dims, chunk), kThreads, 0, s>>>(
-          dev(dx), partial.as<float>(), dev(dout), dev(x), dev(weight), dev(bias),
-          dev(initial_state), silu, dims.length, dims.dim, chunk);
+          dev(dx), partial.as<float>(), dev(dout), dev(x), dev(weight), dev(bias), dev(initial_state), silu,
+          dims.length, dims.dim, chunk);
       check_launch("causal_conv1d_bwd");
     }
     if (want_params && cols > 0) {
       Scratch sums(cols * static_cast<int64_t>(sizeof(float)));
       launch_colsum(sums.as<float>(), partial.as<float>(), rows, cols, s);
-      conv_split_kernel<W><<<blocks_for(cols, 256), 256, 0, s>>>(dev(dweight), dev(dbias),
-                                                                 sums.as<float>(), dims.dim);
+      conv_split_kernel<W>
+          <<<blocks_for(cols, 256), 256, 0, s>>>(dev(dweight), dev(dbias), sums.as<float>(), dims.dim);
       check_launch("causal_conv1d_bwd (weight reduction)");
     }
   });
 }
 
 template <typename T>
-void causal_conv1d_update(T* out, T* conv_state, const T* x, const T* weight, const T* bias,
-                          bool silu, int64_t batch, int64_t dim, int64_t width,
-                          int64_t x_batch_stride, void* stream) {
+void causal_conv1d_update(T* out, T* conv_state, const T* x, const T* weight, const T* bias, bool silu,
+                          int64_t batch, int64_t dim, int64_t width, int64_t x_batch_stride, void* stream) {
   S6_CHECK(batch >= 0 && dim >= 0 && x_batch_stride >= dim,
-           "causal_conv1d_update: bad sizes (batch {}, dim {}, x stride {})", batch, dim,
-           x_batch_stride);
+           "causal_conv1d_update: bad sizes (batch {}, dim {}, x stride {})", batch, dim, x_batch_stride);
   if (batch * dim == 0) return;
   dispatch_width(width, "causal_conv1d_update", [&](auto wtag) {
     constexpr int W = decltype(wtag)::value;
     conv_update_kernel<W><<<blocks_for(batch * dim, 256), 256, 0, as_stream(stream)>>>(
-        dev(out), dev(conv_state), dev(x), dev(weight), dev(bias), silu, batch, dim,
-        x_batch_stride);
+        dev(out), dev(conv_state), dev(x), dev(weight), dev(bias), silu, batch, dim, x_batch_stride);
   });
   check_launch("causal_conv1d_update");
 }
 
-#define S6_INSTANTIATE(T)                                                                     \
-  template void causal_conv1d_fwd<T>(T*, const T*, const T*, const T*, const T*, bool,        \
-                                     const ConvDims&, void*);                                 \
-  template void causal_conv1d_bwd<T>(T*, T*, T*, const T*, const T*, const T*, const T*,      \
-                                     const T*, bool, const ConvDims&, void*);                 \
-  template void causal_conv1d_update<T>(T*, T*, const T*, const T*, const T*, bool, int64_t,  \
-                                        int64_t, int64_t, int64_t, void*);
+#define S6_INSTANTIATE(T)                                                                                      \
+  template void causal_conv1d_fwd<T>(T*, const T*, const T*, const T*, const T*, bool, const ConvDims&,        \
+                                     void*);                                                                   \
+  template void causal_conv1d_bwd<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, bool,       \
+                                     const ConvDims&, void*);                                                  \
+  template void causal_conv1d_update<T>(T*, T*, const T*, const T*, const T*, bool, int64_t, int64_t, int64_t, \
+                                        int64_t, void*);
 S6_INSTANTIATE(float)
 S6_INSTANTIATE(BFloat16)
 #undef S6_INSTANTIATE

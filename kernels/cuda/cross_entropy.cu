@@ -84,8 +84,8 @@ __device__ Lse block_lse(Lse v, float* scratch_m, float* scratch_s) {
 
 // Row r's log-sum-exp and loss, from its merged Lse (one thread).
 template <typename D>
-__device__ void finish_row(float* row_loss, float* lse_out, int64_t* err, const D* row, int64_t r,
-                           int64_t t, const Lse& total, int64_t vocab, int64_t ignore_index) {
+__device__ void finish_row(float* row_loss, float* lse_out, int64_t* err, const D* row, int64_t r, int64_t t,
+                           const Lse& total, int64_t vocab, int64_t ignore_index) {
   const float lse = total.m + logf(total.s);
   lse_out[r] = lse;
   if (t == ignore_index) {
@@ -100,8 +100,8 @@ __device__ void finish_row(float* row_loss, float* lse_out, int64_t* err, const 
 
 template <typename D, typename I>
 __global__ void __launch_bounds__(kThreads)
-ce_rows_kernel(float* row_loss, float* lse_out, int64_t* err, const D* logits, const I* targets,
-               int64_t rows, int64_t vocab, int64_t ignore_index) {
+    ce_rows_kernel(float* row_loss, float* lse_out, int64_t* err, const D* logits, const I* targets,
+                   int64_t rows, int64_t vocab, int64_t ignore_index) {
   __shared__ float scratch_m[32], scratch_s[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const D* row = logits + r * vocab;
@@ -109,16 +109,15 @@ ce_rows_kernel(float* row_loss, float* lse_out, int64_t* err, const D* logits, c
     for_row(row, vocab, [&](int64_t, float x) { acc.add(x); });
     const Lse total = block_lse(acc, scratch_m, scratch_s);
     if (threadIdx.x == 0)
-      finish_row(row_loss, lse_out, err, row, r, static_cast<int64_t>(targets[r]), total, vocab,
-                 ignore_index);
+      finish_row(row_loss, lse_out, err, row, r, static_cast<int64_t>(targets[r]), total, vocab, ignore_index);
   }
 }
 
 // One warp per row (vocab <= kWarpRowVocab): lanes stride over the row, then a shuffle tree.
 template <typename D, typename I>
 __global__ void __launch_bounds__(kThreads)
-ce_rows_warp_kernel(float* row_loss, float* lse_out, int64_t* err, const D* logits,
-                    const I* targets, int64_t rows, int64_t vocab, int64_t ignore_index) {
+    ce_rows_warp_kernel(float* row_loss, float* lse_out, int64_t* err, const D* logits, const I* targets,
+                        int64_t rows, int64_t vocab, int64_t ignore_index) {
   const int lane = threadIdx.x & 31, per_block = blockDim.x >> 5;
   for (int64_t r = (int64_t)blockIdx.x * per_block + (threadIdx.x >> 5); r < rows;
        r += (int64_t)gridDim.x * per_block) {
@@ -131,8 +130,7 @@ ce_rows_warp_kernel(float* row_loss, float* lse_out, int64_t* err, const D* logi
       acc.merge(m2, s2);
     }
     if (lane == 0)
-      finish_row(row_loss, lse_out, err, row, r, static_cast<int64_t>(targets[r]), acc, vocab,
-                 ignore_index);
+      finish_row(row_loss, lse_out, err, row, r, static_cast<int64_t>(targets[r]), acc, vocab, ignore_index);
   }
 }
 
@@ -157,8 +155,8 @@ __global__ void ce_total_kernel(float* loss, int32_t* counted, const float* row_
 
 template <typename D, typename I>
 __global__ void __launch_bounds__(kThreads)
-ce_bwd_kernel(D* dlogits, const D* logits, const I* targets, const float* lse, const float* grad_loss,
-              const int32_t* counted, int64_t rows, int64_t vocab, int64_t ignore_index) {
+    ce_bwd_kernel(D* dlogits, const D* logits, const I* targets, const float* lse, const float* grad_loss,
+                  const int32_t* counted, int64_t rows, int64_t vocab, int64_t ignore_index) {
   constexpr int kVec = 16 / sizeof(D);
   const int n = counted[0];
   const float scale = n > 0 ? grad_loss[0] / static_cast<float>(n) : 0.f;
@@ -172,7 +170,8 @@ ce_bwd_kernel(D* dlogits, const D* logits, const I* targets, const float* lse, c
     // Vector loads and stores when the two rows share their alignment (they do for allocations from
     // the caching allocator); element by element otherwise.
     const bool same_phase = ((reinterpret_cast<uintptr_t>(row) ^ reinterpret_cast<uintptr_t>(d)) & 15) == 0;
-    const int64_t head_raw = same_phase ? ((16 - (reinterpret_cast<uintptr_t>(row) & 15)) & 15) / sizeof(D) : vocab;
+    const int64_t head_raw = same_phase ? ((16 - (reinterpret_cast<uintptr_t>(row) & 15)) & 15) / sizeof(D)
+                                        : vocab;
     const int64_t head = head_raw < vocab ? head_raw : vocab;
     for (int64_t v = threadIdx.x; v < head; v += blockDim.x) store(d + v, grad(v, to_acc(row[v])));
     const int64_t body = (vocab - head) / kVec;
@@ -194,9 +193,8 @@ ce_bwd_kernel(D* dlogits, const D* logits, const I* targets, const float* lse, c
 
 template <typename D, typename I>
 __global__ void __launch_bounds__(kThreads)
-ce_bwd_warp_kernel(D* dlogits, const D* logits, const I* targets, const float* lse,
-                   const float* grad_loss, const int32_t* counted, int64_t rows, int64_t vocab,
-                   int64_t ignore_index) {
+    ce_bwd_warp_kernel(D* dlogits, const D* logits, const I* targets, const float* lse, const float* grad_loss,
+                       const int32_t* counted, int64_t rows, int64_t vocab, int64_t ignore_index) {
   const int n = counted[0];
   const float scale = n > 0 ? grad_loss[0] / static_cast<float>(n) : 0.f;
   const int lane = threadIdx.x & 31, per_block = blockDim.x >> 5;
@@ -221,9 +219,8 @@ unsigned warp_row_blocks(int64_t rows) { return row_blocks((rows + kThreads / 32
 }  // namespace
 
 template <typename T, typename I>
-void cross_entropy_fwd(float* loss, int32_t* counted, float* lse, int64_t* error_info,
-                       const T* logits, const I* targets, int64_t rows, int64_t vocab,
-                       int64_t ignore_index, void* stream) {
+void cross_entropy_fwd(float* loss, int32_t* counted, float* lse, int64_t* error_info, const T* logits,
+                       const I* targets, int64_t rows, int64_t vocab, int64_t ignore_index, void* stream) {
   S6_CHECK(rows >= 0 && vocab > 0, "cross_entropy_fwd: bad sizes ({}, {})", rows, vocab);
   S6_CHECK(rows < (1LL << 31), "cross_entropy_fwd: {} rows exceed the int32 count", rows);
   cudaStream_t s = as_stream(stream);
@@ -233,20 +230,18 @@ void cross_entropy_fwd(float* loss, int32_t* counted, float* lse, int64_t* error
         row_loss.as<float>(), lse, error_info, dev(logits), targets, rows, vocab, ignore_index);
     check_launch("cross_entropy_fwd");
   } else if (rows > 0) {
-    ce_rows_kernel<<<row_blocks(rows), kThreads, 0, s>>>(row_loss.as<float>(), lse, error_info,
-                                                         dev(logits), targets, rows, vocab,
-                                                         ignore_index);
+    ce_rows_kernel<<<row_blocks(rows), kThreads, 0, s>>>(row_loss.as<float>(), lse, error_info, dev(logits),
+                                                         targets, rows, vocab, ignore_index);
     check_launch("cross_entropy_fwd");
   }
-  ce_total_kernel<<<1, 1024, 0, s>>>(loss, counted, row_loss.as<float>(), targets, rows,
-                                     ignore_index);
+  ce_total_kernel<<<1, 1024, 0, s>>>(loss, counted, row_loss.as<float>(), targets, rows, ignore_index);
   check_launch("cross_entropy_fwd (total)");
 }
 
 template <typename T, typename I>
-void cross_entropy_bwd(T* dlogits, const T* logits, const I* targets, const float* lse,
-                       const float* grad_loss, const int32_t* counted, int64_t rows, int64_t vocab,
-                       int64_t ignore_index, void* stream) {
+void cross_entropy_bwd(T* dlogits, const T* logits, const I* targets, const float* lse, const float* grad_loss,
+                       const int32_t* counted, int64_t rows, int64_t vocab, int64_t ignore_index,
+                       void* stream) {
   S6_CHECK(rows >= 0 && vocab > 0, "cross_entropy_bwd: bad sizes ({}, {})", rows, vocab);
   if (rows == 0) return;
   if (vocab <= kWarpRowVocab)
@@ -258,11 +253,11 @@ void cross_entropy_bwd(T* dlogits, const T* logits, const I* targets, const floa
   check_launch("cross_entropy_bwd");
 }
 
-#define S6_INSTANTIATE(T, I)                                                                    \
-  template void cross_entropy_fwd<T, I>(float*, int32_t*, float*, int64_t*, const T*, const I*, \
-                                        int64_t, int64_t, int64_t, void*);                      \
-  template void cross_entropy_bwd<T, I>(T*, const T*, const I*, const float*, const float*,     \
-                                        const int32_t*, int64_t, int64_t, int64_t, void*);
+#define S6_INSTANTIATE(T, I)                                                                                \
+  template void cross_entropy_fwd<T, I>(float*, int32_t*, float*, int64_t*, const T*, const I*, int64_t,    \
+                                        int64_t, int64_t, void*);                                           \
+  template void cross_entropy_bwd<T, I>(T*, const T*, const I*, const float*, const float*, const int32_t*, \
+                                        int64_t, int64_t, int64_t, void*);
 S6_INSTANTIATE(float, int32_t)
 S6_INSTANTIATE(float, int64_t)
 S6_INSTANTIATE(BFloat16, int32_t)

@@ -13,13 +13,21 @@ namespace {
 using namespace detail;
 
 template <typename A>
-__device__ __forceinline__ A exp_(A v) { return exp(v); }
+__device__ __forceinline__ A exp_(A v) {
+  return exp(v);
+}
 template <>
-__device__ __forceinline__ float exp_<float>(float v) { return expf(v); }
+__device__ __forceinline__ float exp_<float>(float v) {
+  return expf(v);
+}
 template <typename A>
-__device__ __forceinline__ A log1p_(A v) { return log1p(v); }
+__device__ __forceinline__ A log1p_(A v) {
+  return log1p(v);
+}
 template <>
-__device__ __forceinline__ float log1p_<float>(float v) { return log1pf(v); }
+__device__ __forceinline__ float log1p_<float>(float v) {
+  return log1pf(v);
+}
 
 template <typename T>
 __global__ void unary_fwd_kernel(Unary op, T* out, const T* x, int64_t n) {
@@ -70,8 +78,7 @@ template <typename T>
 __global__ void scale_kernel(T* out, const T* x, double factor, int64_t n) {
   using A = decltype(to_acc(x[0]));
   const A f = static_cast<A>(factor);
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x)
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     store(out + i, to_acc(x[i]) * f);
 }
 
@@ -118,16 +125,14 @@ void unary_fwd(Unary op, T* out, const T* x, int64_t n, void* stream) {
 template <typename T>
 void unary_bwd(Unary op, T* dx, const T* dout, const T* x, int64_t n, void* stream) {
   if (n <= 0) return;
-  unary_bwd_kernel<<<blocks_for(n, 256), 256, 0, as_stream(stream)>>>(op, dev(dx), dev(dout),
-                                                                      dev(x), n);
+  unary_bwd_kernel<<<blocks_for(n, 256), 256, 0, as_stream(stream)>>>(op, dev(dx), dev(dout), dev(x), n);
   check_launch("unary_bwd");
 }
 
 template <typename T>
 void binary_fwd(Binary op, T* out, const T* a, const T* b, int64_t n, void* stream) {
   if (n <= 0) return;
-  binary_fwd_kernel<<<blocks_for(n, 256), 256, 0, as_stream(stream)>>>(op, dev(out), dev(a),
-                                                                       dev(b), n);
+  binary_fwd_kernel<<<blocks_for(n, 256), 256, 0, as_stream(stream)>>>(op, dev(out), dev(a), dev(b), n);
   check_launch("binary_fwd");
 }
 
@@ -153,8 +158,7 @@ void sum_rows(T* out, const T* x, int64_t rows, int64_t cols, void* stream) {
 }
 
 template <typename T>
-void sum_to(T* out, const int64_t* out_shape, const T* x, const int64_t* in_shape, int64_t rank,
-            void* stream) {
+void sum_to(T* out, const int64_t* out_shape, const T* x, const int64_t* in_shape, int64_t rank, void* stream) {
   S6_CHECK(rank <= 8, "sum_to: rank {} exceeds 8", rank);
   // Classify dims (dropping size-1 input dims), merging neighbours of the same kind.
   std::vector<int64_t> sizes, strides;
@@ -217,13 +221,13 @@ void sum_to(T* out, const int64_t* out_shape, const T* x, const int64_t* in_shap
   check_launch("sum_to");
 }
 
-#define S6_INSTANTIATE(T)                                                                 \
-  template void unary_fwd<T>(Unary, T*, const T*, int64_t, void*);                        \
-  template void unary_bwd<T>(Unary, T*, const T*, const T*, int64_t, void*);              \
-  template void binary_fwd<T>(Binary, T*, const T*, const T*, int64_t, void*);            \
-  template void scale<T>(T*, const T*, double, int64_t, void*);                           \
-  template void sum_all<T>(T*, const T*, int64_t, void*);                                 \
-  template void sum_rows<T>(T*, const T*, int64_t, int64_t, void*);                       \
+#define S6_INSTANTIATE(T)                                                      \
+  template void unary_fwd<T>(Unary, T*, const T*, int64_t, void*);             \
+  template void unary_bwd<T>(Unary, T*, const T*, const T*, int64_t, void*);   \
+  template void binary_fwd<T>(Binary, T*, const T*, const T*, int64_t, void*); \
+  template void scale<T>(T*, const T*, double, int64_t, void*);                \
+  template void sum_all<T>(T*, const T*, int64_t, void*);                      \
+  template void sum_rows<T>(T*, const T*, int64_t, int64_t, void*);            \
   template void sum_to<T>(T*, const int64_t*, const T*, const int64_t*, int64_t, void*);
 S6_INSTANTIATE(float)
 S6_INSTANTIATE(double)

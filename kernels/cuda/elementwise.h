@@ -33,7 +33,6 @@ void sum_rows(T* out, const T* x, int64_t rows, int64_t cols, void* stream);
 
 // Sums x (contiguous, shape in_shape) into out (shape out_shape, same rank, each dim equal or 1).
 template <typename T>
-void sum_to(T* out, const int64_t* out_shape, const T* x, const int64_t* in_shape, int64_t rank,
-            void* stream);
+void sum_to(T* out, const int64_t* out_shape, const T* x, const int64_t* in_shape, int64_t rank, void* stream);
 
 }  // namespace s6::kernels::cuda

@@ -13,13 +13,13 @@ namespace {
 
 using namespace detail;
 
-constexpr int kRows = 32;    // vocabulary rows per block
-constexpr int kCols = 128;   // columns per block (= threads)
+constexpr int kRows = 32;                       // vocabulary rows per block
+constexpr int kCols = 128;                      // columns per block (= threads)
 constexpr int64_t kPartialBudget = 16LL << 20;  // floats of partials at most (64 MiB)
 
 template <typename D, typename I>
-__global__ void embedding_fwd_kernel(D* out, int64_t* err, const I* ids, const D* weight,
-                                     int64_t count, int64_t vocab, int64_t width) {
+__global__ void embedding_fwd_kernel(D* out, int64_t* err, const I* ids, const D* weight, int64_t count,
+                                     int64_t vocab, int64_t width) {
   for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < count * width;
        e += (int64_t)gridDim.x * blockDim.x) {
     const int64_t i = e / width, c = e % width;
@@ -34,9 +34,8 @@ __global__ void embedding_fwd_kernel(D* out, int64_t* err, const I* ids, const D
 }
 
 template <typename D, typename I>
-__global__ void embedding_bwd_kernel(float* partial, D* dweight, const D* dout, const I* ids,
-                                     int64_t count, int64_t vocab, int64_t width,
-                                     int64_t per_chunk) {
+__global__ void embedding_bwd_kernel(float* partial, D* dweight, const D* dout, const I* ids, int64_t count,
+                                     int64_t vocab, int64_t width, int64_t per_chunk) {
   __shared__ float acc[kRows][kCols];
   __shared__ int list_pos[kCols];
   __shared__ int list_row[kCols];
@@ -68,26 +67,23 @@ __global__ void embedding_bwd_kernel(float* partial, D* dweight, const D* dout, 
     }
     __syncthreads();
     if (c < width)
-      for (int k = 0; k < total; ++k)
-        acc[list_row[k]][tid] += to_acc(dout[(p0 + list_pos[k]) * width + c]);
+      for (int k = 0; k < total; ++k) acc[list_row[k]][tid] += to_acc(dout[(p0 + list_pos[k]) * width + c]);
     __syncthreads();
   }
   if (c >= width) return;
   for (int r = 0; r < kRows && v0 + r < vocab; ++r) {
-    if (partial)
-      partial[(blockIdx.z * vocab + v0 + r) * width + c] = acc[r][tid];
-    else
-      store(dweight + (v0 + r) * width + c, acc[r][tid]);
+    if (partial) partial[(blockIdx.z * vocab + v0 + r) * width + c] = acc[r][tid];
+    else store(dweight + (v0 + r) * width + c, acc[r][tid]);
   }
 }
 
 }  // namespace
 
 template <typename T, typename I>
-void embedding_fwd(T* out, int64_t* error_info, const I* ids, const T* weight, int64_t count,
-                   int64_t vocab, int64_t width, void* stream) {
-  S6_CHECK(count >= 0 && vocab >= 0 && width >= 0, "embedding_fwd: bad sizes ({}, {}, {})", count,
-           vocab, width);
+void embedding_fwd(T* out, int64_t* error_info, const I* ids, const T* weight, int64_t count, int64_t vocab,
+                   int64_t width, void* stream) {
+  S6_CHECK(count >= 0 && vocab >= 0 && width >= 0, "embedding_fwd: bad sizes ({}, {}, {})", count, vocab,
+           width);
   if (count * width == 0) return;
   embedding_fwd_kernel<<<blocks_for(count * width, 256), 256, 0, as_stream(stream)>>>(
       dev(out), error_info, ids, dev(weight), count, vocab, width);
@@ -95,10 +91,10 @@ void embedding_fwd(T* out, int64_t* error_info, const I* ids, const T* weight, i
 }
 
 template <typename T, typename I>
-void embedding_bwd(T* dweight, const T* dout, const I* ids, int64_t count, int64_t vocab,
-                   int64_t width, void* stream) {
-  S6_CHECK(count >= 0 && vocab >= 0 && width >= 0, "embedding_bwd: bad sizes ({}, {}, {})", count,
-           vocab, width);
+void embedding_bwd(T* dweight, const T* dout, const I* ids, int64_t count, int64_t vocab, int64_t width,
+                   void* stream) {
+  S6_CHECK(count >= 0 && vocab >= 0 && width >= 0, "embedding_bwd: bad sizes ({}, {}, {})", count, vocab,
+           width);
   S6_CHECK(count < (1LL << 31), "embedding_bwd: {} positions exceed the int32 range", count);
   if (vocab * width == 0) return;
   cudaStream_t s = as_stream(stream);
@@ -115,8 +111,8 @@ void embedding_bwd(T* dweight, const T* dout, const I* ids, int64_t count, int64
   dim3 grid(static_cast<unsigned>((width + kCols - 1) / kCols),
             static_cast<unsigned>((vocab + kRows - 1) / kRows), static_cast<unsigned>(chunks));
   Scratch partial(chunks > 1 ? chunks * vocab * width * static_cast<int64_t>(sizeof(float)) : 0);
-  embedding_bwd_kernel<<<grid, kCols, 0, s>>>(partial.as<float>(), dev(dweight), dev(dout), ids,
-                                              count, vocab, width, per);
+  embedding_bwd_kernel<<<grid, kCols, 0, s>>>(partial.as<float>(), dev(dweight), dev(dout), ids, count, vocab,
+                                              width, per);
   check_launch("embedding_bwd");
   if (chunks > 1) {
     launch_colsum(dev(dweight), partial.as<float>(), chunks, vocab * width, s);
@@ -124,9 +120,8 @@ void embedding_bwd(T* dweight, const T* dout, const I* ids, int64_t count, int64
   }
 }
 
-#define S6_INSTANTIATE(T, I)                                                                    \
-  template void embedding_fwd<T, I>(T*, int64_t*, const I*, const T*, int64_t, int64_t, int64_t, \
-                                    void*);                                                     \
+#define S6_INSTANTIATE(T, I)                                                                             \
+  template void embedding_fwd<T, I>(T*, int64_t*, const I*, const T*, int64_t, int64_t, int64_t, void*); \
   template void embedding_bwd<T, I>(T*, const T*, const I*, int64_t, int64_t, int64_t, void*);
 S6_INSTANTIATE(float, int32_t)
 S6_INSTANTIATE(float, int64_t)

@@ -18,11 +18,10 @@ using namespace detail;
 
 constexpr int64_t kWorkspaceBytes = 32LL << 20;
 
-#define S6_CUBLAS(expr)                                                                   \
-  do {                                                                                   \
-    cublasStatus_t st_ = (expr);                                                         \
-    S6_CHECK(st_ == CUBLAS_STATUS_SUCCESS, "cuBLAS call {} failed: status {}", #expr,     \
-             static_cast<int>(st_));                                                     \
+#define S6_CUBLAS(expr)                                                                                       \
+  do {                                                                                                        \
+    cublasStatus_t st_ = (expr);                                                                              \
+    S6_CHECK(st_ == CUBLAS_STATUS_SUCCESS, "cuBLAS call {} failed: status {}", #expr, static_cast<int>(st_)); \
   } while (0)
 
 struct Handles {
@@ -46,9 +45,16 @@ Handles& handles() {
   return h;
 }
 
-template <typename T> cudaDataType_t cuda_type();
-template <> cudaDataType_t cuda_type<float>() { return CUDA_R_32F; }
-template <> cudaDataType_t cuda_type<BFloat16>() { return CUDA_R_16BF; }
+template <typename T>
+cudaDataType_t cuda_type();
+template <>
+cudaDataType_t cuda_type<float>() {
+  return CUDA_R_32F;
+}
+template <>
+cudaDataType_t cuda_type<BFloat16>() {
+  return CUDA_R_16BF;
+}
 
 uint32_t alignment_of(const void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
@@ -68,9 +74,8 @@ __global__ void fill_bias_kernel(T* c, const T* bias, int64_t rows, int64_t cols
 // is (m, k), or (k, m) when trans_a; B is (k, n), or (n, k) when trans_b. lda / ldb: the row
 // strides of A and B as stored (0: their row length, i.e. contiguous).
 template <typename T>
-void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* A, const T* B,
-             const T* bias, T* C, cudaStream_t stream, bool accumulate = false, int64_t lda = 0,
-             int64_t ldb = 0) {
+void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* A, const T* B, const T* bias,
+             T* C, cudaStream_t stream, bool accumulate = false, int64_t lda = 0, int64_t ldb = 0) {
   S6_CHECK(!(accumulate && bias), "linear: a bias cannot be added into an accumulated product");
   if (m == 0 || n == 0) return;
   if (k == 0 && accumulate) return;
@@ -105,20 +110,22 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
     cudaDataType_t bt = type;
     S6_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
   }
-  S6_CUBLAS(cublasLtMatrixLayoutCreate(&l1, type, op1 == CUBLAS_OP_N ? n : k,
-                                       op1 == CUBLAS_OP_N ? k : n, ld1));
-  S6_CUBLAS(cublasLtMatrixLayoutCreate(&l2, type, op2 == CUBLAS_OP_N ? k : m,
-                                       op2 == CUBLAS_OP_N ? m : k, ld2));
+  S6_CUBLAS(cublasLtMatrixLayoutCreate(&l1, type, op1 == CUBLAS_OP_N ? n : k, op1 == CUBLAS_OP_N ? k : n, ld1));
+  S6_CUBLAS(cublasLtMatrixLayoutCreate(&l2, type, op2 == CUBLAS_OP_N ? k : m, op2 == CUBLAS_OP_N ? m : k, ld2));
   S6_CUBLAS(cublasLtMatrixLayoutCreate(&lc, type, n, m, n));
   S6_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
   uint64_t ws = kWorkspaceBytes;
-  S6_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                 sizeof(ws)));
+  S6_CUBLAS(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
   uint32_t a1 = alignment_of(B), a2 = alignment_of(A), ac = alignment_of(C);
-  S6_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a1, sizeof(a1)));
-  S6_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &a2, sizeof(a2)));
-  S6_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof(ac)));
-  S6_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof(ac)));
+  S6_CUBLAS(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a1, sizeof(a1)));
+  S6_CUBLAS(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &a2, sizeof(a2)));
+  S6_CUBLAS(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof(ac)));
+  S6_CUBLAS(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof(ac)));
   cublasLtMatmulHeuristicResult_t heur{};
   int found = 0;
   bool bias_ok = !bias || alignment_of(bias) >= 16;
@@ -126,8 +133,8 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
       cublasLtMatmulAlgoGetHeuristic(h.lt, desc, l1, l2, lc, lc, pref, 1, &heur, &found) ==
           CUBLAS_STATUS_SUCCESS &&
       found > 0) {
-    done = cublasLtMatmul(h.lt, desc, &alpha, dev(B), l1, dev(A), l2, &beta, dev(C), lc, dev(C), lc,
-                          &heur.algo, h.workspace, kWorkspaceBytes, stream) == CUBLAS_STATUS_SUCCESS;
+    done = cublasLtMatmul(h.lt, desc, &alpha, dev(B), l1, dev(A), l2, &beta, dev(C), lc, dev(C), lc, &heur.algo,
+                          h.workspace, kWorkspaceBytes, stream) == CUBLAS_STATUS_SUCCESS;
   }
   cublasLtMatmulPreferenceDestroy(pref);
   cublasLtMatrixLayoutDestroy(lc);
@@ -143,10 +150,9 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
     S6_CUBLAS(cublasSetStream(h.blas, stream));
     // Our workspace, not cuBLAS's own allocation: required for CUDA-graph capture.
     S6_CUBLAS(cublasSetWorkspace(h.blas, h.workspace, kWorkspaceBytes));
-    S6_CUBLAS(cublasGemmEx(h.blas, op1, op2, static_cast<int>(n), static_cast<int>(m),
-                           static_cast<int>(k), &alpha, B, type, static_cast<int>(ld1), A, type,
-                           static_cast<int>(ld2), &beta1, C, type, static_cast<int>(n),
-                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    S6_CUBLAS(cublasGemmEx(h.blas, op1, op2, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k),
+                           &alpha, B, type, static_cast<int>(ld1), A, type, static_cast<int>(ld2), &beta1, C,
+                           type, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
   check_launch("linear gemm");
 }
@@ -154,32 +160,29 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
 }  // namespace
 
 template <typename T>
-void linear_fwd(T* y, const T* x, const T* w, const T* bias, int64_t rows, int64_t in,
-                int64_t out, void* stream, int64_t ldx) {
+void linear_fwd(T* y, const T* x, const T* w, const T* bias, int64_t rows, int64_t in, int64_t out,
+                void* stream, int64_t ldx) {
   S6_CHECK(rows >= 0 && in >= 0 && out >= 0, "linear_fwd: bad sizes ({}, {}, {})", rows, in, out);
   gemm_rm<T>(false, true, rows, out, in, x, w, bias, y, as_stream(stream), false, ldx);
 }
 
 template <typename T>
-void linear_bwd_input(T* dx, const T* dy, const T* w, int64_t rows, int64_t in, int64_t out,
-                      void* stream, bool accumulate) {
-  S6_CHECK(rows >= 0 && in >= 0 && out >= 0, "linear_bwd_input: bad sizes ({}, {}, {})", rows, in,
-           out);
+void linear_bwd_input(T* dx, const T* dy, const T* w, int64_t rows, int64_t in, int64_t out, void* stream,
+                      bool accumulate) {
+  S6_CHECK(rows >= 0 && in >= 0 && out >= 0, "linear_bwd_input: bad sizes ({}, {}, {})", rows, in, out);
   gemm_rm<T>(false, false, rows, in, out, dy, w, nullptr, dx, as_stream(stream), accumulate);
 }
 
 template <typename T>
-void linear_bwd_weight(T* dw, const T* dy, const T* x, int64_t rows, int64_t in, int64_t out,
-                       void* stream, int64_t ldx) {
-  S6_CHECK(rows >= 0 && in >= 0 && out >= 0, "linear_bwd_weight: bad sizes ({}, {}, {})", rows, in,
-           out);
+void linear_bwd_weight(T* dw, const T* dy, const T* x, int64_t rows, int64_t in, int64_t out, void* stream,
+                       int64_t ldx) {
+  S6_CHECK(rows >= 0 && in >= 0 && out >= 0, "linear_bwd_weight: bad sizes ({}, {}, {})", rows, in, out);
   gemm_rm<T>(true, false, out, in, rows, dy, x, nullptr, dw, as_stream(stream), false, 0, ldx);
 }
 
-#define S6_INSTANTIATE(T)                                                                       \
-  template void linear_fwd<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, void*, \
-                              int64_t);                                                          \
-  template void linear_bwd_input<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, void*, bool); \
+#define S6_INSTANTIATE(T)                                                                                   \
+  template void linear_fwd<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, void*, int64_t); \
+  template void linear_bwd_input<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, void*, bool);        \
   template void linear_bwd_weight<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, void*, int64_t);
 S6_INSTANTIATE(float)
 S6_INSTANTIATE(BFloat16)

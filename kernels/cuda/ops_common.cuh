@@ -13,19 +13,37 @@
 namespace s6::kernels::cuda::detail {
 
 // Host type -> device type (s6::BFloat16 and __nv_bfloat16 share one 16-bit layout).
-template <typename T> struct Dev { using type = T; };
-template <> struct Dev<BFloat16> { using type = __nv_bfloat16; };
-template <typename T> using dev_t = typename Dev<T>::type;
+template <typename T>
+struct Dev {
+  using type = T;
+};
+template <>
+struct Dev<BFloat16> {
+  using type = __nv_bfloat16;
+};
+template <typename T>
+using dev_t = typename Dev<T>::type;
 
 template <typename T>
-inline dev_t<T>* dev(T* p) { return reinterpret_cast<dev_t<T>*>(p); }
+inline dev_t<T>* dev(T* p) {
+  return reinterpret_cast<dev_t<T>*>(p);
+}
 template <typename T>
-inline const dev_t<T>* dev(const T* p) { return reinterpret_cast<const dev_t<T>*>(p); }
+inline const dev_t<T>* dev(const T* p) {
+  return reinterpret_cast<const dev_t<T>*>(p);
+}
 
 // Arithmetic type: fp32 for fp32 and bf16 storage, fp64 for fp64.
-template <typename T> struct AccOf { using type = float; };
-template <> struct AccOf<double> { using type = double; };
-template <typename T> using acc_t = typename AccOf<T>::type;
+template <typename T>
+struct AccOf {
+  using type = float;
+};
+template <>
+struct AccOf<double> {
+  using type = double;
+};
+template <typename T>
+using acc_t = typename AccOf<T>::type;
 
 __device__ __forceinline__ float to_acc(float v) { return v; }
 __device__ __forceinline__ double to_acc(double v) { return v; }
@@ -35,8 +53,12 @@ __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(double* p, double v) { *p = v; }
 __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
 // v as store() would round it into a T (and to_acc read it back).
-template <typename T> __device__ __forceinline__ float rounded(float v) { return v; }
-template <> __device__ __forceinline__ float rounded<__nv_bfloat16>(float v) {
+template <typename T>
+__device__ __forceinline__ float rounded(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ float rounded<__nv_bfloat16>(float v) {
   return __bfloat162float(__float2bfloat16(v));
 }
 
@@ -99,7 +121,9 @@ struct Scratch {
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   template <typename U>
-  U* as() const { return static_cast<U*>(ptr); }
+  U* as() const {
+    return static_cast<U*>(ptr);
+  }
 };
 
 }  // namespace s6::kernels::cuda::detail
@@ -110,10 +134,16 @@ namespace s6::kernels::cuda::detail {
 
 // Pass 1 of a full reduction: block g sums f(x[i]) for i = g*256 + tid + k*grid*256.
 struct Identity {
-  template <typename A> __device__ A operator()(A v) const { return v; }
+  template <typename A>
+  __device__ A operator()(A v) const {
+    return v;
+  }
 };
 struct Square {
-  template <typename A> __device__ A operator()(A v) const { return v * v; }
+  template <typename A>
+  __device__ A operator()(A v) const {
+    return v * v;
+  }
 };
 
 constexpr int kReduceThreads = 256;
@@ -129,8 +159,7 @@ template <typename T, typename A, typename F>
 __global__ void reduce_partial_kernel(A* partial, const T* x, int64_t n, F f) {
   __shared__ A scratch[32];
   A acc = A(0);
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x)
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     acc += f(static_cast<A>(to_acc(x[i])));
   acc = block_sum(acc, scratch);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
@@ -210,8 +239,7 @@ void launch_colsum(O* out, const T* x, int64_t rows, int64_t cols, cudaStream_t 
 namespace s6::kernels::cuda::detail {
 
 // Records the first bad index seen: err (device int64[4]) = {1, position, value, bound}.
-__device__ __forceinline__ void flag_index_error(int64_t* err, int64_t position, int64_t value,
-                                                 int64_t bound) {
+__device__ __forceinline__ void flag_index_error(int64_t* err, int64_t position, int64_t value, int64_t bound) {
   if (!err) return;
   if (atomicCAS(reinterpret_cast<unsigned long long*>(err), 0ull, 1ull) == 0ull) {
     err[1] = position;

@@ -15,9 +15,8 @@ using namespace detail;
 
 // PyTorch's AdamW for element i, in fp32 with explicit rounding (matches kernels/cpu/optim.h).
 __device__ __forceinline__ void adamw_element(float* param, float* exp_avg, float* exp_avg_sq,
-                                              const float* grad, int64_t i, float lr, float b1,
-                                              float b2, float eps, float decay, float bc1, float bc2,
-                                              float gs) {
+                                              const float* grad, int64_t i, float lr, float b1, float b2,
+                                              float eps, float decay, float bc1, float bc2, float gs) {
   const float g = __fmul_rn(grad[i], gs);
   float w = param[i];
   w = __fsub_rn(w, __fmul_rn(decay, w));
@@ -60,8 +59,7 @@ __global__ void sumsq_chunks_kernel(float* partial, const MultiTensorEntry* entr
 // (one coalesced load; an embedding's thousands of chunks read one dependent load at a time took
 // a millisecond).
 __global__ void sumsq_entries_kernel(float* sumsq, const float* partial, const MultiTensorEntry* entries,
-                                     int64_t num_entries, const MultiTensorChunk* chunks,
-                                     int64_t num_chunks) {
+                                     int64_t num_entries, const MultiTensorChunk* chunks, int64_t num_chunks) {
   const int64_t k = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   if (k >= num_entries) return;  // whole warps
@@ -82,8 +80,8 @@ __global__ void sumsq_entries_kernel(float* sumsq, const float* partial, const M
   if (lane == 0) sumsq[entries[k].slot] = acc;
 }
 
-__global__ void adamw_chunks_kernel(const MultiTensorEntry* entries, const MultiTensorChunk* chunks,
-                                    float b1, float b2, float eps, const DeviceAdamWScalars* sc,
+__global__ void adamw_chunks_kernel(const MultiTensorEntry* entries, const MultiTensorChunk* chunks, float b1,
+                                    float b2, float eps, const DeviceAdamWScalars* sc,
                                     const DeviceStepStatus* status) {
   if (status->skip) return;
   const MultiTensorChunk c = chunks[blockIdx.x];
@@ -98,15 +96,16 @@ __global__ void adamw_chunks_kernel(const MultiTensorEntry* entries, const Multi
 }  // namespace
 
 void append_multi_tensor_chunks(std::vector<MultiTensorChunk>& chunks, int64_t index, int64_t numel) {
-  for (int64_t start = 0; start < numel; start += kMultiTensorChunk) chunks.push_back(MultiTensorChunk{index, start});
+  for (int64_t start = 0; start < numel; start += kMultiTensorChunk)
+    chunks.push_back(MultiTensorChunk{index, start});
 }
 
-void sum_of_squares_multi(float* sumsq, float* partial, const MultiTensorEntry* entries,
-                          int64_t num_entries, const MultiTensorChunk* chunks, int64_t num_chunks,
-                          void* stream) {
+void sum_of_squares_multi(float* sumsq, float* partial, const MultiTensorEntry* entries, int64_t num_entries,
+                          const MultiTensorChunk* chunks, int64_t num_chunks, void* stream) {
   if (num_entries == 0) return;
   S6_CHECK(num_chunks > 0 && num_chunks < (1LL << 31), "sum_of_squares_multi: {} chunks", num_chunks);
-  sumsq_chunks_kernel<<<static_cast<unsigned>(num_chunks), 256, 0, as_stream(stream)>>>(partial, entries, chunks);
+  sumsq_chunks_kernel<<<static_cast<unsigned>(num_chunks), 256, 0, as_stream(stream)>>>(partial, entries,
+                                                                                        chunks);
   sumsq_entries_kernel<<<blocks_for(num_entries * 32, 128), 128, 0, as_stream(stream)>>>(
       sumsq, partial, entries, num_entries, chunks, num_chunks);
   check_launch("sum_of_squares_multi");
@@ -131,8 +130,8 @@ DeviceAdamWScalars adamw_device_scalars(const AdamWParams& p) {
   return s;
 }
 
-void finish_gradient_norm(DeviceStepStatus* status, const float* sumsq, int64_t count,
-                          const float* loss, double max_norm, void* stream) {
+void finish_gradient_norm(DeviceStepStatus* status, const float* sumsq, int64_t count, const float* loss,
+                          double max_norm, void* stream) {
   finish_norm_kernel<<<1, 1, 0, as_stream(stream)>>>(status, sumsq, count, loss, max_norm);
   check_launch("finish_gradient_norm");
 }

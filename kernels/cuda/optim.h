@@ -19,8 +19,8 @@ struct DeviceStepStatus {
   float scale;
   int32_t skip;
 };
-void finish_gradient_norm(DeviceStepStatus* status, const float* sumsq, int64_t count,
-                          const float* loss, double max_norm, void* stream);
+void finish_gradient_norm(DeviceStepStatus* status, const float* sumsq, int64_t count, const float* loss,
+                          double max_norm, void* stream);
 
 // Per-step AdamW scalars read from the device (uploaded before each replay).
 struct DeviceAdamWScalars {
@@ -48,9 +48,8 @@ struct MultiTensorChunk {
 void append_multi_tensor_chunks(std::vector<MultiTensorChunk>& chunks, int64_t index, int64_t numel);
 // sumsq[entry.slot] = sum of grad^2 per entry (deterministic: fixed chunks, fixed order);
 // partial: one float per chunk. Slots without an entry are left as they are.
-void sum_of_squares_multi(float* sumsq, float* partial, const MultiTensorEntry* entries,
-                          int64_t num_entries, const MultiTensorChunk* chunks, int64_t num_chunks,
-                          void* stream);
+void sum_of_squares_multi(float* sumsq, float* partial, const MultiTensorEntry* entries, int64_t num_entries,
+                          const MultiTensorChunk* chunks, int64_t num_chunks, void* stream);
 // One AdamW step of every entry with lr, bias corrections and decay (entries with `decayed`) from
 // `scalars` and the gradient scale from `status`; does nothing when status->skip is set.
 void adamw_multi(const MultiTensorEntry* entries, const MultiTensorChunk* chunks, int64_t num_chunks,

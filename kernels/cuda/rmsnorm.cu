@@ -1,9 +1,9 @@
 // CUDA fused add + RMSNorm. Forward: a warp per row up to width 1024, else a block per row.
 // X is the activations' type (x, y, dy, the gradient for x), R the residual stream's (residual, s,
 // weight, ds); both are float or bf16, or bf16 over a float residual stream under mixed precision.
-// Backward: each block owns a fixed range of rows; widths up to 1024 give each warp its own rows (a row's sums are warp shuffles, no block
-// barrier per row: narrow rows were latency-bound), wider rows a whole block per row. Each block
-// writes one dweight partial row; a second pass sums the partial rows in order (deterministic).
+// Backward: each block owns a fixed range of rows; widths up to 1024 give each warp its own rows (a row's sums
+// are warp shuffles, no block barrier per row: narrow rows were latency-bound), wider rows a whole block per
+// row. Each block writes one dweight partial row; a second pass sums the partial rows in order (deterministic).
 #include "kernels/cuda/rmsnorm.h"
 
 #include "kernels/cuda/ops_common.cuh"
@@ -20,8 +20,8 @@ int threads_for(int64_t width) {
 }
 
 template <typename X, typename R>
-__global__ void rmsnorm_fwd_kernel(X* y, R* s, const X* x, const R* residual, const R* weight,
-                                   int64_t rows, int64_t width, float eps) {
+__global__ void rmsnorm_fwd_kernel(X* y, R* s, const X* x, const R* residual, const R* weight, int64_t rows,
+                                   int64_t width, float eps) {
   __shared__ float scratch[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t base = r * width;
@@ -92,12 +92,12 @@ constexpr int kWarpRowThreads = 256;  // 8 warps, each walking its own rows
 // (fewer registers: 2 blocks per SM up to width 512).
 template <int VPT, typename X, typename R>
 __global__ void __launch_bounds__(kWarpRowThreads, VPT <= 16 ? 2 : 1)
-rmsnorm_bwd_warp_kernel(R* ds, X* dsx, float* partial, const X* dy, const R* dres, const R* s,
-                        const R* weight, int64_t rows, int64_t width, float eps, int64_t rows_per_block) {
+    rmsnorm_bwd_warp_kernel(R* ds, X* dsx, float* partial, const X* dy, const R* dres, const R* s,
+                            const R* weight, int64_t rows, int64_t width, float eps, int64_t rows_per_block) {
   constexpr int kWarps = kWarpRowThreads / 32;
   extern __shared__ float smem[];
-  float* s_w = smem;               // [width]
-  float* warp_dw = smem + width;   // [kWarps][width], when partial
+  float* s_w = smem;              // [width]
+  float* warp_dw = smem + width;  // [kWarps][width], when partial
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t r0 = blockIdx.x * rows_per_block;
   const int64_t r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
@@ -159,8 +159,8 @@ rmsnorm_bwd_warp_kernel(R* ds, X* dsx, float* partial, const X* dy, const R* dre
 // the stored residual's rounding is applied in registers (what reading it back gave).
 template <int VPT, typename X, typename R>
 __global__ void __launch_bounds__(kWarpRowThreads)
-rmsnorm_fwd_warp_kernel(X* y, R* s, const X* x, const R* residual, const R* weight, int64_t rows,
-                        int64_t width, float eps) {
+    rmsnorm_fwd_warp_kernel(X* y, R* s, const X* x, const R* residual, const R* weight, int64_t rows,
+                            int64_t width, float eps) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (kWarpRowThreads / 32);
   for (int64_t r = blockIdx.x * (int64_t)(kWarpRowThreads / 32) + (threadIdx.x >> 5); r < rows; r += warps) {
@@ -210,8 +210,8 @@ bool dispatch_vpt(int64_t width, Fn&& fn) {
 }  // namespace
 
 template <typename X, typename R>
-void rmsnorm_add_fwd(X* y, R* s, const X* x, const R* residual, const R* weight, int64_t rows,
-                     int64_t width, double eps, void* stream) {
+void rmsnorm_add_fwd(X* y, R* s, const X* x, const R* residual, const R* weight, int64_t rows, int64_t width,
+                     double eps, void* stream) {
   S6_CHECK(rows >= 0 && width >= 0, "rmsnorm_add_fwd: bad sizes ({}, {})", rows, width);
   if (rows == 0 || width == 0) return;
   const bool by_warp = dispatch_vpt(width, [&](auto vtag) {
@@ -244,13 +244,13 @@ void rmsnorm_add_bwd(R* ds, X* dsx, R* dweight, const X* dy, const R* dresidual_
     constexpr int VPT = decltype(vtag)::value;
     const size_t smem = sizeof(float) * static_cast<size_t>(width) * (1 + (dweight ? kWarpRowThreads / 32 : 0));
     rmsnorm_bwd_warp_kernel<VPT><<<static_cast<unsigned>(blocks), kWarpRowThreads, smem, st>>>(
-        dev(ds), dev(dsx), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows,
-        width, static_cast<float>(eps), per);
+        dev(ds), dev(dsx), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows, width,
+        static_cast<float>(eps), per);
   });
   if (!by_warp)
     rmsnorm_bwd_kernel<<<static_cast<unsigned>(blocks), threads_for(width), 0, st>>>(
-        dev(ds), dev(dsx), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows,
-        width, static_cast<float>(eps), per);
+        dev(ds), dev(dsx), partial.as<float>(), dev(dy), dev(dresidual_out), dev(s), dev(weight), rows, width,
+        static_cast<float>(eps), per);
   check_launch("rmsnorm_add_bwd");
   if (dweight) {
     launch_colsum(dev(dweight), partial.as<float>(), blocks, width, st);
@@ -258,11 +258,10 @@ void rmsnorm_add_bwd(R* ds, X* dsx, R* dweight, const X* dy, const R* dresidual_
   }
 }
 
-#define S6_INSTANTIATE(X, R)                                                                     \
-  template void rmsnorm_add_fwd<X, R>(X*, R*, const X*, const R*, const R*, int64_t, int64_t,    \
-                                      double, void*);                                            \
-  template void rmsnorm_add_bwd<X, R>(R*, X*, R*, const X*, const R*, const R*, const R*,        \
-                                      int64_t, int64_t, double, void*);
+#define S6_INSTANTIATE(X, R)                                                                                  \
+  template void rmsnorm_add_fwd<X, R>(X*, R*, const X*, const R*, const R*, int64_t, int64_t, double, void*); \
+  template void rmsnorm_add_bwd<X, R>(R*, X*, R*, const X*, const R*, const R*, const R*, int64_t, int64_t,   \
+                                      double, void*);
 S6_INSTANTIATE(float, float)
 S6_INSTANTIATE(BFloat16, BFloat16)
 S6_INSTANTIATE(BFloat16, float)  // mixed precision: bf16 activations, fp32 residual stream

@@ -43,7 +43,7 @@ namespace s6::kernels::cuda {
 
 namespace {
 
-constexpr int kTS = static_cast<int>(kScanShortChunkLength);  // steps per staged sub-chunk
+constexpr int kTS = static_cast<int>(kScanShortChunkLength);        // steps per staged sub-chunk
 constexpr int kMaxNSub = static_cast<int>(kScanChunkLength) / kTS;  // sub-chunks per chunk, at most
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -51,9 +51,14 @@ static_assert(kScanChunkLength % kTS == 0, "a chunk must be a multiple of the su
 
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T from_f(float x);
-template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
+template <typename T>
+__device__ __forceinline__ T from_f(float x);
+template <>
+__device__ __forceinline__ float from_f<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
   return __float2bfloat16(x);
 }
 
@@ -80,7 +85,6 @@ __device__ __forceinline__ void softplus_fast(float v, float& dt, float& sp) {
 
 __host__ __device__ constexpr int log2c(int v) { return v <= 1 ? 0 : 1 + log2c(v / 2); }
 
-
 }  // namespace
 
 namespace scan_detail {  // named: unused members of some configurations draw no warnings
@@ -89,19 +93,15 @@ namespace scan_detail {  // named: unused members of some configurations draw no
 template <int NS_, int LPD_, int NT_ = (32 * LPD_ < 128 ? 32 * LPD_ : 128)>
 struct Cfg {
   static constexpr int NS = NS_, LPD = LPD_;
-  static constexpr int NT = NT_;                              // threads per block
-  static constexpr int DPB = NT / LPD;                        // channels per block
+  static constexpr int NT = NT_;        // threads per block
+  static constexpr int DPB = NT / LPD;  // channels per block
   static constexpr int NW = NT / 32;
-  static constexpr int NPAD = NS * LPD;                       // padded dstate
+  static constexpr int NPAD = NS * LPD;  // padded dstate
   static constexpr int LOG_LPD = log2c(LPD);
   static constexpr int TD = kTS * DPB;
   // dB/dC: steps per cross-warp flush (bounded shared memory for large dstate).
   static constexpr int TSB_RAW = 4096 / (NW * 2 * NPAD);
-  static constexpr int TSB = TSB_RAW >= kTS ? kTS
-                             : TSB_RAW >= 8 ? 8
-                             : TSB_RAW >= 4 ? 4
-                             : TSB_RAW >= 2 ? 2
-                                            : 1;
+  static constexpr int TSB = TSB_RAW >= kTS ? kTS : TSB_RAW >= 8 ? 8 : TSB_RAW >= 4 ? 4 : TSB_RAW >= 2 ? 2 : 1;
   // The B3-only configuration for dstate 9..16 (Cfg<8, 2, 128>, B3's default with 64-step
   // chunks): 8 states per thread, 2 lanes per channel, so less per-channel work repeated over
   // lanes and more independent state chains.
@@ -126,8 +126,8 @@ struct Cfg {
   // drifts above it with small code changes, losing a block per SM).
   static constexpr int kBwdMinBlocks = NS == 4 && LPD <= 16 ? 65536 / (128 * NT) : 1;
   static constexpr int kFwdSmemFloats = 3 * TD + 2 * kTS * NPAD;
-  static constexpr int kBwdSmemFloats = (kBwdDirectOut ? 5 : 8) * TD + 2 * kTS * NPAD +
-                                        NW * TSB * 2 * NPAD + kRedFloats;
+  static constexpr int kBwdSmemFloats = (kBwdDirectOut ? 5 : 8) * TD + 2 * kTS * NPAD + NW * TSB * 2 * NPAD +
+                                        kRedFloats;
   // B3's raw tile for asynchronous staging (u, delta, dout, z; B, C), sized for float elements,
   // after the rest (kBwdSmemFloats is a multiple of 4, so it starts 16-byte aligned).
   static constexpr int kBwdRawFloats = 4 * TD + 2 * kTS * NPAD;
@@ -183,11 +183,10 @@ __device__ __forceinline__ float lane_allreduce(float v) {
 // Stages kTS steps x DPB channels of the per-channel sequences (null destinations are skipped).
 // Steps at or past tend and channels past dim read as zeros (dt = 0: identity step).
 template <class CF, typename T>
-__device__ __forceinline__ void stage_seq(float* s_dt, float* s_dsp, float* s_u, float* s_dout,
-                                          float* s_z, float* s_gy, const T* u, const T* delta,
-                                          const T* dout, const T* z, const float* bias,
-                                          bool softplus, int b, int64_t t0, int64_t tend, int d0,
-                                          int64_t L, int dim) {
+__device__ __forceinline__ void stage_seq(float* s_dt, float* s_dsp, float* s_u, float* s_dout, float* s_z,
+                                          float* s_gy, const T* u, const T* delta, const T* dout, const T* z,
+                                          const float* bias, bool softplus, int b, int64_t t0, int64_t tend,
+                                          int d0, int64_t L, int dim) {
   for (int i = threadIdx.x; i < CF::TD; i += CF::NT) {
     const int tt = i / CF::DPB, dd = i - tt * CF::DPB;
     const int64_t t = t0 + tt;
@@ -226,9 +225,9 @@ __device__ __forceinline__ void stage_seq(float* s_dt, float* s_dsp, float* s_u,
 // scheduler: docs/scan_notes.md, v5). Non-null sequences only; each
 // per-channel row is prefetched at its first and last channel (it may straddle two lines).
 template <class CF, typename T>
-__device__ __forceinline__ void prefetch_stage(std::initializer_list<const T*> seqs, const T* Bm,
-                                               const T* Cm, int b, int64_t t0, int64_t tend,
-                                               int d0, int64_t L, int dim, int N, int64_t ld) {
+__device__ __forceinline__ void prefetch_stage(std::initializer_list<const T*> seqs, const T* Bm, const T* Cm,
+                                               int b, int64_t t0, int64_t tend, int d0, int64_t L, int dim,
+                                               int N, int64_t ld) {
   if (t0 >= tend) return;
   const int rows = tend - t0 < kTS ? static_cast<int>(tend - t0) : kTS;
   const int dlast = min(d0 + CF::DPB, dim) - 1;
@@ -256,8 +255,8 @@ __device__ __forceinline__ void prefetch_stage(std::initializer_list<const T*> s
 
 // Stages kTS steps of B or C (batch, length, dstate; rows ld apart), zero-padded to NPAD states.
 template <class CF, typename T>
-__device__ __forceinline__ void stage_bc(float* s, const T* src, int b, int64_t t0, int64_t tend,
-                                         int64_t L, int N, int64_t ld) {
+__device__ __forceinline__ void stage_bc(float* s, const T* src, int b, int64_t t0, int64_t tend, int64_t L,
+                                         int N, int64_t ld) {
   for (int i = threadIdx.x; i < kTS * CF::NPAD; i += CF::NT) {
     const int tt = i / CF::NPAD, n = i - tt * CF::NPAD;
     const int64_t t = t0 + tt;
@@ -266,8 +265,7 @@ __device__ __forceinline__ void stage_bc(float* s, const T* src, int b, int64_t 
 }
 
 template <class CF>
-__device__ __forceinline__ void load_A(float (&A2)[CF::NS], const float* A, int d, int g, int dim,
-                                       int N) {
+__device__ __forceinline__ void load_A(float (&A2)[CF::NS], const float* A, int d, int g, int dim, int N) {
 #pragma unroll
   for (int i = 0; i < CF::NS; ++i) {
     const int n = g * CF::NS + i;
@@ -277,8 +275,8 @@ __device__ __forceinline__ void load_A(float (&A2)[CF::NS], const float* A, int 
 
 // One step of the recurrence for a thread's NS states: h = exp(dt A) h + dt u B (A2 = A log2 e).
 template <int NS>
-__device__ __forceinline__ void advance_state(float (&h)[NS], const float (&A2)[NS], float dtv,
-                                              float dtu, const float (&Bt)[NS]) {
+__device__ __forceinline__ void advance_state(float (&h)[NS], const float (&A2)[NS], float dtv, float dtu,
+                                              const float (&Bt)[NS]) {
 #pragma unroll
   for (int i = 0; i < NS; ++i) h[i] = fast_exp2(dtv * A2[i]) * h[i] + dtu * Bt[i];
 }
@@ -286,9 +284,8 @@ __device__ __forceinline__ void advance_state(float (&h)[NS], const float (&A2)[
 // F1 / B1: a super-chunk's end state (or adjoint), N floats of channel d in chunk slot `slot` of
 // `out` (batch x chunks, dim, N), and its sum of dt at dts[dts_at].
 template <class CF>
-__device__ __forceinline__ void store_chunk_end(float* out, int64_t slot, const float (&v)[CF::NS],
-                                                float* dts, int64_t dts_at, float dsum, int d,
-                                                int g, int dim, int N) {
+__device__ __forceinline__ void store_chunk_end(float* out, int64_t slot, const float (&v)[CF::NS], float* dts,
+                                                int64_t dts_at, float dsum, int d, int g, int dim, int N) {
   if (d < dim) {
     float* dst = out + (slot * dim + d) * N;
 #pragma unroll
@@ -307,21 +304,19 @@ __device__ __forceinline__ void store_chunk_end(float* out, int64_t slot, const 
 // written to shared memory after it.
 template <class CF>
 struct Tile {
-  static constexpr int IT = (CF::TD + CF::NT - 1) / CF::NT;       // per-channel items per thread
+  static constexpr int IT = (CF::TD + CF::NT - 1) / CF::NT;           // per-channel items per thread
   static constexpr int ITB = (kTS * CF::NPAD + CF::NT - 1) / CF::NT;  // B/C items per thread
 };
 
 template <class CF, typename T>
-__device__ __forceinline__ void prefetch_seq(T (&r)[Tile<CF>::IT], const T* src, int b,
-                                             int64_t t0, int64_t tend, int dS, int64_t L,
-                                             int dim) {
+__device__ __forceinline__ void prefetch_seq(T (&r)[Tile<CF>::IT], const T* src, int b, int64_t t0,
+                                             int64_t tend, int dS, int64_t L, int dim) {
   const int tt0 = threadIdx.x / CF::DPB;
 #pragma unroll
   for (int k = 0; k < Tile<CF>::IT; ++k) {
     const int tt = tt0 + k * CF::LPD;
     const int64_t t = t0 + tt;
-    r[k] = (src && tt < kTS && t < tend && dS < dim) ? src[((int64_t)b * L + t) * dim + dS]
-                                                      : from_f<T>(0.f);
+    r[k] = (src && tt < kTS && t < tend && dS < dim) ? src[((int64_t)b * L + t) * dim + dS] : from_f<T>(0.f);
   }
 }
 
@@ -337,8 +332,7 @@ __device__ __forceinline__ void store_seq(float* s, const T (&r)[Tile<CF>::IT]) 
 // dt = softplus(delta + bias) (or delta + bias), 0 for steps past tend / channels past dim;
 // s_dsp (optional) gets the softplus derivative.
 template <class CF, typename T>
-__device__ __forceinline__ void store_dt(float* s_dt, float* s_dsp,
-                                         const T (&r)[Tile<CF>::IT], float bias_d,
+__device__ __forceinline__ void store_dt(float* s_dt, float* s_dsp, const T (&r)[Tile<CF>::IT], float bias_d,
                                          bool softplus, int64_t t0, int64_t tend, bool dok) {
   const int tt0 = threadIdx.x / CF::DPB;
 #pragma unroll
@@ -359,8 +353,8 @@ __device__ __forceinline__ void store_dt(float* s_dt, float* s_dsp,
 }
 
 template <class CF, typename T>
-__device__ __forceinline__ void prefetch_bc(T (&r)[Tile<CF>::ITB], const T* src, int b,
-                                            int64_t t0, int64_t tend, int64_t L, int N, int64_t ld) {
+__device__ __forceinline__ void prefetch_bc(T (&r)[Tile<CF>::ITB], const T* src, int b, int64_t t0,
+                                            int64_t tend, int64_t L, int N, int64_t ld) {
 #pragma unroll
   for (int k = 0; k < Tile<CF>::ITB; ++k) {
     const int i = threadIdx.x + k * CF::NT;
@@ -379,13 +373,14 @@ __device__ __forceinline__ void store_bc(float* s, const T (&r)[Tile<CF>::ITB]) 
   }
 }
 
-
 // ---- asynchronous staging: cp.async of one sub-chunk's raw inputs into shared memory -------------
 // Used by B3 for the sub-chunk after the one it computes, so that no staging waits on L2/DRAM. The
 // per-channel rows go in 16-byte copies (dim a multiple of 16 / sizeof(T), 16-byte aligned
 // sequences), the B and C rows in 4-byte ones; entries past tend or dim are zero-filled.
 template <typename T>
-__host__ __device__ constexpr bool async_rows_fit(int dpb) { return dpb % (16 / static_cast<int>(sizeof(T))) == 0; }
+__host__ __device__ constexpr bool async_rows_fit(int dpb) {
+  return dpb % (16 / static_cast<int>(sizeof(T))) == 0;
+}
 
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
@@ -410,9 +405,9 @@ struct RawTile {
 
 template <class CF, typename T>
 __device__ __forceinline__ void stage_async(const RawTile<CF, T>& raw, const T* u, const T* delta,
-                                            const T* dout, const T* z, const T* Bm, const T* Cm,
-                                            int b, int64_t t0, int64_t tend, int d0, int64_t L,
-                                            int dim, int N, int64_t ld) {
+                                            const T* dout, const T* z, const T* Bm, const T* Cm, int b,
+                                            int64_t t0, int64_t tend, int d0, int64_t L, int dim, int N,
+                                            int64_t ld) {
   if constexpr (async_rows_fit<T>(CF::DPB)) {
     constexpr int E = 16 / static_cast<int>(sizeof(T)), CPR = CF::DPB / E;
     for (int i = threadIdx.x; i < kTS * CPR; i += CF::NT) {
@@ -434,10 +429,10 @@ __device__ __forceinline__ void stage_async(const RawTile<CF, T>& raw, const T* 
       const int64_t t = t0 + tt;
       const int64_t at = t < tend ? ((int64_t)b * L + t) * ld : 0;
       const int bytes = t < tend ? 4 : 0;
-      cp_async4(reinterpret_cast<char*>(raw.B + tt * N) + 4 * w,
-                reinterpret_cast<const char*>(Bm + at) + 4 * w, bytes);
-      cp_async4(reinterpret_cast<char*>(raw.C + tt * N) + 4 * w,
-                reinterpret_cast<const char*>(Cm + at) + 4 * w, bytes);
+      cp_async4(reinterpret_cast<char*>(raw.B + tt * N) + 4 * w, reinterpret_cast<const char*>(Bm + at) + 4 * w,
+                bytes);
+      cp_async4(reinterpret_cast<char*>(raw.C + tt * N) + 4 * w, reinterpret_cast<const char*>(Cm + at) + 4 * w,
+                bytes);
     }
   }
 }
@@ -445,10 +440,9 @@ __device__ __forceinline__ void stage_async(const RawTile<CF, T>& raw, const T* 
 // The same values stage_seq / stage_bc write, from the raw tile (after cp_async_wait_all and a
 // barrier).
 template <class CF, typename T>
-__device__ __forceinline__ void unpack_stage(float* s_dt, float* s_dsp, float* s_u, float* s_dout,
-                                             float* s_z, float* s_B, float* s_C,
-                                             const RawTile<CF, T>& raw, const float* bias,
-                                             bool softplus, int64_t t0, int64_t tend, int d0,
+__device__ __forceinline__ void unpack_stage(float* s_dt, float* s_dsp, float* s_u, float* s_dout, float* s_z,
+                                             float* s_B, float* s_C, const RawTile<CF, T>& raw,
+                                             const float* bias, bool softplus, int64_t t0, int64_t tend, int d0,
                                              int dim, int N) {
   for (int i = threadIdx.x; i < CF::TD; i += CF::NT) {
     const int tt = i / CF::DPB, dd = i - tt * CF::DPB;
@@ -482,8 +476,8 @@ __device__ __forceinline__ void unpack_stage(float* s_dt, float* s_dsp, float* s
 // combined in order by row 0, so the result does not depend on timing.
 template <bool REVERSE>
 __global__ void __launch_bounds__(1024)
-    scan_chunk_combine_kernel(float* x, const float* dts, const float* A, const float* init,
-                              int nc, int ns, int K, int dim, int N) {
+    scan_chunk_combine_kernel(float* x, const float* dts, const float* A, const float* init, int nc, int ns,
+                              int K, int dim, int N) {
   __shared__ float s_P[32 * 32], s_H[32 * 32];
   const int64_t M = (int64_t)dim * N;
   const int64_t m = (int64_t)blockIdx.x * 32 + threadIdx.x;
@@ -505,7 +499,7 @@ __global__ void __launch_bounds__(1024)
   const int p0 = 1 + seg * per, p1 = min(ns, p0 + per);
   constexpr int U = 8;
   // The values and decay sums of positions p .. p + U - 1 of this row's run (zeros past its end).
-  auto load = [&](int p, float (&xv)[U], float (&dv)[U]) {
+  auto load = [&](int p, float(&xv)[U], float(&dv)[U]) {
 #pragma unroll
     for (int j = 0; j < U; ++j) {
       const bool in = p + j < p1;
@@ -554,7 +548,6 @@ __global__ void __launch_bounds__(1024)
   }
 }
 
-
 // ---- host side ----------------------------------------------------------------------------------
 template <typename Fn>
 void dispatch_cfg(int64_t N, Fn&& fn) {
@@ -593,21 +586,21 @@ void check_aligned(const char* what, const char* arg, const void* p, size_t alig
 }
 
 void check_dims(const char* what, int64_t batch, int64_t length, int64_t dim, int64_t dstate) {
-  S6_CHECK(batch >= 0 && length >= 0 && dim >= 0, "{}: negative size (batch {}, length {}, dim {})",
-           what, batch, length, dim);
-  S6_CHECK(dstate >= 1 && dstate <= kScanMaxDState, "{}: dstate {} is outside [1, {}]", what,
-           dstate, kScanMaxDState);
+  S6_CHECK(batch >= 0 && length >= 0 && dim >= 0, "{}: negative size (batch {}, length {}, dim {})", what,
+           batch, length, dim);
+  S6_CHECK(dstate >= 1 && dstate <= kScanMaxDState, "{}: dstate {} is outside [1, {}]", what, dstate,
+           kScanMaxDState);
   S6_CHECK(batch <= 65535, "{}: batch {} exceeds 65535", what, batch);
   S6_CHECK(dim <= (int64_t(1) << 30) / dstate, "{}: dim {} too large", what, dim);
-  S6_CHECK(scan_num_chunks(length, kScanShortChunkLength) < (int64_t(1) << 31),
-           "{}: length {} too large", what, length);
+  S6_CHECK(scan_num_chunks(length, kScanShortChunkLength) < (int64_t(1) << 31), "{}: length {} too large", what,
+           length);
 }
 
 template <typename K>
 void set_smem(K kernel, size_t bytes) {
   if (bytes > 48 * 1024) {
-    const cudaError_t err = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 static_cast<int>(bytes));
     S6_CHECK(err == cudaSuccess, "selective_scan: cannot set {} bytes of shared memory: {}", bytes,
              cudaGetErrorString(err));
   }
@@ -620,15 +613,14 @@ int combine_segments(int64_t ns) {
 }
 
 template <bool REVERSE>
-void launch_combine(float* x, const float* dts, const float* A, const float* init, int64_t nc,
-                    int64_t ns, int64_t K, int64_t batch, int64_t dim, int64_t N,
-                    cudaStream_t stream) {
+void launch_combine(float* x, const float* dts, const float* A, const float* init, int64_t nc, int64_t ns,
+                    int64_t K, int64_t batch, int64_t dim, int64_t N, cudaStream_t stream) {
   const int seg = combine_segments(ns);
   const int64_t M = dim * N;
   dim3 grid(static_cast<unsigned>((M + 31) / 32), static_cast<unsigned>(batch));
-  scan_chunk_combine_kernel<REVERSE><<<grid, dim3(32, seg), 0, stream>>>(
-      x, dts, A, init, static_cast<int>(nc), static_cast<int>(ns), static_cast<int>(K),
-      static_cast<int>(dim), static_cast<int>(N));
+  scan_chunk_combine_kernel<REVERSE>
+      <<<grid, dim3(32, seg), 0, stream>>>(x, dts, A, init, static_cast<int>(nc), static_cast<int>(ns),
+                                           static_cast<int>(K), static_cast<int>(dim), static_cast<int>(N));
 }
 
 // Super-chunks: each block walks K consecutive chunks, so that only the ns - 1 super-chunk
@@ -649,11 +641,11 @@ void check_plan(const char* what, const ScanPlan& plan) {
   S6_CHECK(plan.chunk == kScanShortChunkLength || plan.chunk == kScanChunkLength,
            "{}: plan.chunk must be {} or {}, got {} (take the plan from plan_scan)", what,
            kScanShortChunkLength, kScanChunkLength, plan.chunk);
-  S6_CHECK(plan.bwd_states == 4 || plan.bwd_states == 8,
-           "{}: plan.bwd_states must be 4 or 8, got {}", what, plan.bwd_states);
+  S6_CHECK(plan.bwd_states == 4 || plan.bwd_states == 8, "{}: plan.bwd_states must be 4 or 8, got {}", what,
+           plan.bwd_states);
   S6_CHECK(plan.fwd_blocks > 0 && plan.bwd_blocks > 0,
-           "{}: plan.fwd_blocks and plan.bwd_blocks must be positive, got {} and {}", what,
-           plan.fwd_blocks, plan.bwd_blocks);
+           "{}: plan.fwd_blocks and plan.bwd_blocks must be positive, got {} and {}", what, plan.fwd_blocks,
+           plan.bwd_blocks);
 }
 
 // The pointer arguments' element type: float or bfloat16 on CUDA.

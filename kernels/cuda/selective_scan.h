@@ -52,8 +52,8 @@ void selective_scan_bwd(const ScanGradParams& params, const ScanPlan& plan);
 // (batch, dim, dstate) fp32 updated in place: dt = softplus(delta + bias); state = exp(dt A) state
 // + dt B u; y = C.state + D u; out = y * silu(z).
 void selective_scan_step(void* out, float* state, const void* u, const void* delta, const float* A,
-                         const void* B, const void* C, const float* D, const void* z,
-                         const float* delta_bias, bool delta_softplus, int64_t batch, int64_t dim,
-                         int64_t dstate, ScanDType dtype, void* stream);
+                         const void* B, const void* C, const float* D, const void* z, const float* delta_bias,
+                         bool delta_softplus, int64_t batch, int64_t dim, int64_t dstate, ScanDType dtype,
+                         void* stream);
 
 }  // namespace s6::kernels::cuda

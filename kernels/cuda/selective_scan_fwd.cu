@@ -11,11 +11,10 @@ namespace {
 // start states.
 template <class CF, typename T>
 __global__ void __launch_bounds__(CF::NT)
-    scan_fwd_chunk_end_kernel(float* states, float* dts, const T* u, const T* delta,
-                              const float* A, const T* Bm, const float* bias, bool softplus,
-                              int64_t L, int dim, int N, int nc, int K, int ns, int chunk, int64_t ldbc) {
-  constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD, IT = Tile<CF>::IT,
-                ITB = Tile<CF>::ITB;
+    scan_fwd_chunk_end_kernel(float* states, float* dts, const T* u, const T* delta, const float* A,
+                              const T* Bm, const float* bias, bool softplus, int64_t L, int dim, int N, int nc,
+                              int K, int ns, int chunk, int64_t ldbc) {
+  constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD, IT = Tile<CF>::IT, ITB = Tile<CF>::ITB;
   extern __shared__ float4 smem_f4[];
   float* s_dt = reinterpret_cast<float*>(smem_f4);
   float* s_u = s_dt + CF::TD;
@@ -57,22 +56,19 @@ __global__ void __launch_bounds__(CF::NT)
       advance_state<NS>(h, A2, dtv, dtu, Bt);
     }
   }
-  store_chunk_end<CF>(states, (int64_t)b * nc + (int64_t)(s + 1) * K, h, dts,
-                      ((int64_t)b * ns + s) * dim + d, dsum, d, g, dim, N);
+  store_chunk_end<CF>(states, (int64_t)b * nc + (int64_t)(s + 1) * K, h, dts, ((int64_t)b * ns + s) * dim + d,
+                      dsum, d, g, dim, N);
 }
-
 
 // ---- F3: outputs of every super-chunk from its start state ---------------------------------------
 // Walks the K chunks of the super-chunk, writing the state entering each (but the first, which F2
 // wrote) to chunk_states for the backward.
 template <class CF, typename T>
 __global__ void __launch_bounds__(CF::NT)
-    scan_fwd_out_kernel(T* out, float* final_state, float* states, const T* u,
-                        const T* delta, const float* A, const T* Bm, const T* Cm, const float* Dv,
-                        const T* z, const float* bias, bool softplus, int64_t L, int dim, int N,
-                        int nc, int K, int ns, int chunk, int64_t ldbc) {
-  constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD, IT = Tile<CF>::IT,
-                ITB = Tile<CF>::ITB;
+    scan_fwd_out_kernel(T* out, float* final_state, float* states, const T* u, const T* delta, const float* A,
+                        const T* Bm, const T* Cm, const float* Dv, const T* z, const float* bias, bool softplus,
+                        int64_t L, int dim, int N, int nc, int K, int ns, int chunk, int64_t ldbc) {
+  constexpr int NS = CF::NS, DPB = CF::DPB, NPAD = CF::NPAD, IT = Tile<CF>::IT, ITB = Tile<CF>::ITB;
   extern __shared__ float4 smem_f4[];
   float* s_dt = reinterpret_cast<float*>(smem_f4);
   float* s_u = s_dt + CF::TD;
@@ -184,14 +180,12 @@ constexpr int64_t kFwdSinglePassColsPerSm = 2;
 ScanPlan plan_scan(const ScanDims& dims, const ScanPlanOverrides& ov) {
   const char* what = "plan_scan (CUDA selective scan)";
   S6_CHECK(ov.chunk == 0 || ov.chunk == kScanShortChunkLength || ov.chunk == kScanChunkLength,
-           "{}: the chunk override must be {} or {}, got {}", what, kScanShortChunkLength,
-           kScanChunkLength, ov.chunk);
+           "{}: the chunk override must be {} or {}, got {}", what, kScanShortChunkLength, kScanChunkLength,
+           ov.chunk);
   S6_CHECK(ov.bwd_states == 0 || ov.bwd_states == 4 || ov.bwd_states == 8,
-           "{}: the backward states-per-thread override must be 4 or 8, got {}", what,
-           ov.bwd_states);
+           "{}: the backward states-per-thread override must be 4 or 8, got {}", what, ov.bwd_states);
   S6_CHECK(ov.fwd_blocks >= 0 && ov.bwd_blocks >= 0,
-           "{}: the grid-size overrides must be positive, got {} and {}", what, ov.fwd_blocks,
-           ov.bwd_blocks);
+           "{}: the grid-size overrides must be positive, got {} and {}", what, ov.fwd_blocks, ov.bwd_blocks);
   const int64_t dstate = std::clamp<int64_t>(dims.dstate, 1, kScanMaxDState);
   const int64_t dpb = channels_per_block(dstate);
   const int64_t cols = dims.batch * ((dims.dim + dpb - 1) / dpb);
@@ -199,14 +193,13 @@ ScanPlan plan_scan(const ScanDims& dims, const ScanPlanOverrides& ov) {
   ScanPlan plan;
   // The grid the backward's main kernel could have with long chunks: (batch x channel blocks) x
   // chunks. Under two blocks per SM, short chunks give it 4x the blocks and no checkpoint sweep.
-  plan.chunk = ov.chunk ? ov.chunk
-               : cols * scan_num_chunks(dims.length, kScanChunkLength) < 2 * sms
-                   ? kScanShortChunkLength
-                   : kScanChunkLength;
+  plan.chunk = ov.chunk                                                          ? ov.chunk
+               : cols * scan_num_chunks(dims.length, kScanChunkLength) < 2 * sms ? kScanShortChunkLength
+                                                                                 : kScanChunkLength;
   // 8 states per thread with 64-step chunks; 4 with 16-step chunks, where every sub-chunk is one
   // the sweep does not walk (docs/scan_notes.md, v9).
   plan.bwd_states = ov.bwd_states ? ov.bwd_states : plan.chunk == kScanChunkLength ? 8 : 4;
-  plan.fwd_blocks = ov.fwd_blocks ? ov.fwd_blocks
+  plan.fwd_blocks = ov.fwd_blocks                           ? ov.fwd_blocks
                     : cols >= kFwdSinglePassColsPerSm * sms ? 1
                                                             : kFwdBlocksPerSm * sms;
   plan.bwd_blocks = ov.bwd_blocks ? ov.bwd_blocks : kBwdBlocksPerSm * sms;
@@ -255,12 +248,16 @@ void selective_scan_fwd(const ScanParams& args, const ScanPlan& plan) {
     return;
   }
   S6_CHECK(out && u && delta && B && C, "{}: out, u, delta, B and C are required", what);
-  for (auto [name, p] : std::initializer_list<NamedPtr>{{"out", out}, {"u", u},
-                         {"delta", delta}, {"B", B}, {"C", C}, {"z", z}})
+  for (auto [name, p] :
+       std::initializer_list<NamedPtr>{{"out", out}, {"u", u}, {"delta", delta}, {"B", B}, {"C", C}, {"z", z}})
     if (p) check_aligned(what, name, p, es);
   for (auto [name, p] : std::initializer_list<NamedPtr>{{"chunk_states", chunk_states},
-                         {"workspace", workspace}, {"A", A}, {"D", D}, {"delta_bias", delta_bias},
-                         {"initial_state", initial_state}, {"final_state", final_state}})
+                                                        {"workspace", workspace},
+                                                        {"A", A},
+                                                        {"D", D},
+                                                        {"delta_bias", delta_bias},
+                                                        {"initial_state", initial_state},
+                                                        {"final_state", final_state}})
     if (p) check_aligned(what, name, p, 4);
   const int64_t chunk = plan.chunk;
   const int64_t nc = scan_num_chunks(length, chunk);
@@ -280,28 +277,24 @@ void selective_scan_fwd(const ScanParams& args, const ScanPlan& plan) {
         const size_t smem = (2 * CF::TD + kTS * CF::NPAD) * sizeof(float);
         auto k1 = scan_fwd_chunk_end_kernel<CF, T>;
         set_smem(k1, smem);
-        k1<<<dim3(static_cast<unsigned>(sp.ns - 1), dblocks, static_cast<unsigned>(batch)),
-             CF::NT, smem, stream>>>(chunk_states, dts, ut, dt, A, Bt, delta_bias, delta_softplus,
-                                     length, static_cast<int>(dim), static_cast<int>(dstate),
-                                     static_cast<int>(nc), static_cast<int>(sp.K),
-                                     static_cast<int>(sp.ns), static_cast<int>(chunk), ldbc);
+        k1<<<dim3(static_cast<unsigned>(sp.ns - 1), dblocks, static_cast<unsigned>(batch)), CF::NT, smem,
+             stream>>>(chunk_states, dts, ut, dt, A, Bt, delta_bias, delta_softplus, length,
+                       static_cast<int>(dim), static_cast<int>(dstate), static_cast<int>(nc),
+                       static_cast<int>(sp.K), static_cast<int>(sp.ns), static_cast<int>(chunk), ldbc);
         check_launch("selective_scan_fwd chunk end states");
       }
-      launch_combine<false>(chunk_states, dts, A, initial_state, nc, sp.ns, sp.K, batch, dim,
-                            dstate, stream);
+      launch_combine<false>(chunk_states, dts, A, initial_state, nc, sp.ns, sp.K, batch, dim, dstate, stream);
       check_launch("selective_scan_fwd chunk combine");
       const size_t smem = CF::kFwdSmemFloats * sizeof(float);
       auto k3 = scan_fwd_out_kernel<CF, T>;
       set_smem(k3, smem);
-      k3<<<dim3(static_cast<unsigned>(sp.ns), dblocks, static_cast<unsigned>(batch)), CF::NT, smem,
-           stream>>>(static_cast<T*>(out), final_state, chunk_states, ut, dt, A, Bt, Ct, D, zt,
-                     delta_bias, delta_softplus, length, static_cast<int>(dim),
-                     static_cast<int>(dstate), static_cast<int>(nc), static_cast<int>(sp.K),
-                     static_cast<int>(sp.ns), static_cast<int>(chunk), ldbc);
+      k3<<<dim3(static_cast<unsigned>(sp.ns), dblocks, static_cast<unsigned>(batch)), CF::NT, smem, stream>>>(
+          static_cast<T*>(out), final_state, chunk_states, ut, dt, A, Bt, Ct, D, zt, delta_bias, delta_softplus,
+          length, static_cast<int>(dim), static_cast<int>(dstate), static_cast<int>(nc), static_cast<int>(sp.K),
+          static_cast<int>(sp.ns), static_cast<int>(chunk), ldbc);
       check_launch("selective_scan_fwd outputs");
     });
   });
 }
-
 
 }  // namespace s6::kernels::cuda

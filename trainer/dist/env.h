@@ -18,10 +18,10 @@ struct LaunchEnv {
   Launcher launcher = Launcher::None;
   int rank = 0;
   int world_size = 1;
-  int local_rank = 0;                   // index among the ranks of this node: picks the GPU
+  int local_rank = 0;                     // index among the ranks of this node: picks the GPU
   std::string master_addr = "127.0.0.1";  // host of rank 0, which runs the TCP rendezvous
   int master_port = kDefaultMasterPort;   // the port rank 0's rendezvous listens on (see below)
-  bool agent_store = false;  // torchrun's agent already holds MASTER_PORT (its TCP store)
+  bool agent_store = false;               // torchrun's agent already holds MASTER_PORT (its TCP store)
   bool distributed() const { return world_size > 1; }
 };
 

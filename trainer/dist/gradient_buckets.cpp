@@ -9,14 +9,16 @@
 
 namespace s6::trainer {
 
-std::vector<GradientBucket> assign_gradient_buckets(const std::vector<int64_t>& param_bytes, int64_t bucket_bytes) {
+std::vector<GradientBucket> assign_gradient_buckets(const std::vector<int64_t>& param_bytes,
+                                                    int64_t bucket_bytes) {
   S6_CHECK(bucket_bytes > 0, "gradient buckets: bucket size must be positive, got {} bytes", bucket_bytes);
   std::vector<GradientBucket> buckets;
   GradientBucket open;
   for (size_t i = param_bytes.size(); i-- > 0;) {
     const int64_t bytes = param_bytes[i];
     S6_CHECK(bytes >= 0, "gradient buckets: parameter {} has {} bytes", i, bytes);
-    if (!open.params.empty() && open.bytes + bytes > bucket_bytes) buckets.push_back(std::move(open)), open = {};
+    if (!open.params.empty() && open.bytes + bytes > bucket_bytes)
+      buckets.push_back(std::move(open)), open = {};
     open.params.push_back(static_cast<int64_t>(i));
     open.bytes += bytes;
     if (open.bytes >= bucket_bytes) buckets.push_back(std::move(open)), open = {};

@@ -16,7 +16,8 @@ struct GradientBucket {
 // backward finishes them: the last layer's gradients are final first). A parameter joins the open
 // bucket unless that would take it past `bucket_bytes`; a parameter at least `bucket_bytes` large
 // gets a bucket of its own. Every parameter is in exactly one bucket; no bucket is empty.
-std::vector<GradientBucket> assign_gradient_buckets(const std::vector<int64_t>& param_bytes, int64_t bucket_bytes);
+std::vector<GradientBucket> assign_gradient_buckets(const std::vector<int64_t>& param_bytes,
+                                                    int64_t bucket_bytes);
 
 // When each bucket may launch during one step. Parameters become ready in whatever order backward
 // finishes them; buckets launch strictly in bucket order (NCCL needs every rank to issue the same

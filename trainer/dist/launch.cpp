@@ -39,8 +39,8 @@ int exit_code(int status) {
 
 // The variables a worker gets, replacing any inherited ones (e.g. from an outer torchrun).
 std::vector<std::string> worker_env(int rank, int nproc, const std::string& addr, int port) {
-  static const char* kOverridden[] = {"RANK=", "LOCAL_RANK=", "WORLD_SIZE=", "LOCAL_WORLD_SIZE=",
-                                      "MASTER_ADDR=", "MASTER_PORT="};
+  static const char* kOverridden[] = {
+      "RANK=", "LOCAL_RANK=", "WORLD_SIZE=", "LOCAL_WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT="};
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     bool skip = false;
@@ -54,8 +54,10 @@ std::vector<std::string> worker_env(int rank, int nproc, const std::string& addr
     env.push_back(fmt::format("OMP_NUM_THREADS={}", std::max(1u, cores / static_cast<unsigned>(nproc))));
   }
   for (const auto& kv : {std::pair<const char*, std::string>{"RANK", std::to_string(rank)},
-                         {"LOCAL_RANK", std::to_string(rank)}, {"WORLD_SIZE", std::to_string(nproc)},
-                         {"LOCAL_WORLD_SIZE", std::to_string(nproc)}, {"MASTER_ADDR", addr},
+                         {"LOCAL_RANK", std::to_string(rank)},
+                         {"WORLD_SIZE", std::to_string(nproc)},
+                         {"LOCAL_WORLD_SIZE", std::to_string(nproc)},
+                         {"MASTER_ADDR", addr},
                          {"MASTER_PORT", std::to_string(port)}})
     env.push_back(fmt::format("{}={}", kv.first, kv.second));
   return env;
@@ -70,7 +72,7 @@ std::vector<char*> c_array(std::vector<std::string>& v) {
 
 // Runs in the forked child before exec: only async-signal-safe calls (the parent may have threads).
 [[noreturn]] void exec_worker(pid_t parent, char** argv, char** envp, const std::string& fail_msg) {
-  ::setpgid(0, 0);                     // out of the terminal's group: Ctrl-C goes to the launcher only
+  ::setpgid(0, 0);  // out of the terminal's group: Ctrl-C goes to the launcher only
   // Launcher killed (even by SIGKILL) => workers get SIGTERM. Linux ties this to the forking
   // THREAD, so launch_local is meant to run on the main thread.
   ::prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -108,7 +110,8 @@ int launch_local(const LocalLaunchOptions& o) {
   const std::string fail_msg = fmt::format("launch: cannot execute '{}': ", o.argv[0]);
 
   g_received[0] = g_received[1] = 0;
-  struct sigaction sa {}, old[2];
+  struct sigaction sa {
+  }, old[2];
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   for (int i = 0; i < 2; ++i) ::sigaction(kForwarded[i], &sa, &old[i]);
@@ -197,7 +200,8 @@ int take_nproc_flag(std::vector<std::string>& args, const char* rank_env) {
   }
   S6_CHECK(n == 0 || rank_env == nullptr,
            "--nproc {} was given to a process that already has RANK={} (started by a launcher): "
-           "use either --nproc or torchrun/srun, not both", n, rank_env ? rank_env : "");
+           "use either --nproc or torchrun/srun, not both",
+           n, rank_env ? rank_env : "");
   return n;
 }
 

@@ -48,7 +48,11 @@ std::string send_all(int fd, const char* p, size_t n, Clock::time_point deadline
   while (n > 0) {
     // MSG_NOSIGNAL: a peer that died must give EPIPE here, not kill this process with SIGPIPE.
     ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (k > 0) { p += k; n -= static_cast<size_t>(k); continue; }
+    if (k > 0) {
+      p += k;
+      n -= static_cast<size_t>(k);
+      continue;
+    }
     if (k < 0 && errno == EINTR) continue;
     if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return std::strerror(errno);
     std::string w = wait_fd(fd, POLLOUT, deadline);
@@ -60,7 +64,11 @@ std::string send_all(int fd, const char* p, size_t n, Clock::time_point deadline
 std::string recv_all(int fd, char* p, size_t n, Clock::time_point deadline) {
   while (n > 0) {
     ssize_t k = ::recv(fd, p, n, 0);
-    if (k > 0) { p += k; n -= static_cast<size_t>(k); continue; }
+    if (k > 0) {
+      p += k;
+      n -= static_cast<size_t>(k);
+      continue;
+    }
     if (k == 0) return "connection closed by the peer (did that process exit?)";
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return std::strerror(errno);
@@ -150,13 +158,19 @@ void Rendezvous::connect_to_root() {
     if (g != 0) last = fmt::format("cannot resolve '{}': {}", opt_.master_addr, gai_strerror(g));
     for (addrinfo* a = g == 0 ? res : nullptr; a && fd < 0; a = a->ai_next) {
       int s = ::socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      if (s < 0) { last = std::strerror(errno); continue; }
+      if (s < 0) {
+        last = std::strerror(errno);
+        continue;
+      }
       int err = ::connect(s, a->ai_addr, a->ai_addrlen) == 0 ? 0 : errno;
       if (err == EINPROGRESS) {
         std::string w = wait_fd(s, POLLOUT, deadline);
         socklen_t len = sizeof err;
         if (w.empty()) ::getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len);
-        else { err = -1; last = w; }
+        else {
+          err = -1;
+          last = w;
+        }
       }
       if (err == 0) fd = s;
       else {
@@ -177,14 +191,18 @@ void Rendezvous::connect_to_root() {
   std::string verdict;
   r = recv_frame(fd, verdict, deadline);
   if (!r.empty()) fail(0, "handshake", r);
-  if (!verdict.empty()) throw CommError(fmt::format("rank {}: rank 0 refused the rendezvous: {}", opt_.rank, verdict));
+  if (!verdict.empty())
+    throw CommError(fmt::format("rank {}: rank 0 refused the rendezvous: {}", opt_.rank, verdict));
 }
 
 void Rendezvous::accept_peers() {
   const auto deadline = Clock::now() + opt_.timeout;
   int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   S6_CHECK(lfd >= 0, "rank 0: socket(): {}", std::strerror(errno));
-  struct Guard { int& fd; ~Guard() { close_fd(fd); } } guard{lfd};
+  struct Guard {
+    int& fd;
+    ~Guard() { close_fd(fd); }
+  } guard{lfd};
   int one = 1;
   // SO_REUSEADDR: a previous run's connections in TIME_WAIT must not block this port.
   ::setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -193,8 +211,10 @@ void Rendezvous::accept_peers() {
   sa.sin_addr.s_addr = htonl(INADDR_ANY);
   sa.sin_port = htons(static_cast<uint16_t>(opt_.master_port));
   if (::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(lfd, opt_.world_size + 16) != 0)
-    throw CommError(fmt::format("rank 0: cannot listen on port {}: {} (another job on this port? set "
-                                "MASTER_PORT, or S6_RENDEZVOUS_PORT under torchrun)", opt_.master_port, std::strerror(errno)));
+    throw CommError(
+        fmt::format("rank 0: cannot listen on port {}: {} (another job on this port? set "
+                    "MASTER_PORT, or S6_RENDEZVOUS_PORT under torchrun)",
+                    opt_.master_port, std::strerror(errno)));
   int connected = 0;
   auto refuse = [&](const std::string& why) {
     for (int fd : fds_)
@@ -221,7 +241,8 @@ void Rendezvous::accept_peers() {
     // A connection that is not an s6 rank (a port scanner, a health check) is dropped, not fatal;
     // a real rank sends its hello right after connecting, so a silent one gets at most 10 s.
     if (!recv_frame(fd, hello, std::min(deadline, Clock::now() + std::chrono::seconds(10))).empty() ||
-        std::sscanf(hello.c_str(), "%31s %d %d", magic, &rank, &world) != 3 || std::strcmp(magic, kMagic) != 0) {
+        std::sscanf(hello.c_str(), "%31s %d %d", magic, &rank, &world) != 3 ||
+        std::strcmp(magic, kMagic) != 0) {
       ::close(fd);
       continue;
     }
@@ -252,7 +273,8 @@ void Rendezvous::accept_peers() {
 void Rendezvous::broadcast(void* data, size_t bytes, const std::string& what) {
   std::string got = broadcast(std::string(static_cast<const char*>(data), bytes), what);
   if (got.size() != bytes)
-    fail(0, "broadcast '" + what + "'", fmt::format("rank 0 sent {} bytes, this rank expected {}", got.size(), bytes));
+    fail(0, "broadcast '" + what + "'",
+         fmt::format("rank 0 sent {} bytes, this rank expected {}", got.size(), bytes));
   std::memcpy(data, got.data(), bytes);
 }
 
@@ -304,8 +326,8 @@ void Rendezvous::all_reduce_impl(T* data, size_t n, Reduce op, const std::string
   for (size_t start = 0; start < n; start += chunk) {
     const size_t count = std::min(chunk, n - start);
     T* part = data + start;
-    std::vector<std::string> all =
-        gather(std::string(reinterpret_cast<const char*>(part), count * sizeof(T)), what);
+    std::vector<std::string> all = gather(std::string(reinterpret_cast<const char*>(part), count * sizeof(T)),
+                                          what);
     if (opt_.rank == 0) {
       acc.assign(count, 0.0);
       for (int r = 0; r < opt_.world_size; ++r) {

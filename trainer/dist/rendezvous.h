@@ -68,8 +68,8 @@ class Rendezvous {
   [[noreturn]] void fail(int peer, const std::string& what, const std::string& reason) const;
 
   RendezvousOptions opt_;
-  std::vector<int> fds_;             // rank 0: socket of each peer rank (fds_[0] unused); else fds_[0]
-  std::vector<std::string> addrs_;   // printable peer address per fd, for messages
+  std::vector<int> fds_;            // rank 0: socket of each peer rank (fds_[0] unused); else fds_[0]
+  std::vector<std::string> addrs_;  // printable peer address per fd, for messages
 };
 
 // A TCP port that was free on 127.0.0.1 a moment ago (bind port 0, read it back, close). Another
