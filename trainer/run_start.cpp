@@ -4,10 +4,17 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <optional>
 
 #include "core/cuda_runtime.h"
 #include "core/log.h"
 #include "data/text_task.h"
+#include "trainer/checkpoint.h"
+#include "trainer/config_diff.h"
+#include "trainer/hf_model.h"
+#include "trainer/lineage.h"
+#include "trainer/resume.h"
+#include "trainer/run_files.h"
 
 namespace s6::trainer {
 
@@ -73,6 +80,37 @@ void print_startup(const TrainConfig& c, const std::string& config_path, const M
   fmt::print("  {:<12} parameters {} | gradients {} | AdamW moments {}\n", "memory", megabytes(param_bytes),
              megabytes(param_bytes), megabytes(2 * param_bytes));
   std::fflush(stdout);
+}
+
+StartState load_start_state(const TrainConfig& config, const RunOptions& options, MambaLM& model,
+                            AdamW& optimizer, const std::string& checkpoint_dir) {
+  const bool lead = options.rank == 0;
+  if (lead)
+    if (int n = remove_stale_temp_files(checkpoint_dir))
+      log::warn("removed {} stale checkpoint temp file(s)", n);
+  StartState start;
+  std::optional<CheckpointContents> resumed = find_resume_checkpoint(config, options.resume, model);
+  if (resumed) {
+    check_resume_config(*resumed, config, options.allow_config_change);
+    restore(*resumed, model, &optimizer);
+    start.step = resumed->meta.step;
+    start.consecutive_skips = resumed->meta.consecutive_skips;
+  } else if (!config.init_from.empty() && is_hf_folder(config.init_from)) {
+    init_from_hf_folder(config.init_from, config.model, model);
+  } else if (!config.init_from.empty()) {
+    CheckpointContents init = read_checkpoint(config.init_from, /*model_only=*/true);
+    check_model_shape(init.meta.model_shape, config, config.init_from, /*for_init=*/true);
+    restore(init, model, nullptr);
+    log::info("init.from: weights from {} (step {}), fresh optimizer", config.init_from, init.meta.step);
+  }
+  start.run_id = resumed ? resumed->meta.run_id : new_run_id();
+  if (lead) {
+    // Nothing in run.dir has been changed before this point: a refused start leaves it as it was.
+    settle_lineage(checkpoint_dir, config.run_dir, resumed ? &*resumed : nullptr, options.resume,
+                   options.overwrite);
+    create_run_files(config, checkpoint_dir);
+  }
+  return start;
 }
 
 }  // namespace s6::trainer

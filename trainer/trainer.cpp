@@ -14,19 +14,15 @@
 #include "core/log.h"
 #include "data/task.h"
 #include "layers/mamba.h"
-#include "trainer/config_diff.h"
 #include "trainer/configured_task.h"
 #include "trainer/data_parallel.h"
 #include "trainer/evaluate.h"
 #include "trainer/exit_codes.h"
 #include "trainer/fault_injection.h"
-#include "trainer/hf_model.h"
-#include "trainer/lineage.h"
 #include "trainer/memory_estimate.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/resume.h"
-#include "trainer/run_files.h"
 #include "trainer/run_lock.h"
 #include "trainer/run_start.h"
 #include "trainer/signals.h"
@@ -68,32 +64,10 @@ int run_training(const TrainConfig& config, const RunOptions& options) {
 
   const std::string checkpoint_dir = (fs::path(config.run_dir) / "checkpoints").string();
   const std::string metrics_path = (fs::path(config.run_dir) / "metrics.jsonl").string();
-  if (lead)
-    if (int n = remove_stale_temp_files(checkpoint_dir))
-      log::warn("removed {} stale checkpoint temp file(s)", n);
-  int64_t start_step = 0, consecutive_skips = 0;
-  std::optional<CheckpointContents> resumed = find_resume_checkpoint(config, options.resume, model);
-  if (resumed) {
-    check_resume_config(*resumed, config, options.allow_config_change);
-    restore(*resumed, model, &optimizer);
-    start_step = resumed->meta.step;
-    consecutive_skips = resumed->meta.consecutive_skips;
-  } else if (!config.init_from.empty() && is_hf_folder(config.init_from)) {
-    init_from_hf_folder(config.init_from, config.model, model);
-  } else if (!config.init_from.empty()) {
-    CheckpointContents init = read_checkpoint(config.init_from, /*model_only=*/true);
-    check_model_shape(init.meta.model_shape, config, config.init_from, /*for_init=*/true);
-    restore(init, model, nullptr);
-    log::info("init.from: weights from {} (step {}), fresh optimizer", config.init_from, init.meta.step);
-  }
-  const std::string run_id = resumed ? resumed->meta.run_id : new_run_id();
-  if (lead) {
-    // Nothing in run.dir has been changed before this point: a refused start leaves it as it was.
-    settle_lineage(checkpoint_dir, config.run_dir, resumed ? &*resumed : nullptr, options.resume,
-                   options.overwrite);
-    create_run_files(config, checkpoint_dir);
-  }
-  resumed.reset();  // the state is in the model and optimizer now
+  const StartState start = load_start_state(config, options, model, optimizer, checkpoint_dir);
+  const int64_t start_step = start.step;
+  int64_t consecutive_skips = start.consecutive_skips;
+  const std::string& run_id = start.run_id;
   if (dp) dp->check_agreement(to_yaml(config), start_step);
   if (lead) truncate_metrics(metrics_path, start_step);  // a fresh start (step 0) begins a new curve
   int64_t last_saved = start_step;
