@@ -1,6 +1,6 @@
 // `bench`: GPU benchmarks printed as one table per mode.
-//   bench [--scan]   selective scan alone at the TARGETS.md section-2 shapes (default)
-//   bench --train    whole training steps at the TARGETS.md configs (bench/train_bench.cpp)
+//   bench [--scan]   selective scan alone at the docs/performance.md section-2 shapes (default)
+//   bench --train    whole training steps at the docs/performance.md configs (bench/train_bench.cpp)
 //   bench --all      every mode
 //   bench --train --case <text>   only the training configs whose name contains <text>
 // Scan plan overrides (kernels/scan_params.h; start from the S6_SCAN_* environment, which the
@@ -108,7 +108,7 @@ double copy_bandwidth() {
 struct ScanShape {
   int64_t batch, dim, dstate, length;
   bool bf16;
-  double ref_fwd_ms, ref_fwdbwd_ms;  // TARGETS.md section 2 (PyTorch + mamba_ssm, H100)
+  double ref_fwd_ms, ref_fwdbwd_ms;  // docs/performance.md (PyTorch + mamba_ssm, H100)
 };
 
 void run_scan(double bandwidth, const s6::kernels::ScanPlanOverrides& ov) {

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Pure-PyTorch reference for s6's training-step benchmarks (docs/performance.md).
 
-Trains the Mamba-1 language model of SPEC.md section 1 (embedding, n_layer x [fused add + RMSNorm with
+Trains the Mamba-1 language model of docs/model.md section 1 (embedding, n_layer x [fused add + RMSNorm with
 the residual in fp32 -> Mamba mixer], final add + RMSNorm, lm head tied to the embedding) with
 torch.optim.AdamW, cross-entropy on every position and gradient clipping at 1.0, on one fixed batch of
-the shapes in TARGETS.md section 2, and times the step. No mamba_ssm, no Triton, no custom CUDA: every
+the shapes in docs/performance.md, and times the step. No mamba_ssm, no Triton, no custom CUDA: every
 op is a stock PyTorch op, so the numbers say what "plain PyTorch" costs for the same model.
 
-Selective scan (SPEC section 2): a custom autograd Function, chunked along time.
+Selective scan (docs/model.md section 2): a custom autograd Function, chunked along time.
   * Forward, per chunk of T steps (T = --chunk, or automatic: the largest power of two <= L with
     batch*T*d_inner*d_state <= 2^26 elements): form a_t = exp(delta_t*A) and x_t = delta_t*u_t*B_t as
     (batch, T, d_inner, d_state) fp32 tensors, fold the state carried in from the previous chunk into
@@ -16,7 +16,7 @@ Selective scan (SPEC section 2): a custom autograd Function, chunked along time.
     exp(-cumsum) rescaling that could overflow. y_t = sum_n C_t*h_t + D*u_t, out = y*SiLU(z).
     The (batch, L, d_inner, d_state) tensor for the whole sequence never exists; per layer the forward
     keeps only its inputs plus the state at each chunk start (batch, n_chunks, d_inner, d_state).
-  * Backward (hand-derived, SPEC 2.3), chunks in reverse: recompute the chunk's states from the saved
+  * Backward (hand-derived, docs/model.md 2.3), chunks in reverse: recompute the chunk's states from the saved
     chunk-start state, run the adjoint recurrence dh_t = C_t*gy_t + a_{t+1}*dh_{t+1} with the same
     parallel scan run backwards (carrying a_{t+1}*dh_{t+1} across the chunk boundary), then form
     du, ddelta, dA, dB, dC, dD, dz and the dt-bias gradient from dh, h and a_t*h_{t-1} = h_t - x_t.
@@ -224,7 +224,7 @@ def selective_scan(u, delta, A, B, C, D, z, delta_bias, chunk):
 
 
 def selective_scan_naive(u, delta, A, B, C, D, z, delta_bias, chunk=None):
-    """Step-by-step loop of SPEC 2.1 (autograd through the loop). For --check only."""
+    """Step-by-step loop of docs/model.md 2.1 (autograd through the loop). For --check only."""
     wt = torch.float64 if u.dtype == torch.float64 else torch.float32
     dl = F.softplus(delta.to(wt) + delta_bias.to(wt))
     Bt, L, Din = u.shape
@@ -238,7 +238,7 @@ def selective_scan_naive(u, delta, A, B, C, D, z, delta_bias, chunk=None):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Model (SPEC section 1)
+# Model (docs/model.md section 1)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -266,7 +266,7 @@ class MambaMixer(nn.Module):
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
-        # SPEC 1.4. in_proj, x_proj, conv1d keep PyTorch's default init (U(+-1/sqrt(fan_in))).
+        # docs/model.md 1.4. in_proj, x_proj, conv1d keep PyTorch's default init (U(+-1/sqrt(fan_in))).
         s = dt_rank ** -0.5 * dt_scale
         nn.init.uniform_(self.dt_proj.weight, -s, s)
         with torch.no_grad():
@@ -318,7 +318,7 @@ class Block(nn.Module):
         self.mixer = MambaMixer(d_model, **kw)
 
     def forward(self, hidden, residual):
-        # Fused add + RMSNorm of SPEC 1.5: residual kept in fp32 (residual_in_fp32).
+        # Fused add + RMSNorm of docs/model.md 1.5: residual kept in fp32 (residual_in_fp32).
         wt = torch.float64 if hidden.dtype == torch.float64 else torch.float32
         residual = hidden.to(wt) if residual is None else residual + hidden.to(wt)
         return self.mixer(self.norm(residual)), residual
@@ -335,7 +335,7 @@ class MambaLM(nn.Module):
         self.layers = nn.ModuleList(Block(d_model, eps, d_state=d_state, expand=expand, d_conv=d_conv)
                                     for _ in range(n_layer))
         self.norm_f = RMSNorm(d_model, eps)
-        # _init_weights (SPEC 1.4): zero Linear biases not marked _no_reinit, embedding N(0, 0.02),
+        # _init_weights (docs/model.md 1.4): zero Linear biases not marked _no_reinit, embedding N(0, 0.02),
         # out_proj re-drawn kaiming_uniform(a=sqrt(5)) then / sqrt(n_layer) (n_residuals_per_layer = 1).
         for m in self.modules():
             if isinstance(m, nn.Linear) and m.bias is not None and not getattr(m.bias, "_no_reinit", False):
@@ -569,7 +569,7 @@ def run_check(device):
     worst = max(_max_rel_err(p1.grad, p2.grad) for p1, p2 in zip(m1.parameters(), m2.parameters()))
     report("parameter gradients (worst)", worst, 1e-9)
 
-    print("model: shapes, parameter counts and init (SPEC 1.2, 1.4)")
+    print("model: shapes, parameter counts and init (docs/model.md 1.2, 1.4)")
     with torch.device("meta"):
         big = MambaLM(d_model=768, n_layer=24, vocab_size=50277)
     n = sum(p.numel() for p in big.parameters())
@@ -578,7 +578,7 @@ def run_check(device):
     expect = 24 * per_layer + V * dm + dm
     ok = n == expect and round(n / 1e6, 1) == 129.1 and big.padded_vocab == 50280
     print(f"  {'ok  ' if ok else 'FAIL'} 768 x 24, vocab 50277 -> {big.padded_vocab}: {n} parameters "
-          f"(formula {expect}; SPEC: 129.1M)")
+          f"(formula {expect}; the released 130m model: 129.1M)")
     if not ok:
         failures.append("parameter count")
     torch.manual_seed(0)

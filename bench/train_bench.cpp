@@ -1,4 +1,4 @@
-// Training-step mode of `bench`: for each TARGETS.md section-2 config, the median wall time of one
+// Training-step mode of `bench`: for each docs/performance.md section-2 config, the median wall time of one
 // full step (forward, loss, backward, norm, clip, AdamW) eagerly and as a replayed CUDA graph,
 // tokens/s, model FLOP utilisation and the allocator's peak, beside the reference (PyTorch +
 // mamba_ssm on an H100).
@@ -27,7 +27,7 @@ struct StepCase {
   int64_t d_model, n_layer, vocab, batch, length;
   const char* precision;  // train.precision: fp32 | bf16
   int steps;
-  double ref_ms, ref_gib;  // TARGETS.md section 2
+  double ref_ms, ref_gib;  // docs/performance.md
   const char* ref_note;
 };
 

@@ -1,4 +1,4 @@
-// Synthetic tasks (SPEC 5): the Batch format, task parameters, the Task interface, make_task, accuracy.
+// Tasks (docs/model.md 5): the Batch format, task parameters, the Task interface, make_task, accuracy.
 #pragma once
 #include <cstdint>
 #include <memory>

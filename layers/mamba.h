@@ -1,4 +1,4 @@
-// The Mamba modules: MambaMixer (SPEC 1.3), MambaBlock (pre-norm residual), MambaLM (embedding,
+// The Mamba modules: MambaMixer (docs/model.md 1.3), MambaBlock (pre-norm residual), MambaLM (embedding,
 // blocks, final norm, tied head). Parameters live in one ordered store under reference names.
 #pragma once
 #include <map>
@@ -17,7 +17,7 @@ struct NamedParameter {
   bool weight_decay;
 };
 
-// Per-layer recurrent state (SPEC 4.3): the last d_conv raw conv inputs and the SSM state. A
+// Per-layer recurrent state (docs/model.md 4.3): the last d_conv raw conv inputs and the SSM state. A
 // forward or step with a state updates these tensors in place (the buffers stay put, so a
 // captured CUDA graph of the decode step can replay on them).
 struct LayerState {
@@ -67,7 +67,7 @@ class MambaBlock {
 
 class MambaLM {
  public:
-  // Builds and initializes every parameter as the reference does (SPEC 1.4) from `seed`, in
+  // Builds and initializes every parameter as the reference does (docs/model.md 1.4) from `seed`, in
   // `dtype` (float32, or float64 for gradient checks). compute_dtype: the activations' dtype,
   // `dtype` by default; bfloat16 over float32 parameters is mixed precision (see MambaMixer).
   MambaLM(const MambaConfig& config, uint64_t seed, DType dtype = DType::Float32, Device device = Device::CPU,

@@ -1,4 +1,4 @@
-// The Mamba model's hyper-parameters (reference defaults, SPEC 1.1/1.5) and its parameter list:
+// The Mamba model's hyper-parameters (reference defaults, docs/model.md 1.1/1.5) and its parameter list:
 // names and shapes as in the reference state dict, plus each parameter's weight-decay flag.
 #pragma once
 #include <cstdint>

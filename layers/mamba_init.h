@@ -1,4 +1,4 @@
-// Reference initialization of one parameter (SPEC 1.4), by name, from a Philox stream.
+// Reference initialization of one parameter (docs/model.md 1.4), by name, from a Philox stream.
 #pragma once
 #include "core/philox.h"
 #include "core/tensor.h"

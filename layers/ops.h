@@ -45,7 +45,7 @@ ScanResult selective_scan_ex(const Tensor& u, const Tensor& delta, const Tensor&
                              const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias,
                              const ScanOptions& options);
 
-// Fused residual add + RMSNorm (SPEC 1.5): s = x + residual (residual may be undefined),
+// Fused residual add + RMSNorm (docs/model.md 1.5): s = x + residual (residual may be undefined),
 // y = s / sqrt(mean(s^2) + eps) * weight. Returns {y, s}; s is the new residual stream. Mixed
 // precision: a bf16 x over a float32 residual and weight gives a bf16 y and a float32 s (one pass,
 // no separate casts); otherwise all inputs share one dtype.

@@ -96,7 +96,7 @@ TEST_CASE("config: every shipped config loads with the paper's values") {
   REQUIRE(ih.eval.lengths.size() == 15);
   for (size_t i = 0; i < 15; ++i) CHECK(ih.eval.lengths[i] == (int64_t{64} << i));
 
-  // The LM throughput config: TARGETS.md's LM shape in bf16 mixed precision.
+  // The LM throughput config: the reference LM shape of docs/performance.md in bf16 mixed precision.
   TrainConfig lm = load_config((kConfigs / "lm_throughput.yaml").string(), {});
   CHECK(lm.run_dir == "runs/lm_throughput");
   CHECK(lm.model.d_model == 768);

@@ -15,7 +15,7 @@ using namespace s6;
 
 namespace {
 
-// SPEC 1.2's per-layer formula, written out independently of parameter_specs().
+// docs/model.md 1.2's per-layer formula, written out independently of parameter_specs().
 int64_t spec_count(int64_t dm, int64_t n_layer, int64_t vocab, bool tied = true) {
   int64_t din = 2 * dm, n = 16, w = 4, r = (dm + 15) / 16, vpad = (vocab + 7) / 8 * 8;
   int64_t layer = 2 * din * dm + din * w + din + din * (r + 2 * n) + r * din + din + din * n + din + din * dm +
@@ -47,7 +47,7 @@ Tensor column(const Tensor& ids, int64_t start, int64_t length) {
 
 }  // namespace
 
-TEST_CASE("model: parameter counts match SPEC 1.2") {
+TEST_CASE("model: parameter counts match docs/model.md 1.2") {
   MambaConfig c;
   c.d_model = 768;
   c.n_layer = 24;

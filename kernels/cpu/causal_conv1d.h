@@ -1,4 +1,4 @@
-// CPU reference depthwise causal conv1d with optional fused SiLU (SPEC 4.2), channel-last layout:
+// CPU reference depthwise causal conv1d with optional fused SiLU (docs/model.md 4.2), channel-last layout:
 // x, out (batch, length, dim); weight (dim, width); bias (dim) or null;
 // initial_state (batch, dim, width-1) = the inputs just before t=0 (zeros when null).
 #pragma once

@@ -1,4 +1,4 @@
-// CPU fused residual-add + RMSNorm over rows of width `width` (SPEC 1.5).
+// CPU fused residual-add + RMSNorm over rows of width `width` (docs/model.md 1.5).
 #pragma once
 #include <cstdint>
 

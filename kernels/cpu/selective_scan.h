@@ -1,4 +1,4 @@
-// CPU reference selective scan (SPEC 2.1-2.3), float32 and float64, on the plain-data arguments
+// CPU reference selective scan (docs/model.md 2.1-2.3), float32 and float64, on the plain-data arguments
 // of kernels/scan_params.h (the CUDA launchers take the same structs). T must match params.dtype
 // (Float32 or Float64; every pointer is a T); bc_row_stride must be 0 (contiguous B and C); the
 // CUDA-only fields (chunk_states, workspace, stream) are ignored.

@@ -1,4 +1,4 @@
-// CUDA depthwise causal conv1d with optional fused SiLU (SPEC 4.2), channel-last: x, out
+// CUDA depthwise causal conv1d with optional fused SiLU (docs/model.md 4.2), channel-last: x, out
 // (batch, length, dim); weight (dim, width), widths 1-4; bias (dim) or null; initial_state
 // (batch, dim, width-1) or null (zeros). T is float or s6::BFloat16; arithmetic in fp32.
 #pragma once

@@ -1,4 +1,4 @@
-// CUDA fused residual-add + RMSNorm over rows of width `width` (SPEC 1.5). Contiguous; arithmetic
+// CUDA fused residual-add + RMSNorm over rows of width `width` (docs/model.md 1.5). Contiguous; arithmetic
 // in fp32. X (x, y, dy, dx) and R (residual, s, weight, ds, dweight) are both float, both
 // s6::BFloat16, or X = BFloat16 over R = float (mixed precision: the residual stream stays fp32 and
 // the norm reads the bf16 mixer output and writes the bf16 input of the next projection directly).

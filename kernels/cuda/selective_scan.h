@@ -1,4 +1,4 @@
-// CUDA selective scan (Mamba S6, SPEC 2-3): forward, backward and the single-token step, same
+// CUDA selective scan (Mamba S6, docs/model.md 2-3): forward, backward and the single-token step, same
 // semantics, layout and argument structs (kernels/scan_params.h) as the CPU reference.
 // u/delta/z/B/C/out and du/ddelta/dz/dB/dC are float32 or bfloat16 (params.dtype); A, D,
 // delta_bias, every state and dA/dD/ddelta_bias are always float32; arithmetic is float32
