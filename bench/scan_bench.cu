@@ -47,8 +47,7 @@ __device__ __forceinline__ float hash_uniform(uint64_t i, uint32_t seed) {
   return static_cast<float>(x >> 40) * (1.0f / 16777216.0f);
 }
 
-template <typename T>
-__global__ void fill_uniform(T* p, int64_t n, float lo, float hi, uint32_t seed) {
+template <typename T> __global__ void fill_uniform(T* p, int64_t n, float lo, float hi, uint32_t seed) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     const float v = lo + (hi - lo) * hash_uniform(static_cast<uint64_t>(i), seed);

@@ -57,28 +57,12 @@ struct BFloat16 {
 };
 
 // Maps a C++ type to its DType (used by typed accessors and dispatch).
-template <typename T>
-struct dtype_of;
-template <>
-struct dtype_of<float> {
-  static constexpr DType value = DType::Float32;
-};
-template <>
-struct dtype_of<double> {
-  static constexpr DType value = DType::Float64;
-};
-template <>
-struct dtype_of<BFloat16> {
-  static constexpr DType value = DType::BFloat16;
-};
-template <>
-struct dtype_of<int32_t> {
-  static constexpr DType value = DType::Int32;
-};
-template <>
-struct dtype_of<int64_t> {
-  static constexpr DType value = DType::Int64;
-};
+template <typename T> struct dtype_of;
+template <> struct dtype_of<float> { static constexpr DType value = DType::Float32; };
+template <> struct dtype_of<double> { static constexpr DType value = DType::Float64; };
+template <> struct dtype_of<BFloat16> { static constexpr DType value = DType::BFloat16; };
+template <> struct dtype_of<int32_t> { static constexpr DType value = DType::Int32; };
+template <> struct dtype_of<int64_t> { static constexpr DType value = DType::Int64; };
 
 enum class Device : uint8_t { CPU, CUDA };
 

@@ -12,20 +12,16 @@ void set_level(Level level);
 Level level();
 void write(Level level, const std::string& message);
 
-template <typename... Args>
-void info(fmt::format_string<Args...> f, Args&&... args) {
+template <typename... Args> void info(fmt::format_string<Args...> f, Args&&... args) {
   if (level() <= Level::Info) write(Level::Info, fmt::format(f, std::forward<Args>(args)...));
 }
-template <typename... Args>
-void warn(fmt::format_string<Args...> f, Args&&... args) {
+template <typename... Args> void warn(fmt::format_string<Args...> f, Args&&... args) {
   if (level() <= Level::Warn) write(Level::Warn, fmt::format(f, std::forward<Args>(args)...));
 }
-template <typename... Args>
-void error(fmt::format_string<Args...> f, Args&&... args) {
+template <typename... Args> void error(fmt::format_string<Args...> f, Args&&... args) {
   write(Level::Error, fmt::format(f, std::forward<Args>(args)...));
 }
-template <typename... Args>
-void debug(fmt::format_string<Args...> f, Args&&... args) {
+template <typename... Args> void debug(fmt::format_string<Args...> f, Args&&... args) {
   if (level() <= Level::Debug) write(Level::Debug, fmt::format(f, std::forward<Args>(args)...));
 }
 

@@ -121,8 +121,7 @@ Tensor Tensor::to(DType dtype) const {
   return out;
 }
 
-template <typename T>
-std::vector<T> Tensor::to_vector() const {
+template <typename T> std::vector<T> Tensor::to_vector() const {
   Tensor host = to(Device::CPU).to(dtype_of<T>::value).contiguous();
   const T* p = host.data<T>();
   return std::vector<T>(p, p + host.numel());

@@ -59,8 +59,7 @@ class Tensor {
   int64_t nbytes() const { return numel() * dtype_size(dtype_); }
 
   void* data_ptr() const;
-  template <typename T>
-  T* data() const {
+  template <typename T> T* data() const {
     S6_CHECK(dtype_of<T>::value == dtype_, "data<{}>() on a {} tensor", dtype_name(dtype_of<T>::value),
              describe());
     return static_cast<T*>(data_ptr());
@@ -71,8 +70,7 @@ class Tensor {
   Tensor clone() const;
   Tensor to(Device device) const;  // self if already there
   Tensor to(DType dtype) const;    // self if already that type
-  template <typename T>
-  std::vector<T> to_vector() const;
+  template <typename T> std::vector<T> to_vector() const;
   double item() const;  // the value of a one-element tensor, as double
 
   // Views sharing storage (not recorded; layers/ has the differentiable versions).

@@ -8,25 +8,12 @@ namespace s6::detail {
 
 namespace {
 
-template <typename T>
-inline T from_double(double v) {
-  return static_cast<T>(v);
-}
-template <>
-inline BFloat16 from_double<BFloat16>(double v) {
-  return BFloat16(static_cast<float>(v));
-}
-template <typename T>
-inline double to_double(T v) {
-  return static_cast<double>(v);
-}
-template <>
-inline double to_double<BFloat16>(BFloat16 v) {
-  return static_cast<float>(v);
-}
+template <typename T> inline T from_double(double v) { return static_cast<T>(v); }
+template <> inline BFloat16 from_double<BFloat16>(double v) { return BFloat16(static_cast<float>(v)); }
+template <typename T> inline double to_double(T v) { return static_cast<double>(v); }
+template <> inline double to_double<BFloat16>(BFloat16 v) { return static_cast<float>(v); }
 
-template <typename Fn>
-void dispatch_all(DType t, Fn&& fn) {
+template <typename Fn> void dispatch_all(DType t, Fn&& fn) {
   switch (t) {
     case DType::Float32: fn(float{}); break;
     case DType::Float64: fn(double{}); break;

@@ -13,34 +13,17 @@ namespace s6::detail {
 
 namespace {
 
-template <typename T>
-struct DeviceType {
-  using type = T;
-};
-template <>
-struct DeviceType<BFloat16> {
-  using type = __nv_bfloat16;
-};
+template <typename T> struct DeviceType { using type = T; };
+template <> struct DeviceType<BFloat16> { using type = __nv_bfloat16; };
 
-template <typename T>
-__device__ inline T from_double(double v) {
-  return static_cast<T>(v);
-}
-template <>
-__device__ inline __nv_bfloat16 from_double<__nv_bfloat16>(double v) {
+template <typename T> __device__ inline T from_double(double v) { return static_cast<T>(v); }
+template <> __device__ inline __nv_bfloat16 from_double<__nv_bfloat16>(double v) {
   return __float2bfloat16(static_cast<float>(v));
 }
-template <typename T>
-__device__ inline double to_double(T v) {
-  return static_cast<double>(v);
-}
-template <>
-__device__ inline double to_double<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
+template <typename T> __device__ inline double to_double(T v) { return static_cast<double>(v); }
+template <> __device__ inline double to_double<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-template <typename Fn>
-void dispatch_all(DType t, Fn&& fn) {
+template <typename Fn> void dispatch_all(DType t, Fn&& fn) {
   switch (t) {
     case DType::Float32: fn(float{}); break;
     case DType::Float64: fn(double{}); break;
@@ -69,8 +52,7 @@ __device__ __forceinline__ Index offset_of(Index linear, const StridedShape& s, 
   return s.ndim > 0 ? off + linear * static_cast<Index>(v.strides[0]) : off;
 }
 
-template <typename D, typename S>
-__device__ inline D convert(S v) {
+template <typename D, typename S> __device__ inline D convert(S v) {
   if constexpr (std::is_same_v<D, S>) return v;
   else return from_double<D>(to_double<S>(v));
 }
@@ -105,21 +87,18 @@ bool fits_32_bits(const StridedShape& shape, const StridedView* views, int n) {
   return true;
 }
 
-template <typename T>
-__device__ __forceinline__ T add_one(T d, T s, double alpha) {
+template <typename T> __device__ __forceinline__ T add_one(T d, T s, double alpha) {
   return from_double<T>(to_double<T>(d) + alpha * to_double<T>(s));
 }
 
-template <typename T>
-__global__ void add_kernel(T* dst, const T* src, int64_t n, double alpha) {
+template <typename T> __global__ void add_kernel(T* dst, const T* src, int64_t n, double alpha) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     dst[i] = add_one(dst[i], src[i], alpha);
 }
 
 // The same sums 16 bytes at a time (16-byte aligned dst and src; n a multiple of 16 / sizeof(T)):
 // one 2-byte load per thread kept the bf16 gradient sums of an LM far below the copy bandwidth.
-template <typename T>
-__global__ void add_vec_kernel(uint4* dst, const uint4* src, int64_t vecs, double alpha) {
+template <typename T> __global__ void add_vec_kernel(uint4* dst, const uint4* src, int64_t vecs, double alpha) {
   constexpr int kPer = 16 / sizeof(T);
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < vecs;
        i += (int64_t)gridDim.x * blockDim.x) {

@@ -28,8 +28,7 @@ Tensor widen_bf16(const Tensor& t);
 int64_t uniform_row_stride(const Tensor& t);
 
 // Calls fn(float{}) or fn(double{}) for a float32/float64 tensor; anything else is an error.
-template <typename Fn>
-void dispatch_float(const char* op, DType dtype, Fn&& fn) {
+template <typename Fn> void dispatch_float(const char* op, DType dtype, Fn&& fn) {
   switch (dtype) {
     case DType::Float32: fn(float{}); return;
     case DType::Float64: fn(double{}); return;
@@ -37,20 +36,13 @@ void dispatch_float(const char* op, DType dtype, Fn&& fn) {
   }
 }
 
-template <typename T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
+template <typename T> const T* ptr_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
 
 // For outputs that may be absent (a gradient nobody asked for).
-template <typename T>
-T* mut_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
+template <typename T> T* mut_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
 
 // CUDA kernels: fn(float{}) or fn(BFloat16{}); float64 and others are an error naming the op.
-template <typename Fn>
-void dispatch_cuda(const char* op, DType dtype, Fn&& fn) {
+template <typename Fn> void dispatch_cuda(const char* op, DType dtype, Fn&& fn) {
   switch (dtype) {
     case DType::Float32: fn(float{}); return;
     case DType::BFloat16: fn(BFloat16{}); return;
@@ -59,8 +51,7 @@ void dispatch_cuda(const char* op, DType dtype, Fn&& fn) {
 }
 
 // Elementwise CUDA kernels also take float64.
-template <typename Fn>
-void dispatch_cuda_elementwise(const char* op, DType dtype, Fn&& fn) {
+template <typename Fn> void dispatch_cuda_elementwise(const char* op, DType dtype, Fn&& fn) {
   if (dtype == DType::Float64) {
     fn(double{});
     return;
@@ -82,8 +73,7 @@ void check_cuda_index_errors();
 namespace s6::detail {
 
 // Calls fn(int32_t{}) or fn(int64_t{}) for an index tensor; anything else is an error.
-template <typename Fn>
-void dispatch_index(const char* op, const Tensor& ids, Fn&& fn) {
+template <typename Fn> void dispatch_index(const char* op, const Tensor& ids, Fn&& fn) {
   switch (ids.dtype()) {
     case DType::Int32: fn(int32_t{}); return;
     case DType::Int64: fn(int64_t{}); return;

@@ -14,8 +14,7 @@ namespace s6 {
 namespace {
 
 // Calls fn(X{}, R{}) for the CUDA kernels' activation and residual-stream types.
-template <typename Fn>
-void dispatch_norm_cuda(const char* op, DType x, DType r, Fn&& fn) {
+template <typename Fn> void dispatch_norm_cuda(const char* op, DType x, DType r, Fn&& fn) {
   if (x == DType::BFloat16 && r == DType::Float32) {
     fn(BFloat16{}, float{});
     return;

@@ -83,7 +83,8 @@ def wait_all(procs, dirs, label, poll_s=30):
     start = time.time()
     while any(p.poll() is None for p in procs):
         time.sleep(min(poll_s, 5) if time.time() - start < 10 else poll_s)
-        steps = [read_metrics(d)[0][-1]["step"] if read_metrics(d)[0] else 0 for d in dirs]
+        trains = [read_metrics(d)[0] for d in dirs]
+        steps = [t[-1]["step"] if t else 0 for t in trains]
         alive = sum(p.poll() is None for p in procs)
         print(f"[{label}] {time.time() - start:6.0f} s  running {alive}/{len(procs)}  "
               f"steps min {min(steps)} max {max(steps)}", flush=True)

@@ -12,6 +12,7 @@
 #include "tests/train_helpers.h"
 #include "trainer/checkpoint.h"
 #include "trainer/exit_codes.h"
+#include "trainer/generation.h"
 #include "trainer/hf_model.h"
 #include "trainer/safetensors.h"
 #include "trainer/trainer.h"
@@ -241,6 +242,25 @@ TEST_CASE("hf: the export program writes a folder whose init.from run equals ini
         kExitCheckpointError);
   CHECK(run_program({S6_EXPORT_BINARY, "--out", hf.string()}) == kExitConfigError);
   for (const auto& d : {src, hf, a, b, fs::path(wrong.run_dir)}) fs::remove_all(d);
+}
+
+TEST_CASE("generate: a Hugging Face folder generates what the checkpoint it was exported from does") {
+  fs::path src = fresh_dir("hf_gen_src"), hf = fresh_dir("hf_gen_out");
+  REQUIRE(run_training(tiny_config(src, 10), RunOptions{}) == kExitOk);
+  HfModel m = read_s6_checkpoint(src.string());
+  write_hf_folder(hf.string(), m.config, m.weights);
+  LoadedModel from_run = load_generation_model(src.string(), Device::CPU, "");
+  LoadedModel from_hf = load_generation_model(hf.string(), Device::CPU, "");
+  CHECK(from_run.step == 10);
+  CHECK(from_hf.config.model.d_model == 32);
+  GenerationOptions o;
+  o.max_new_tokens = 12;
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5, 6}};
+  const GenerationResult a = generate(*from_run.model, 8, prompts, o), b = generate(*from_hf.model, 8, prompts, o);
+  CHECK(a.tokens == b.tokens);
+  CHECK_THROWS_AS(load_generation_model((src / "missing").string(), Device::CPU, ""), CheckpointError);
+  fs::remove_all(src);
+  fs::remove_all(hf);
 }
 
 TEST_CASE("trainer: an init.from shape mismatch names the key and does not suggest init.from") {

@@ -86,8 +86,7 @@ std::string slurp(const fs::path& p) {
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // Waits until `pred` holds (polling), at most `seconds`.
-template <class Pred>
-bool wait_for(Pred pred, double seconds = 30) {
+template <class Pred> bool wait_for(Pred pred, double seconds = 30) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (!pred()) {
     if (std::chrono::steady_clock::now() > end) return false;

@@ -38,8 +38,7 @@ void write_llmc(const fs::path& p, int32_t first, int32_t count, int32_t magic =
   }
 }
 
-template <typename T>
-void write_raw(const fs::path& p, int32_t first, int32_t count) {
+template <typename T> void write_raw(const fs::path& p, int32_t first, int32_t count) {
   std::ofstream out(p, std::ios::binary);
   for (int32_t i = 0; i < count; ++i) {
     const T t = static_cast<T>(first + i);

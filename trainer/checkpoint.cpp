@@ -352,6 +352,22 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
   return out;
 }
 
+std::string resolve_checkpoint(const std::string& where) {
+  std::error_code ec;
+  if (fs::is_directory(where, ec)) {
+    const fs::path dir = fs::exists(fs::path(where) / "checkpoints", ec) ? fs::path(where) / "checkpoints"
+                                                                         : fs::path(where);
+    auto all = list_checkpoints(dir.string());
+    if (all.empty())
+      throw CheckpointError(fmt::format(
+          "{}: no checkpoint (step_*.h5) in {}; train first or pass a checkpoint file", where, dir.string()));
+    return all.back().second;
+  }
+  if (!fs::exists(where, ec))
+    throw CheckpointError(fmt::format("{}: no such checkpoint file or run directory", where));
+  return where;
+}
+
 int remove_stale_temp_files(const std::string& dir) {
   int removed = 0;
   if (!fs::is_directory(dir)) return 0;

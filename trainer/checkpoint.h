@@ -50,6 +50,9 @@ CheckpointContents read_checkpoint(const std::string& path, bool model_only = fa
 // "checkpoints/step_00001234.h5" naming; list sorted by step (oldest first).
 std::string checkpoint_name(int64_t step);
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir);
+// A checkpoint file as given, or a run directory's newest checkpoint (in its checkpoints/, or in the
+// directory itself). Throws CheckpointError naming the path when there is none.
+std::string resolve_checkpoint(const std::string& file_or_run_dir);
 // Deletes leftover temp files of interrupted writes; returns how many.
 int remove_stale_temp_files(const std::string& dir);
 // The run id in a checkpoint's /meta ("" for format 1), or nullopt when it cannot be read.

@@ -73,8 +73,7 @@ bool read_int(const YAML::Node& n, int64_t lo, int64_t hi, const std::string& su
   return true;
 }
 
-template <class Get>
-Field int_field(const char* path, Get get, int64_t lo, int64_t hi = kMaxInt) {
+template <class Get> Field int_field(const char* path, Get get, int64_t lo, int64_t hi = kMaxInt) {
   return {path,
           [=](const YAML::Node& n, TrainConfig& c, const Report& r) { read_int(n, lo, hi, "", r, get(c)); },
           [=](const TrainConfig& c) { return fmt::format("{}", get(c)); }};
@@ -122,8 +121,7 @@ std::string yaml_float(double v) {
   return s;
 }
 
-template <class Get>
-Field double_field(const char* path, Get get, Bounds b) {
+template <class Get> Field double_field(const char* path, Get get, Bounds b) {
   return {path,
           [=](const YAML::Node& n, TrainConfig& c, const Report& r) {
             double v = 0;
@@ -139,8 +137,7 @@ Field double_field(const char* path, Get get, Bounds b) {
 }
 
 // YAML 1.1 spellings too, as yaml-cpp's own bool conversion accepts them.
-template <class Get>
-Field bool_field(const char* path, Get get) {
+template <class Get> Field bool_field(const char* path, Get get) {
   return {path,
           [=](const YAML::Node& n, TrainConfig& c, const Report& r) {
             std::string s = n.IsScalar() ? n.Scalar() : "";
@@ -182,8 +179,7 @@ Field enum_field(const char* path, Get get, std::vector<std::pair<std::string, T
 
 // Free text (paths); an empty or null value means "not set". Written double-quoted so that text
 // such as `null`, `123` or `a: b` reads back as the same string.
-template <class Get>
-Field string_field(const char* path, Get get) {
+template <class Get> Field string_field(const char* path, Get get) {
   return {path,
           [=](const YAML::Node& n, TrainConfig& c, const Report& r) {
             if (n.IsNull()) {
@@ -203,8 +199,7 @@ Field string_field(const char* path, Get get) {
 
 // A list of integers >= 1 (eval.lengths, the curriculum lists); a bare integer is taken as a
 // one-element list so that `eval.lengths=512` works on the command line; null or [] = empty.
-template <class Get>
-Field int_list_field(const char* path, Get get) {
+template <class Get> Field int_list_field(const char* path, Get get) {
   return {path,
           [=](const YAML::Node& n, TrainConfig& c, const Report& r) {
             std::vector<int64_t> out;

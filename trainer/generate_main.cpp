@@ -1,4 +1,4 @@
-// `generate`: loads a trained model (checkpoint file or run directory) and continues prompts with the
+// `generate`: loads a model (checkpoint, run dir or Hugging Face folder) and continues prompts with the
 // recurrent step, streaming text (bytes task) or token ids; --bench times random prompts instead.
 #include <fmt/format.h>
 
@@ -25,8 +25,9 @@ using namespace s6;
 using namespace s6::trainer;
 
 const char* kUsage =
-    "usage: generate (--checkpoint PATH_OR_RUN_DIR | --config FILE) [prompts] [options]\n"
-    "  --checkpoint P     a checkpoint file, or a run directory (its newest checkpoint)\n"
+    "usage: generate (--checkpoint PATH_OR_RUN_DIR_OR_HF_FOLDER | --config FILE) [prompts] [options]\n"
+    "  --checkpoint P     a checkpoint file, a run directory (its newest checkpoint), or a Hugging Face\n"
+    "                     folder (config.json + model.safetensors; prompts are then token ids)\n"
     "  --config FILE      a randomly initialised model of that config instead (for --bench)\n"
     "prompts (repeat for a batch; text in the bytes task, token ids otherwise):\n"
     "  --prompt TEXT      one prompt\n"
@@ -169,7 +170,7 @@ int run(const Cli& c) {
   const Device device = resolve_device(c.device);
   LoadedModel loaded;
   if (!c.checkpoint.empty()) {
-    loaded = load_model(c.checkpoint, device, c.precision);
+    loaded = load_generation_model(c.checkpoint, device, c.precision);
   } else {
     loaded.config = load_config(c.config, {});
     loaded.checkpoint = c.config + " (random initialisation)";

@@ -11,6 +11,7 @@
 #include "core/cuda_runtime.h"
 #include "core/philox.h"
 #include "trainer/checkpoint.h"
+#include "trainer/hf_model.h"
 #include "trainer/resume.h"
 
 namespace s6::trainer {
@@ -248,21 +249,20 @@ GenerationResult generate(const MambaLM& model, int64_t vocab, const std::vector
   return result;
 }
 
-LoadedModel load_model(const std::string& where, Device device, const std::string& precision) {
+LoadedModel load_generation_model(const std::string& where, Device device, const std::string& precision) {
   LoadedModel out;
-  std::error_code ec;
-  out.checkpoint = where;
-  if (fs::is_directory(where, ec)) {
-    const fs::path dir = fs::exists(fs::path(where) / "checkpoints", ec) ? fs::path(where) / "checkpoints"
-                                                                         : fs::path(where);
-    auto all = list_checkpoints(dir.string());
-    if (all.empty())
-      throw CheckpointError(fmt::format(
-          "{}: no checkpoint (step_*.h5) in {}; train first or pass a checkpoint file", where, dir.string()));
-    out.checkpoint = all.back().second;
-  } else if (!fs::exists(where, ec)) {
-    throw CheckpointError(fmt::format("{}: no such checkpoint file or run directory", where));
+  // On the CPU, fp32 unless asked: the CPU's bf16 path is an oracle, not a fast path.
+  auto compute = [&](const std::string& run_precision) {
+    const std::string p = !precision.empty() ? precision : device == Device::CUDA ? run_precision : "fp32";
+    return p == "bf16" ? DType::BFloat16 : DType::Float32;
+  };
+  if (is_hf_folder(where)) {  // a Hugging Face folder: token ids in and out, no run config
+    out.checkpoint = where;
+    out.model = std::make_unique<MambaLM>(load_model_from_hf_folder(where, device, compute("fp32")));
+    out.config.model = out.model->config();
+    return out;
   }
+  out.checkpoint = resolve_checkpoint(where);
   CheckpointContents contents = read_checkpoint(out.checkpoint, /*model_only=*/true);
   try {
     out.config = load_config_text(contents.meta.config_yaml, out.checkpoint + " (its stored config)", {});
@@ -270,12 +270,8 @@ LoadedModel load_model(const std::string& where, Device device, const std::strin
     throw CheckpointError(fmt::format("{}: the stored config does not load: {}", out.checkpoint, e.what()));
   }
   out.step = contents.meta.step;
-  // On the CPU, fp32 unless asked: the CPU's bf16 path is an oracle, not a fast path.
-  const std::string p = !precision.empty()       ? precision
-                        : device == Device::CUDA ? out.config.train.precision
-                                                 : "fp32";
-  const DType compute = p == "bf16" ? DType::BFloat16 : DType::Float32;
-  out.model = std::make_unique<MambaLM>(out.config.model, out.config.seed, DType::Float32, device, compute);
+  out.model = std::make_unique<MambaLM>(out.config.model, out.config.seed, DType::Float32, device,
+                                        compute(out.config.train.precision));
   restore(contents, *out.model, nullptr);
   return out;
 }

@@ -54,14 +54,16 @@ struct GenerationResult {
 GenerationResult generate(const MambaLM& model, int64_t vocab, const std::vector<std::vector<int32_t>>& prompts,
                           const GenerationOptions& options);
 
-// A trained model to generate with: a checkpoint file, or a run directory (its newest checkpoint).
+// A trained model to generate with.
 struct LoadedModel {
   TrainConfig config;  // the run's resolved config, as the checkpoint stored it
   std::string checkpoint;
   int64_t step = 0;
   std::unique_ptr<MambaLM> model;
 };
-// Throws CheckpointError for a missing or unreadable checkpoint. `precision`: fp32 | bf16 | "" (the run's).
-LoadedModel load_model(const std::string& checkpoint_or_run_dir, Device device, const std::string& precision);
+// A checkpoint file, a run directory (its newest checkpoint) or a Hugging Face folder (no run config:
+// prompts are token ids). Throws CheckpointError for a missing or unreadable checkpoint.
+// `precision`: fp32 | bf16 | "" (the run's).
+LoadedModel load_generation_model(const std::string& model_source, Device device, const std::string& precision);
 
 }  // namespace s6::trainer

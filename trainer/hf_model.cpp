@@ -41,8 +41,7 @@ json read_json(const fs::path& path) {
 }
 
 // config.json value `key` as T, or `fallback` (transformers' default) when absent.
-template <class T>
-T get_or(const json& cfg, const char* key, T fallback, const std::string& where) {
+template <class T> T get_or(const json& cfg, const char* key, T fallback, const std::string& where) {
   if (!cfg.contains(key) || cfg[key].is_null()) return fallback;
   try {
     return cfg[key].get<T>();
@@ -301,14 +300,7 @@ MambaLM load_model_from_hf_folder(const std::string& dir, Device device, std::op
 }
 
 HfModel read_s6_checkpoint(const std::string& path, std::string* resolved) {
-  std::string file = path;
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {  // a run dir: its newest checkpoint
-    auto all = list_checkpoints((fs::path(path) / "checkpoints").string());
-    if (all.empty())
-      throw CheckpointError(fmt::format("{}: no checkpoints/step_*.h5 in this run directory", path));
-    file = all.back().second;
-  }
+  const std::string file = resolve_checkpoint(path);
   CheckpointContents c = read_checkpoint(file, /*model_only=*/true);
   if (resolved) *resolved = file;
   return HfModel{model_config_of(c.meta.config_yaml, file), std::move(c.model)};

@@ -9,8 +9,7 @@ namespace s6::kernels::cpu {
 namespace {
 
 // One (batch, channel) row: strided view of x plus the width-1 inputs that precede t=0.
-template <typename T>
-struct Row {
+template <typename T> struct Row {
   const T* x;      // &x[b, 0, d]
   const T* state;  // &initial_state[b, d, 0] or null
   int64_t stride;  // dim
@@ -32,24 +31,19 @@ Row<T> make_row(const T* x, const T* initial_state, int64_t b, int64_t d, const 
 }
 
 // Shared by forward and backward so the recomputed pre-activation is bit-identical.
-template <typename T>
-T pre_act(const Row<T>& row, const T* wd, T bias, int64_t t) {
+template <typename T> T pre_act(const Row<T>& row, const T* wd, T bias, int64_t t) {
   T acc = bias;
   const int64_t base = t - (row.width - 1);
   for (int64_t w = 0; w < row.width; ++w) acc += wd[w] * row.at(base + w);
   return acc;
 }
 
-template <typename T>
-T sigmoid(T v) {
-  return T(1) / (T(1) + std::exp(-v));
-}
+template <typename T> T sigmoid(T v) { return T(1) / (T(1) + std::exp(-v)); }
 
 }  // namespace
 
-template <typename T>
-void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias, const T* initial_state, bool silu,
-                       const ConvDims& dims) {
+template <typename T> void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias,
+                                             const T* initial_state, bool silu, const ConvDims& dims) {
   const int64_t B = dims.batch, L = dims.length, D = dims.dim, W = dims.width;
   // No reduction across (b, d), so both can be split freely.
 #pragma omp parallel for collapse(2) schedule(static) if (B * L * D * W > 32768)
@@ -67,9 +61,9 @@ void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias, const
   }
 }
 
-template <typename T>
-void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* bias,
-                       const T* initial_state, bool silu, const ConvDims& dims) {
+template <typename T> void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x,
+                                             const T* weight, const T* bias, const T* initial_state, bool silu,
+                                             const ConvDims& dims) {
   const int64_t B = dims.batch, L = dims.length, D = dims.dim, W = dims.width;
   if (!dx && !dweight && !dbias) return;
     // Parallel over channels only: each channel's dweight/dbias is summed by one thread over b then

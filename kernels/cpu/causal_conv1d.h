@@ -11,14 +11,13 @@ struct ConvDims {
 };
 
 // out[b,t,d] = act(bias[d] + sum_w weight[d,w] * x[b, t-(width-1)+w, d]).
-template <typename T>
-void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias, const T* initial_state, bool silu,
-                       const ConvDims& dims);
+template <typename T> void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias,
+                                             const T* initial_state, bool silu, const ConvDims& dims);
 
 // Sets dx, dweight, dbias (each may be null); recomputes the pre-activation for the SiLU.
 // dweight/dbias are reduced over (batch, time) in a fixed order (deterministic).
-template <typename T>
-void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* bias,
-                       const T* initial_state, bool silu, const ConvDims& dims);
+template <typename T> void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x,
+                                             const T* weight, const T* bias, const T* initial_state, bool silu,
+                                             const ConvDims& dims);
 
 }  // namespace s6::kernels::cpu

@@ -8,8 +8,7 @@
 namespace s6::kernels::cpu {
 
 namespace {
-template <typename T>
-double log_sum_exp(const T* row, int64_t vocab) {
+template <typename T> double log_sum_exp(const T* row, int64_t vocab) {
   double mx = row[0];
   for (int64_t v = 1; v < vocab; ++v) mx = std::max(mx, static_cast<double>(row[v]));
   double acc = 0;
@@ -18,9 +17,9 @@ double log_sum_exp(const T* row, int64_t vocab) {
 }
 }  // namespace
 
-template <typename T, typename I>
-double cross_entropy_fwd(const T* logits, const I* targets, int64_t rows, int64_t vocab, int64_t ignore_index,
-                         int64_t* counted) {
+template <typename T, typename I> double cross_entropy_fwd(const T* logits, const I* targets, int64_t rows,
+                                                           int64_t vocab, int64_t ignore_index,
+                                                           int64_t* counted) {
   std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
 #pragma omp parallel for if (rows * vocab > 65536)
   for (int64_t r = 0; r < rows; ++r) {
@@ -40,9 +39,9 @@ double cross_entropy_fwd(const T* logits, const I* targets, int64_t rows, int64_
   return total;
 }
 
-template <typename T, typename I>
-void cross_entropy_bwd(T* dlogits, const T* logits, const I* targets, int64_t rows, int64_t vocab,
-                       int64_t ignore_index, double scale) {
+template <typename T, typename I> void cross_entropy_bwd(T* dlogits, const T* logits, const I* targets,
+                                                         int64_t rows, int64_t vocab, int64_t ignore_index,
+                                                         double scale) {
 #pragma omp parallel for if (rows * vocab > 65536)
   for (int64_t r = 0; r < rows; ++r) {
     T* d = dlogits + r * vocab;

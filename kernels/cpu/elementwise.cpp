@@ -7,14 +7,10 @@
 namespace s6::kernels::cpu {
 
 namespace {
-template <typename T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
+template <typename T> inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 }  // namespace
 
-template <typename T>
-void unary_fwd(Unary op, T* out, const T* x, int64_t n) {
+template <typename T> void unary_fwd(Unary op, T* out, const T* x, int64_t n) {
 #pragma omp parallel for if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
     T v = x[i];
@@ -27,8 +23,7 @@ void unary_fwd(Unary op, T* out, const T* x, int64_t n) {
   }
 }
 
-template <typename T>
-void unary_bwd(Unary op, T* dx, const T* dout, const T* x, int64_t n) {
+template <typename T> void unary_bwd(Unary op, T* dx, const T* dout, const T* x, int64_t n) {
 #pragma omp parallel for if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
     T v = x[i], g = dout[i];
@@ -45,8 +40,7 @@ void unary_bwd(Unary op, T* dx, const T* dout, const T* x, int64_t n) {
   }
 }
 
-template <typename T>
-void binary_fwd(Binary op, T* out, const T* a, const T* b, int64_t n) {
+template <typename T> void binary_fwd(Binary op, T* out, const T* a, const T* b, int64_t n) {
 #pragma omp parallel for if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
     switch (op) {
@@ -57,8 +51,7 @@ void binary_fwd(Binary op, T* out, const T* a, const T* b, int64_t n) {
   }
 }
 
-template <typename T>
-void scale(T* out, const T* x, T factor, int64_t n) {
+template <typename T> void scale(T* out, const T* x, T factor, int64_t n) {
 #pragma omp parallel for if (n > 65536)
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * factor;
 }

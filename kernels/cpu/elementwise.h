@@ -8,15 +8,11 @@ namespace s6::kernels::cpu {
 enum class Unary { Exp, NegExp, Silu, Softplus };
 enum class Binary { Add, Sub, Mul };
 
-template <typename T>
-void unary_fwd(Unary op, T* out, const T* x, int64_t n);
+template <typename T> void unary_fwd(Unary op, T* out, const T* x, int64_t n);
 // dx = dout * f'(x)
-template <typename T>
-void unary_bwd(Unary op, T* dx, const T* dout, const T* x, int64_t n);
-template <typename T>
-void binary_fwd(Binary op, T* out, const T* a, const T* b, int64_t n);
-template <typename T>
-void scale(T* out, const T* x, T factor, int64_t n);
+template <typename T> void unary_bwd(Unary op, T* dx, const T* dout, const T* x, int64_t n);
+template <typename T> void binary_fwd(Binary op, T* out, const T* a, const T* b, int64_t n);
+template <typename T> void scale(T* out, const T* x, T factor, int64_t n);
 
 // Sums x (contiguous, shape `in`) into out (shape `out`, same rank, each dim equal or 1),
 // visiting x in order (deterministic).

@@ -38,9 +38,9 @@ void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const
 #else
 // Fallback for machines without a BLAS (the GPU image): column-major, OpenMP over columns of C.
 // Correct and deterministic, not fast; the CPU build always links a real BLAS.
-template <typename T>
-void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k, const T* alpha,
-               const T* a, const int* lda, const T* b, const int* ldb, const T* beta, T* c, const int* ldc) {
+template <typename T> void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+                                     const T* alpha, const T* a, const int* lda, const T* b, const int* ldb,
+                                     const T* beta, T* c, const int* ldc) {
   const bool tra = *ta == 'T', trb = *tb == 'T';
 #pragma omp parallel for if (static_cast <int64_t>(*m) * *n * *k > 65536)
   for (int j = 0; j < *n; ++j) {
@@ -59,9 +59,8 @@ void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const
 #endif
 }  // namespace
 
-template <typename T>
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* A, const T* B, T beta,
-          T* C) {
+template <typename T> void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                                const T* A, const T* B, T beta, T* C) {
   S6_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX, "gemm: dims {}x{}x{} exceed the 32-bit BLAS interface",
            m, n, k);
   if (m == 0 || n == 0) return;

@@ -6,8 +6,7 @@
 
 namespace s6::kernels::cpu {
 
-template <typename T>
-void sum_rows(T* out, const T* x, int64_t rows, int64_t cols) {
+template <typename T> void sum_rows(T* out, const T* x, int64_t rows, int64_t cols) {
 #pragma omp parallel for if (rows * cols > 65536)
   for (int64_t j = 0; j < cols; ++j) {
     T acc = 0;
@@ -16,8 +15,7 @@ void sum_rows(T* out, const T* x, int64_t rows, int64_t cols) {
   }
 }
 
-template <typename T>
-T sum_all(const T* x, int64_t n) {
+template <typename T> T sum_all(const T* x, int64_t n) {
   constexpr int64_t kBlock = 4096;
   int64_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<T> partial(static_cast<size_t>(blocks), T(0));

@@ -8,17 +8,15 @@
 namespace s6::kernels::cpu {
 
 namespace {
-template <typename T>
-T row_rstd(const T* s, int64_t width, double eps) {
+template <typename T> T row_rstd(const T* s, int64_t width, double eps) {
   double ss = 0;
   for (int64_t j = 0; j < width; ++j) ss += static_cast<double>(s[j]) * s[j];
   return static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(width) + eps));
 }
 }  // namespace
 
-template <typename T>
-void rmsnorm_add_fwd(T* y, T* s, const T* x, const T* residual, const T* weight, int64_t rows, int64_t width,
-                     double eps) {
+template <typename T> void rmsnorm_add_fwd(T* y, T* s, const T* x, const T* residual, const T* weight,
+                                           int64_t rows, int64_t width, double eps) {
 #pragma omp parallel for if (rows * width > 16384)
   for (int64_t r = 0; r < rows; ++r) {
     T* sr = s + r * width;
@@ -29,9 +27,8 @@ void rmsnorm_add_fwd(T* y, T* s, const T* x, const T* residual, const T* weight,
   }
 }
 
-template <typename T>
-void rmsnorm_add_bwd(T* ds, T* dweight, const T* dy, const T* dresidual_out, const T* s, const T* weight,
-                     int64_t rows, int64_t width, double eps) {
+template <typename T> void rmsnorm_add_bwd(T* ds, T* dweight, const T* dy, const T* dresidual_out, const T* s,
+                                           const T* weight, int64_t rows, int64_t width, double eps) {
   constexpr int64_t kRowsPerBlock = 64;
   int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   std::vector<T> partial(dweight ? static_cast<size_t>(blocks * width) : 0, T(0));

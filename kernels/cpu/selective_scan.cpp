@@ -16,20 +16,15 @@ namespace {
 // every group owns a private dB/dC partial, and partials are summed in group order.
 constexpr int64_t kGroups = 16;
 
-template <typename T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
+template <typename T> inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
 // Above 20 softplus(v) == v to within rounding, and exp(v) would start to overflow in float.
-template <typename T>
-inline T delta_to_dt(T v, bool softplus) {
+template <typename T> inline T delta_to_dt(T v, bool softplus) {
   return (softplus && v <= T(20)) ? std::log1p(std::exp(v)) : v;
 }
 
 // The reference reads every pointer as a T and B, C as contiguous rows.
-template <typename T>
-void check_params(const char* what, const ScanParams& p) {
+template <typename T> void check_params(const char* what, const ScanParams& p) {
   const ScanDType want = std::is_same_v<T, double> ? ScanDType::Float64 : ScanDType::Float32;
   S6_CHECK(p.dtype == want, "{}: params.dtype {} does not match the instantiation's ({})", what,
            static_cast<int>(p.dtype), static_cast<int>(want));
@@ -37,19 +32,12 @@ void check_params(const char* what, const ScanParams& p) {
            "{}: B and C must be contiguous (bc_row_stride 0), got {}", what, p.bc_row_stride);
 }
 
-template <typename T>
-const T* cptr(const void* p) {
-  return static_cast<const T*>(p);
-}
-template <typename T>
-T* mptr(void* p) {
-  return static_cast<T*>(p);
-}
+template <typename T> const T* cptr(const void* p) { return static_cast<const T*>(p); }
+template <typename T> T* mptr(void* p) { return static_cast<T*>(p); }
 
 }  // namespace
 
-template <typename T>
-void selective_scan_fwd(const ScanParams& p) {
+template <typename T> void selective_scan_fwd(const ScanParams& p) {
   check_params<T>("selective_scan_fwd (CPU)", p);
   const ScanDims& dims = p.dims;
   const bool softplus = p.delta_softplus;
@@ -95,8 +83,7 @@ void selective_scan_fwd(const ScanParams& p) {
   }
 }
 
-template <typename T>
-void selective_scan_bwd(const ScanGradParams& p) {
+template <typename T> void selective_scan_bwd(const ScanGradParams& p) {
   check_params<T>("selective_scan_bwd (CPU)", p);
   const ScanDims& dims = p.dims;
   const bool softplus = p.delta_softplus;

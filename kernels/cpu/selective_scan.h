@@ -9,13 +9,11 @@ namespace s6::kernels::cpu {
 
 // out = (C.h + D u) * silu(z); writes final_state if non-null; starts from initial_state if
 // non-null (else zeros).
-template <typename T>
-void selective_scan_fwd(const ScanParams& params);
+template <typename T> void selective_scan_fwd(const ScanParams& params);
 
 // Gradients given dout; each non-null gradient is set (not accumulated). Recomputes the states of
 // one (batch, channel) row at a time, so no (batch, length, dim, dstate) buffer ever exists.
 // Deterministic: the reduction order does not depend on the thread count.
-template <typename T>
-void selective_scan_bwd(const ScanGradParams& params);
+template <typename T> void selective_scan_bwd(const ScanGradParams& params);
 
 }  // namespace s6::kernels::cpu

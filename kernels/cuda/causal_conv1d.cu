@@ -27,9 +27,9 @@ int64_t chunk_for(int64_t batch, int64_t length, int64_t dim) {
   return chunk;
 }
 
-template <int W, typename D>
-__device__ __forceinline__ float load_x(const D* x, const D* init, int64_t b, int64_t t, int64_t d, int64_t L,
-                                        int64_t Dm) {
+template <int W, typename D> __device__ __forceinline__ float load_x(const D* x, const D* init, int64_t b,
+                                                                     int64_t t, int64_t d, int64_t L,
+                                                                     int64_t Dm) {
   if (t >= 0) return to_acc(x[(b * L + t) * Dm + d]);
   if (W == 1 || !init) return 0.f;
   return to_acc(init[(b * Dm + d) * (W - 1) + t + (W - 1)]);
@@ -46,9 +46,9 @@ __device__ __forceinline__ float pre_act(const float (&wv)[W], const float (&win
 
 __device__ __forceinline__ float sigmoid_f(float v) { return 1.f / (1.f + expf(-v)); }
 
-template <int W, typename D>
-__global__ void conv_fwd_kernel(D* out, const D* x, const D* weight, const D* bias, const D* init, bool silu,
-                                int64_t L, int64_t Dm, int64_t chunk_len) {
+template <int W, typename D> __global__ void conv_fwd_kernel(D* out, const D* x, const D* weight, const D* bias,
+                                                             const D* init, bool silu, int64_t L, int64_t Dm,
+                                                             int64_t chunk_len) {
   const int64_t d = blockIdx.x * (int64_t)kThreads + threadIdx.x;
   if (d >= Dm) return;
   const int64_t b = blockIdx.z, t0 = blockIdx.y * (int64_t)chunk_len;
@@ -75,10 +75,10 @@ __global__ void conv_fwd_kernel(D* out, const D* x, const D* weight, const D* bi
   }
 }
 
-template <int W, typename D>
-__global__ void conv_bwd_kernel(D* dx, float* partial, const D* dout, const D* x, const D* weight,
-                                const D* bias, const D* init, bool silu, int64_t L, int64_t Dm,
-                                int64_t chunk_len) {
+template <int W, typename D> __global__ void conv_bwd_kernel(D* dx, float* partial, const D* dout, const D* x,
+                                                             const D* weight, const D* bias, const D* init,
+                                                             bool silu, int64_t L, int64_t Dm,
+                                                             int64_t chunk_len) {
   const int64_t d = blockIdx.x * (int64_t)kThreads + threadIdx.x;
   if (d >= Dm) return;
   const int64_t b = blockIdx.z, chunk = blockIdx.y, t0 = chunk * (int64_t)chunk_len;
@@ -163,9 +163,9 @@ __global__ void conv_split_kernel(D* dweight, D* dbias, const float* sums, int64
   }
 }
 
-template <int W, typename D>
-__global__ void conv_update_kernel(D* out, D* state, const D* x, const D* weight, const D* bias, bool silu,
-                                   int64_t batch, int64_t Dm, int64_t x_stride) {
+template <int W, typename D> __global__ void conv_update_kernel(D* out, D* state, const D* x, const D* weight,
+                                                                const D* bias, bool silu, int64_t batch,
+                                                                int64_t Dm, int64_t x_stride) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < batch * Dm;
        i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t b = i / Dm, d = i % Dm;
@@ -184,8 +184,7 @@ __global__ void conv_update_kernel(D* out, D* state, const D* x, const D* weight
   }
 }
 
-template <typename Fn>
-void dispatch_width(int64_t width, const char* op, Fn&& fn) {
+template <typename Fn> void dispatch_width(int64_t width, const char* op, Fn&& fn) {
   switch (width) {
     case 1: fn(std::integral_constant<int, 1>{}); break;
     case 2: fn(std::integral_constant<int, 2>{}); break;
@@ -209,9 +208,9 @@ dim3 conv_grid(const ConvDims& dm, int64_t chunk) {
 
 }  // namespace
 
-template <typename T>
-void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias, const T* initial_state, bool silu,
-                       const ConvDims& dims, void* stream) {
+template <typename T> void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias,
+                                             const T* initial_state, bool silu, const ConvDims& dims,
+                                             void* stream) {
   check_dims("causal_conv1d_fwd", dims);
   if (dims.batch == 0 || dims.length == 0 || dims.dim == 0) return;
   dispatch_width(dims.width, "causal_conv1d_fwd", [&](auto wtag) {
@@ -223,9 +222,9 @@ void causal_conv1d_fwd(T* out, const T* x, const T* weight, const T* bias, const
   check_launch("causal_conv1d_fwd");
 }
 
-template <typename T>
-void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* bias,
-                       const T* initial_state, bool silu, const ConvDims& dims, void* stream) {
+template <typename T> void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x,
+                                             const T* weight, const T* bias, const T* initial_state, bool silu,
+                                             const ConvDims& dims, void* stream) {
   check_dims("causal_conv1d_bwd", dims);
   if (!dx && !dweight && !dbias) return;
   cudaStream_t s = as_stream(stream);
@@ -252,9 +251,9 @@ void causal_conv1d_bwd(T* dx, T* dweight, T* dbias, const T* dout, const T* x, c
   });
 }
 
-template <typename T>
-void causal_conv1d_update(T* out, T* conv_state, const T* x, const T* weight, const T* bias, bool silu,
-                          int64_t batch, int64_t dim, int64_t width, int64_t x_batch_stride, void* stream) {
+template <typename T> void causal_conv1d_update(T* out, T* conv_state, const T* x, const T* weight,
+                                                const T* bias, bool silu, int64_t batch, int64_t dim,
+                                                int64_t width, int64_t x_batch_stride, void* stream) {
   S6_CHECK(batch >= 0 && dim >= 0 && x_batch_stride >= dim,
            "causal_conv1d_update: bad sizes (batch {}, dim {}, x stride {})", batch, dim, x_batch_stride);
   if (batch * dim == 0) return;

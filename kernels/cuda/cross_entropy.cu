@@ -83,9 +83,9 @@ __device__ Lse block_lse(Lse v, float* scratch_m, float* scratch_s) {
 }
 
 // Row r's log-sum-exp and loss, from its merged Lse (one thread).
-template <typename D>
-__device__ void finish_row(float* row_loss, float* lse_out, int64_t* err, const D* row, int64_t r, int64_t t,
-                           const Lse& total, int64_t vocab, int64_t ignore_index) {
+template <typename D> __device__ void finish_row(float* row_loss, float* lse_out, int64_t* err, const D* row,
+                                                 int64_t r, int64_t t, const Lse& total, int64_t vocab,
+                                                 int64_t ignore_index) {
   const float lse = total.m + logf(total.s);
   lse_out[r] = lse;
   if (t == ignore_index) {
@@ -98,8 +98,7 @@ __device__ void finish_row(float* row_loss, float* lse_out, int64_t* err, const 
   }
 }
 
-template <typename D, typename I>
-__global__ void __launch_bounds__(kThreads)
+template <typename D, typename I> __global__ void __launch_bounds__(kThreads)
     ce_rows_kernel(float* row_loss, float* lse_out, int64_t* err, const D* logits, const I* targets,
                    int64_t rows, int64_t vocab, int64_t ignore_index) {
   __shared__ float scratch_m[32], scratch_s[32];
@@ -114,8 +113,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // One warp per row (vocab <= kWarpRowVocab): lanes stride over the row, then a shuffle tree.
-template <typename D, typename I>
-__global__ void __launch_bounds__(kThreads)
+template <typename D, typename I> __global__ void __launch_bounds__(kThreads)
     ce_rows_warp_kernel(float* row_loss, float* lse_out, int64_t* err, const D* logits, const I* targets,
                         int64_t rows, int64_t vocab, int64_t ignore_index) {
   const int lane = threadIdx.x & 31, per_block = blockDim.x >> 5;
@@ -134,9 +132,8 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename I>
-__global__ void ce_total_kernel(float* loss, int32_t* counted, const float* row_loss, const I* targets,
-                                int64_t rows, int64_t ignore_index) {
+template <typename I> __global__ void ce_total_kernel(float* loss, int32_t* counted, const float* row_loss,
+                                                      const I* targets, int64_t rows, int64_t ignore_index) {
   __shared__ float scratch[32];
   __shared__ int iscratch[32];
   float acc = 0.f;
@@ -153,8 +150,7 @@ __global__ void ce_total_kernel(float* loss, int32_t* counted, const float* row_
   }
 }
 
-template <typename D, typename I>
-__global__ void __launch_bounds__(kThreads)
+template <typename D, typename I> __global__ void __launch_bounds__(kThreads)
     ce_bwd_kernel(D* dlogits, const D* logits, const I* targets, const float* lse, const float* grad_loss,
                   const int32_t* counted, int64_t rows, int64_t vocab, int64_t ignore_index) {
   constexpr int kVec = 16 / sizeof(D);
@@ -191,8 +187,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename D, typename I>
-__global__ void __launch_bounds__(kThreads)
+template <typename D, typename I> __global__ void __launch_bounds__(kThreads)
     ce_bwd_warp_kernel(D* dlogits, const D* logits, const I* targets, const float* lse, const float* grad_loss,
                        const int32_t* counted, int64_t rows, int64_t vocab, int64_t ignore_index) {
   const int n = counted[0];
@@ -238,10 +233,10 @@ void cross_entropy_fwd(float* loss, int32_t* counted, float* lse, int64_t* error
   check_launch("cross_entropy_fwd (total)");
 }
 
-template <typename T, typename I>
-void cross_entropy_bwd(T* dlogits, const T* logits, const I* targets, const float* lse, const float* grad_loss,
-                       const int32_t* counted, int64_t rows, int64_t vocab, int64_t ignore_index,
-                       void* stream) {
+template <typename T, typename I> void cross_entropy_bwd(T* dlogits, const T* logits, const I* targets,
+                                                         const float* lse, const float* grad_loss,
+                                                         const int32_t* counted, int64_t rows, int64_t vocab,
+                                                         int64_t ignore_index, void* stream) {
   S6_CHECK(rows >= 0 && vocab > 0, "cross_entropy_bwd: bad sizes ({}, {})", rows, vocab);
   if (rows == 0) return;
   if (vocab <= kWarpRowVocab)

@@ -12,25 +12,12 @@ namespace {
 
 using namespace detail;
 
-template <typename A>
-__device__ __forceinline__ A exp_(A v) {
-  return exp(v);
-}
-template <>
-__device__ __forceinline__ float exp_<float>(float v) {
-  return expf(v);
-}
-template <typename A>
-__device__ __forceinline__ A log1p_(A v) {
-  return log1p(v);
-}
-template <>
-__device__ __forceinline__ float log1p_<float>(float v) {
-  return log1pf(v);
-}
+template <typename A> __device__ __forceinline__ A exp_(A v) { return exp(v); }
+template <> __device__ __forceinline__ float exp_<float>(float v) { return expf(v); }
+template <typename A> __device__ __forceinline__ A log1p_(A v) { return log1p(v); }
+template <> __device__ __forceinline__ float log1p_<float>(float v) { return log1pf(v); }
 
-template <typename T>
-__global__ void unary_fwd_kernel(Unary op, T* out, const T* x, int64_t n) {
+template <typename T> __global__ void unary_fwd_kernel(Unary op, T* out, const T* x, int64_t n) {
   using A = decltype(to_acc(x[0]));
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -45,8 +32,7 @@ __global__ void unary_fwd_kernel(Unary op, T* out, const T* x, int64_t n) {
   }
 }
 
-template <typename T>
-__global__ void unary_bwd_kernel(Unary op, T* dx, const T* dout, const T* x, int64_t n) {
+template <typename T> __global__ void unary_bwd_kernel(Unary op, T* dx, const T* dout, const T* x, int64_t n) {
   using A = decltype(to_acc(x[0]));
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -65,8 +51,7 @@ __global__ void unary_bwd_kernel(Unary op, T* dx, const T* dout, const T* x, int
   }
 }
 
-template <typename T>
-__global__ void binary_fwd_kernel(Binary op, T* out, const T* a, const T* b, int64_t n) {
+template <typename T> __global__ void binary_fwd_kernel(Binary op, T* out, const T* a, const T* b, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     auto u = to_acc(a[i]), v = to_acc(b[i]);
@@ -74,8 +59,7 @@ __global__ void binary_fwd_kernel(Binary op, T* out, const T* a, const T* b, int
   }
 }
 
-template <typename T>
-__global__ void scale_kernel(T* out, const T* x, double factor, int64_t n) {
+template <typename T> __global__ void scale_kernel(T* out, const T* x, double factor, int64_t n) {
   using A = decltype(to_acc(x[0]));
   const A f = static_cast<A>(factor);
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
@@ -90,8 +74,7 @@ struct SumToDims {
   int64_t out_numel, red_numel;
 };
 
-template <typename T>
-__global__ void sum_to_kernel(T* out, const T* x, SumToDims d) {
+template <typename T> __global__ void sum_to_kernel(T* out, const T* x, SumToDims d) {
   using A = decltype(to_acc(x[0]));
   for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < d.out_numel;
        o += (int64_t)gridDim.x * blockDim.x) {
@@ -115,43 +98,37 @@ __global__ void sum_to_kernel(T* out, const T* x, SumToDims d) {
 
 }  // namespace
 
-template <typename T>
-void unary_fwd(Unary op, T* out, const T* x, int64_t n, void* stream) {
+template <typename T> void unary_fwd(Unary op, T* out, const T* x, int64_t n, void* stream) {
   if (n <= 0) return;
   unary_fwd_kernel<<<blocks_for(n, 256), 256, 0, as_stream(stream)>>>(op, dev(out), dev(x), n);
   check_launch("unary_fwd");
 }
 
-template <typename T>
-void unary_bwd(Unary op, T* dx, const T* dout, const T* x, int64_t n, void* stream) {
+template <typename T> void unary_bwd(Unary op, T* dx, const T* dout, const T* x, int64_t n, void* stream) {
   if (n <= 0) return;
   unary_bwd_kernel<<<blocks_for(n, 256), 256, 0, as_stream(stream)>>>(op, dev(dx), dev(dout), dev(x), n);
   check_launch("unary_bwd");
 }
 
-template <typename T>
-void binary_fwd(Binary op, T* out, const T* a, const T* b, int64_t n, void* stream) {
+template <typename T> void binary_fwd(Binary op, T* out, const T* a, const T* b, int64_t n, void* stream) {
   if (n <= 0) return;
   binary_fwd_kernel<<<blocks_for(n, 256), 256, 0, as_stream(stream)>>>(op, dev(out), dev(a), dev(b), n);
   check_launch("binary_fwd");
 }
 
-template <typename T>
-void scale(T* out, const T* x, double factor, int64_t n, void* stream) {
+template <typename T> void scale(T* out, const T* x, double factor, int64_t n, void* stream) {
   if (n <= 0) return;
   scale_kernel<<<blocks_for(n, 256), 256, 0, as_stream(stream)>>>(dev(out), dev(x), factor, n);
   check_launch("scale");
 }
 
-template <typename T>
-void sum_all(T* out, const T* x, int64_t n, void* stream) {
+template <typename T> void sum_all(T* out, const T* x, int64_t n, void* stream) {
   S6_CHECK(n >= 0, "sum_all: negative size {}", n);
   launch_reduce_all(dev(out), dev(x), n, Identity{}, acc_t<T>(1), as_stream(stream));
   check_launch("sum_all");
 }
 
-template <typename T>
-void sum_rows(T* out, const T* x, int64_t rows, int64_t cols, void* stream) {
+template <typename T> void sum_rows(T* out, const T* x, int64_t rows, int64_t cols, void* stream) {
   S6_CHECK(rows >= 0 && cols >= 0, "sum_rows: bad sizes ({}, {})", rows, cols);
   launch_colsum(dev(out), dev(x), rows, cols, as_stream(stream));
   check_launch("sum_rows");

@@ -17,9 +17,9 @@ constexpr int kRows = 32;                       // vocabulary rows per block
 constexpr int kCols = 128;                      // columns per block (= threads)
 constexpr int64_t kPartialBudget = 16LL << 20;  // floats of partials at most (64 MiB)
 
-template <typename D, typename I>
-__global__ void embedding_fwd_kernel(D* out, int64_t* err, const I* ids, const D* weight, int64_t count,
-                                     int64_t vocab, int64_t width) {
+template <typename D, typename I> __global__ void embedding_fwd_kernel(D* out, int64_t* err, const I* ids,
+                                                                       const D* weight, int64_t count,
+                                                                       int64_t vocab, int64_t width) {
   for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < count * width;
        e += (int64_t)gridDim.x * blockDim.x) {
     const int64_t i = e / width, c = e % width;
@@ -79,9 +79,9 @@ __global__ void embedding_bwd_kernel(float* partial, D* dweight, const D* dout, 
 
 }  // namespace
 
-template <typename T, typename I>
-void embedding_fwd(T* out, int64_t* error_info, const I* ids, const T* weight, int64_t count, int64_t vocab,
-                   int64_t width, void* stream) {
+template <typename T, typename I> void embedding_fwd(T* out, int64_t* error_info, const I* ids, const T* weight,
+                                                     int64_t count, int64_t vocab, int64_t width,
+                                                     void* stream) {
   S6_CHECK(count >= 0 && vocab >= 0 && width >= 0, "embedding_fwd: bad sizes ({}, {}, {})", count, vocab,
            width);
   if (count * width == 0) return;
@@ -90,9 +90,8 @@ void embedding_fwd(T* out, int64_t* error_info, const I* ids, const T* weight, i
   check_launch("embedding_fwd");
 }
 
-template <typename T, typename I>
-void embedding_bwd(T* dweight, const T* dout, const I* ids, int64_t count, int64_t vocab, int64_t width,
-                   void* stream) {
+template <typename T, typename I> void embedding_bwd(T* dweight, const T* dout, const I* ids, int64_t count,
+                                                     int64_t vocab, int64_t width, void* stream) {
   S6_CHECK(count >= 0 && vocab >= 0 && width >= 0, "embedding_bwd: bad sizes ({}, {}, {})", count, vocab,
            width);
   S6_CHECK(count < (1LL << 31), "embedding_bwd: {} positions exceed the int32 range", count);

@@ -45,16 +45,9 @@ Handles& handles() {
   return h;
 }
 
-template <typename T>
-cudaDataType_t cuda_type();
-template <>
-cudaDataType_t cuda_type<float>() {
-  return CUDA_R_32F;
-}
-template <>
-cudaDataType_t cuda_type<BFloat16>() {
-  return CUDA_R_16BF;
-}
+template <typename T> cudaDataType_t cuda_type();
+template <> cudaDataType_t cuda_type<float>() { return CUDA_R_32F; }
+template <> cudaDataType_t cuda_type<BFloat16>() { return CUDA_R_16BF; }
 
 uint32_t alignment_of(const void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
@@ -63,8 +56,7 @@ uint32_t alignment_of(const void* p) {
   return align;
 }
 
-template <typename T>
-__global__ void fill_bias_kernel(T* c, const T* bias, int64_t rows, int64_t cols) {
+template <typename T> __global__ void fill_bias_kernel(T* c, const T* bias, int64_t rows, int64_t cols) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * cols;
        i += (int64_t)gridDim.x * blockDim.x)
     c[i] = bias ? bias[i % cols] : T(0.f);
@@ -73,9 +65,9 @@ __global__ void fill_bias_kernel(T* c, const T* bias, int64_t rows, int64_t cols
 // Row-major C (m, n) = op(A) (m, k) op(B) (k, n) [+ bias over columns] [+ C when accumulate]. A
 // is (m, k), or (k, m) when trans_a; B is (k, n), or (n, k) when trans_b. lda / ldb: the row
 // strides of A and B as stored (0: their row length, i.e. contiguous).
-template <typename T>
-void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* A, const T* B, const T* bias,
-             T* C, cudaStream_t stream, bool accumulate = false, int64_t lda = 0, int64_t ldb = 0) {
+template <typename T> void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* A,
+                                   const T* B, const T* bias, T* C, cudaStream_t stream,
+                                   bool accumulate = false, int64_t lda = 0, int64_t ldb = 0) {
   S6_CHECK(!(accumulate && bias), "linear: a bias cannot be added into an accumulated product");
   if (m == 0 || n == 0) return;
   if (k == 0 && accumulate) return;
@@ -159,23 +151,20 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
 
 }  // namespace
 
-template <typename T>
-void linear_fwd(T* y, const T* x, const T* w, const T* bias, int64_t rows, int64_t in, int64_t out,
-                void* stream, int64_t ldx) {
+template <typename T> void linear_fwd(T* y, const T* x, const T* w, const T* bias, int64_t rows, int64_t in,
+                                      int64_t out, void* stream, int64_t ldx) {
   S6_CHECK(rows >= 0 && in >= 0 && out >= 0, "linear_fwd: bad sizes ({}, {}, {})", rows, in, out);
   gemm_rm<T>(false, true, rows, out, in, x, w, bias, y, as_stream(stream), false, ldx);
 }
 
-template <typename T>
-void linear_bwd_input(T* dx, const T* dy, const T* w, int64_t rows, int64_t in, int64_t out, void* stream,
-                      bool accumulate) {
+template <typename T> void linear_bwd_input(T* dx, const T* dy, const T* w, int64_t rows, int64_t in,
+                                            int64_t out, void* stream, bool accumulate) {
   S6_CHECK(rows >= 0 && in >= 0 && out >= 0, "linear_bwd_input: bad sizes ({}, {}, {})", rows, in, out);
   gemm_rm<T>(false, false, rows, in, out, dy, w, nullptr, dx, as_stream(stream), accumulate);
 }
 
-template <typename T>
-void linear_bwd_weight(T* dw, const T* dy, const T* x, int64_t rows, int64_t in, int64_t out, void* stream,
-                       int64_t ldx) {
+template <typename T> void linear_bwd_weight(T* dw, const T* dy, const T* x, int64_t rows, int64_t in,
+                                             int64_t out, void* stream, int64_t ldx) {
   S6_CHECK(rows >= 0 && in >= 0 && out >= 0, "linear_bwd_weight: bad sizes ({}, {}, {})", rows, in, out);
   gemm_rm<T>(true, false, out, in, rows, dy, x, nullptr, dw, as_stream(stream), false, 0, ldx);
 }

@@ -13,37 +13,17 @@
 namespace s6::kernels::cuda::detail {
 
 // Host type -> device type (s6::BFloat16 and __nv_bfloat16 share one 16-bit layout).
-template <typename T>
-struct Dev {
-  using type = T;
-};
-template <>
-struct Dev<BFloat16> {
-  using type = __nv_bfloat16;
-};
-template <typename T>
-using dev_t = typename Dev<T>::type;
+template <typename T> struct Dev { using type = T; };
+template <> struct Dev<BFloat16> { using type = __nv_bfloat16; };
+template <typename T> using dev_t = typename Dev<T>::type;
 
-template <typename T>
-inline dev_t<T>* dev(T* p) {
-  return reinterpret_cast<dev_t<T>*>(p);
-}
-template <typename T>
-inline const dev_t<T>* dev(const T* p) {
-  return reinterpret_cast<const dev_t<T>*>(p);
-}
+template <typename T> inline dev_t<T>* dev(T* p) { return reinterpret_cast<dev_t<T>*>(p); }
+template <typename T> inline const dev_t<T>* dev(const T* p) { return reinterpret_cast<const dev_t<T>*>(p); }
 
 // Arithmetic type: fp32 for fp32 and bf16 storage, fp64 for fp64.
-template <typename T>
-struct AccOf {
-  using type = float;
-};
-template <>
-struct AccOf<double> {
-  using type = double;
-};
-template <typename T>
-using acc_t = typename AccOf<T>::type;
+template <typename T> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+template <typename T> using acc_t = typename AccOf<T>::type;
 
 __device__ __forceinline__ float to_acc(float v) { return v; }
 __device__ __forceinline__ double to_acc(double v) { return v; }
@@ -53,12 +33,8 @@ __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(double* p, double v) { *p = v; }
 __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
 // v as store() would round it into a T (and to_acc read it back).
-template <typename T>
-__device__ __forceinline__ float rounded(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ float rounded<__nv_bfloat16>(float v) {
+template <typename T> __device__ __forceinline__ float rounded(float v) { return v; }
+template <> __device__ __forceinline__ float rounded<__nv_bfloat16>(float v) {
   return __bfloat162float(__float2bfloat16(v));
 }
 
@@ -66,8 +42,7 @@ __device__ __forceinline__ float sigmoidf_(float v) { return 1.f / (1.f + __expf
 
 // Sum over a block in a fixed tree order (deterministic). blockDim.x must be a multiple of 32,
 // at most 1024; `scratch` holds 32 values. Every thread gets the total.
-template <typename A>
-__device__ A block_sum(A v, A* scratch) {
+template <typename A> __device__ A block_sum(A v, A* scratch) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -80,8 +55,7 @@ __device__ A block_sum(A v, A* scratch) {
   return t;
 }
 
-template <typename A>
-__device__ A block_max(A v, A* scratch) {
+template <typename A> __device__ A block_max(A v, A* scratch) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -120,10 +94,7 @@ struct Scratch {
   }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  template <typename U>
-  U* as() const {
-    return static_cast<U*>(ptr);
-  }
+  template <typename U> U* as() const { return static_cast<U*>(ptr); }
 };
 
 }  // namespace s6::kernels::cuda::detail
@@ -134,16 +105,10 @@ namespace s6::kernels::cuda::detail {
 
 // Pass 1 of a full reduction: block g sums f(x[i]) for i = g*256 + tid + k*grid*256.
 struct Identity {
-  template <typename A>
-  __device__ A operator()(A v) const {
-    return v;
-  }
+  template <typename A> __device__ A operator()(A v) const { return v; }
 };
 struct Square {
-  template <typename A>
-  __device__ A operator()(A v) const {
-    return v * v;
-  }
+  template <typename A> __device__ A operator()(A v) const { return v * v; }
 };
 
 constexpr int kReduceThreads = 256;
@@ -186,9 +151,8 @@ void launch_reduce_all(O* out, const T* x, int64_t n, F f, acc_t<T> factor, cuda
 
 // Column sums of a row-major (rows, cols) matrix. Pass 1: block (32 columns, 8 row lanes) sums a
 // chunk of rows into partial[chunk][col]; pass 2 sums the chunks of each column in order.
-template <typename T, typename A>
-__global__ void colsum_partial_kernel(A* partial, const T* x, int64_t rows, int64_t cols,
-                                      int64_t rows_per_chunk) {
+template <typename T, typename A> __global__ void colsum_partial_kernel(A* partial, const T* x, int64_t rows,
+                                                                        int64_t cols, int64_t rows_per_chunk) {
   __shared__ A tile[8][33];
   const int64_t c = blockIdx.x * 32LL + threadIdx.x;
   const int64_t r0 = blockIdx.y * rows_per_chunk;

@@ -19,9 +19,9 @@ int threads_for(int64_t width) {
   return static_cast<int>(t < 32 ? 32 : (t > 256 ? 256 : t));
 }
 
-template <typename X, typename R>
-__global__ void rmsnorm_fwd_kernel(X* y, R* s, const X* x, const R* residual, const R* weight, int64_t rows,
-                                   int64_t width, float eps) {
+template <typename X, typename R> __global__ void rmsnorm_fwd_kernel(X* y, R* s, const X* x, const R* residual,
+                                                                     const R* weight, int64_t rows,
+                                                                     int64_t width, float eps) {
   __shared__ float scratch[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t base = r * width;
@@ -40,10 +40,10 @@ __global__ void rmsnorm_fwd_kernel(X* y, R* s, const X* x, const R* residual, co
   }
 }
 
-template <typename X, typename R>
-__global__ void rmsnorm_bwd_kernel(R* ds, X* dsx, float* partial, const X* dy, const R* dres, const R* s,
-                                   const R* weight, int64_t rows, int64_t width, float eps,
-                                   int64_t rows_per_block) {
+template <typename X, typename R> __global__ void rmsnorm_bwd_kernel(R* ds, X* dsx, float* partial, const X* dy,
+                                                                     const R* dres, const R* s, const R* weight,
+                                                                     int64_t rows, int64_t width, float eps,
+                                                                     int64_t rows_per_block) {
   __shared__ float scratch[32];
   const int64_t r0 = blockIdx.x * rows_per_block;
   const int64_t r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
@@ -90,8 +90,7 @@ constexpr int kWarpRowThreads = 256;  // 8 warps, each walking its own rows
 // (the compiler may not move a load above a store that could alias it: a load per column after
 // the previous column's stores waited on DRAM 24 times per row). The weight sits in shared memory
 // (fewer registers: 2 blocks per SM up to width 512).
-template <int VPT, typename X, typename R>
-__global__ void __launch_bounds__(kWarpRowThreads, VPT <= 16 ? 2 : 1)
+template <int VPT, typename X, typename R> __global__ void __launch_bounds__(kWarpRowThreads, VPT <= 16 ? 2 : 1)
     rmsnorm_bwd_warp_kernel(R* ds, X* dsx, float* partial, const X* dy, const R* dres, const R* s,
                             const R* weight, int64_t rows, int64_t width, float eps, int64_t rows_per_block) {
   constexpr int kWarps = kWarpRowThreads / 32;
@@ -157,8 +156,7 @@ __global__ void __launch_bounds__(kWarpRowThreads, VPT <= 16 ? 2 : 1)
 // Forward with a warp per row (widths up to 32 * VPT): same arithmetic as rmsnorm_fwd_kernel, with
 // the row's sum of squares reduced by shuffles. The row is loaded before anything is stored, and
 // the stored residual's rounding is applied in registers (what reading it back gave).
-template <int VPT, typename X, typename R>
-__global__ void __launch_bounds__(kWarpRowThreads)
+template <int VPT, typename X, typename R> __global__ void __launch_bounds__(kWarpRowThreads)
     rmsnorm_fwd_warp_kernel(X* y, R* s, const X* x, const R* residual, const R* weight, int64_t rows,
                             int64_t width, float eps) {
   const int lane = threadIdx.x & 31;
@@ -193,8 +191,7 @@ __global__ void __launch_bounds__(kWarpRowThreads)
 }
 
 // Columns per lane for the warp-per-row kernels; false when the row is too wide for them.
-template <typename Fn>
-bool dispatch_vpt(int64_t width, Fn&& fn) {
+template <typename Fn> bool dispatch_vpt(int64_t width, Fn&& fn) {
   const int64_t need = (width + 31) / 32;
   if (need <= 1) fn(std::integral_constant<int, 1>{});
   else if (need <= 2) fn(std::integral_constant<int, 2>{});
@@ -209,9 +206,9 @@ bool dispatch_vpt(int64_t width, Fn&& fn) {
 
 }  // namespace
 
-template <typename X, typename R>
-void rmsnorm_add_fwd(X* y, R* s, const X* x, const R* residual, const R* weight, int64_t rows, int64_t width,
-                     double eps, void* stream) {
+template <typename X, typename R> void rmsnorm_add_fwd(X* y, R* s, const X* x, const R* residual,
+                                                       const R* weight, int64_t rows, int64_t width, double eps,
+                                                       void* stream) {
   S6_CHECK(rows >= 0 && width >= 0, "rmsnorm_add_fwd: bad sizes ({}, {})", rows, width);
   if (rows == 0 || width == 0) return;
   const bool by_warp = dispatch_vpt(width, [&](auto vtag) {
@@ -229,9 +226,9 @@ void rmsnorm_add_fwd(X* y, R* s, const X* x, const R* residual, const R* weight,
   check_launch("rmsnorm_add_fwd");
 }
 
-template <typename X, typename R>
-void rmsnorm_add_bwd(R* ds, X* dsx, R* dweight, const X* dy, const R* dresidual_out, const R* s,
-                     const R* weight, int64_t rows, int64_t width, double eps, void* stream) {
+template <typename X, typename R> void rmsnorm_add_bwd(R* ds, X* dsx, R* dweight, const X* dy,
+                                                       const R* dresidual_out, const R* s, const R* weight,
+                                                       int64_t rows, int64_t width, double eps, void* stream) {
   S6_CHECK(rows >= 0 && width >= 0, "rmsnorm_add_bwd: bad sizes ({}, {})", rows, width);
   if (width == 0 || (!ds && !dsx && !dweight)) return;
   cudaStream_t st = as_stream(stream);

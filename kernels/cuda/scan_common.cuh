@@ -51,14 +51,9 @@ static_assert(kScanChunkLength % kTS == 0, "a chunk must be a multiple of the su
 
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ float from_f<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
   return __float2bfloat16(x);
 }
 
@@ -90,8 +85,7 @@ __host__ __device__ constexpr int log2c(int v) { return v <= 1 ? 0 : 1 + log2c(v
 namespace scan_detail {  // named: unused members of some configurations draw no warnings
 
 // NS states per thread, LPD lanes per channel (a power of two dividing 32).
-template <int NS_, int LPD_, int NT_ = (32 * LPD_ < 128 ? 32 * LPD_ : 128)>
-struct Cfg {
+template <int NS_, int LPD_, int NT_ = (32 * LPD_ < 128 ? 32 * LPD_ : 128)> struct Cfg {
   static constexpr int NS = NS_, LPD = LPD_;
   static constexpr int NT = NT_;        // threads per block
   static constexpr int DPB = NT / LPD;  // channels per block
@@ -159,8 +153,7 @@ namespace {
 
 using scan_detail::Cfg;
 
-template <int NS>
-__device__ __forceinline__ void load_vec(float (&dst)[NS], const float* src) {
+template <int NS> __device__ __forceinline__ void load_vec(float (&dst)[NS], const float* src) {
   if constexpr (NS % 4 == 0) {
 #pragma unroll
     for (int i = 0; i < NS; i += 4) {
@@ -173,8 +166,7 @@ __device__ __forceinline__ void load_vec(float (&dst)[NS], const float* src) {
   }
 }
 
-template <int LPD>
-__device__ __forceinline__ float lane_allreduce(float v) {
+template <int LPD> __device__ __forceinline__ float lane_allreduce(float v) {
 #pragma unroll
   for (int m = 1; m < LPD; m <<= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
   return v;
@@ -254,9 +246,9 @@ __device__ __forceinline__ void prefetch_stage(std::initializer_list<const T*> s
 }
 
 // Stages kTS steps of B or C (batch, length, dstate; rows ld apart), zero-padded to NPAD states.
-template <class CF, typename T>
-__device__ __forceinline__ void stage_bc(float* s, const T* src, int b, int64_t t0, int64_t tend, int64_t L,
-                                         int N, int64_t ld) {
+template <class CF, typename T> __device__ __forceinline__ void stage_bc(float* s, const T* src, int b,
+                                                                         int64_t t0, int64_t tend, int64_t L,
+                                                                         int N, int64_t ld) {
   for (int i = threadIdx.x; i < kTS * CF::NPAD; i += CF::NT) {
     const int tt = i / CF::NPAD, n = i - tt * CF::NPAD;
     const int64_t t = t0 + tt;
@@ -274,9 +266,8 @@ __device__ __forceinline__ void load_A(float (&A2)[CF::NS], const float* A, int 
 }
 
 // One step of the recurrence for a thread's NS states: h = exp(dt A) h + dt u B (A2 = A log2 e).
-template <int NS>
-__device__ __forceinline__ void advance_state(float (&h)[NS], const float (&A2)[NS], float dtv, float dtu,
-                                              const float (&Bt)[NS]) {
+template <int NS> __device__ __forceinline__ void advance_state(float (&h)[NS], const float (&A2)[NS],
+                                                                float dtv, float dtu, const float (&Bt)[NS]) {
 #pragma unroll
   for (int i = 0; i < NS; ++i) h[i] = fast_exp2(dtv * A2[i]) * h[i] + dtu * Bt[i];
 }
@@ -302,15 +293,14 @@ __device__ __forceinline__ void store_chunk_end(float* out, int64_t slot, const 
 // they all belong to channel d0 + tid % DPB, at steps tid / DPB + k * LPD. Loads for the next
 // sub-chunk are issued before the current one is computed (latency hidden by the compute), and
 // written to shared memory after it.
-template <class CF>
-struct Tile {
+template <class CF> struct Tile {
   static constexpr int IT = (CF::TD + CF::NT - 1) / CF::NT;           // per-channel items per thread
   static constexpr int ITB = (kTS * CF::NPAD + CF::NT - 1) / CF::NT;  // B/C items per thread
 };
 
-template <class CF, typename T>
-__device__ __forceinline__ void prefetch_seq(T (&r)[Tile<CF>::IT], const T* src, int b, int64_t t0,
-                                             int64_t tend, int dS, int64_t L, int dim) {
+template <class CF, typename T> __device__ __forceinline__ void prefetch_seq(T (&r)[Tile<CF>::IT], const T* src,
+                                                                             int b, int64_t t0, int64_t tend,
+                                                                             int dS, int64_t L, int dim) {
   const int tt0 = threadIdx.x / CF::DPB;
 #pragma unroll
   for (int k = 0; k < Tile<CF>::IT; ++k) {
@@ -352,9 +342,9 @@ __device__ __forceinline__ void store_dt(float* s_dt, float* s_dsp, const T (&r)
   }
 }
 
-template <class CF, typename T>
-__device__ __forceinline__ void prefetch_bc(T (&r)[Tile<CF>::ITB], const T* src, int b, int64_t t0,
-                                            int64_t tend, int64_t L, int N, int64_t ld) {
+template <class CF, typename T> __device__ __forceinline__ void prefetch_bc(T (&r)[Tile<CF>::ITB], const T* src,
+                                                                            int b, int64_t t0, int64_t tend,
+                                                                            int64_t L, int N, int64_t ld) {
 #pragma unroll
   for (int k = 0; k < Tile<CF>::ITB; ++k) {
     const int i = threadIdx.x + k * CF::NT;
@@ -377,8 +367,7 @@ __device__ __forceinline__ void store_bc(float* s, const T (&r)[Tile<CF>::ITB]) 
 // Used by B3 for the sub-chunk after the one it computes, so that no staging waits on L2/DRAM. The
 // per-channel rows go in 16-byte copies (dim a multiple of 16 / sizeof(T), 16-byte aligned
 // sequences), the B and C rows in 4-byte ones; entries past tend or dim are zero-filled.
-template <typename T>
-__host__ __device__ constexpr bool async_rows_fit(int dpb) {
+template <typename T> __host__ __device__ constexpr bool async_rows_fit(int dpb) {
   return dpb % (16 / static_cast<int>(sizeof(T))) == 0;
 }
 
@@ -393,8 +382,7 @@ __device__ __forceinline__ void cp_async4(void* dst, const void* src, int src_by
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
 // The raw tile: u, delta, dout, z as [kTS][DPB]; B, C as [kTS][N].
-template <class CF, typename T>
-struct RawTile {
+template <class CF, typename T> struct RawTile {
   T *u, *delta, *dout, *z, *B, *C;
   __device__ explicit RawTile(float* base) {
     T* r = reinterpret_cast<T*>(base);
@@ -474,8 +462,7 @@ __device__ __forceinline__ void unpack_stage(float* s_dt, float* s_dsp, float* s
 // x_p + exp(A * dts[super-chunk at p-1]) * (value at p-1).
 // blockDim = (32, SEG): each of the SEG rows scans a contiguous run of positions; the runs are
 // combined in order by row 0, so the result does not depend on timing.
-template <bool REVERSE>
-__global__ void __launch_bounds__(1024)
+template <bool REVERSE> __global__ void __launch_bounds__(1024)
     scan_chunk_combine_kernel(float* x, const float* dts, const float* A, const float* init, int nc, int ns,
                               int K, int dim, int N) {
   __shared__ float s_P[32 * 32], s_H[32 * 32];
@@ -549,8 +536,7 @@ __global__ void __launch_bounds__(1024)
 }
 
 // ---- host side ----------------------------------------------------------------------------------
-template <typename Fn>
-void dispatch_cfg(int64_t N, Fn&& fn) {
+template <typename Fn> void dispatch_cfg(int64_t N, Fn&& fn) {
   if (N <= 4) fn(Cfg<4, 1>{});
   else if (N <= 8) fn(Cfg<4, 2>{});
   else if (N <= 16) fn(Cfg<4, 4>{});
@@ -560,8 +546,7 @@ void dispatch_cfg(int64_t N, Fn&& fn) {
   else fn(Cfg<8, 32>{});
 }
 
-template <typename Fn>
-void dispatch_dtype(ScanDType dtype, Fn&& fn) {
+template <typename Fn> void dispatch_dtype(ScanDType dtype, Fn&& fn) {
   if (dtype == ScanDType::Float32) fn(float{});
   else fn(__nv_bfloat16{});
 }
@@ -596,8 +581,7 @@ void check_dims(const char* what, int64_t batch, int64_t length, int64_t dim, in
            length);
 }
 
-template <typename K>
-void set_smem(K kernel, size_t bytes) {
+template <typename K> void set_smem(K kernel, size_t bytes) {
   if (bytes > 48 * 1024) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                  static_cast<int>(bytes));
@@ -612,9 +596,9 @@ int combine_segments(int64_t ns) {
   return seg;
 }
 
-template <bool REVERSE>
-void launch_combine(float* x, const float* dts, const float* A, const float* init, int64_t nc, int64_t ns,
-                    int64_t K, int64_t batch, int64_t dim, int64_t N, cudaStream_t stream) {
+template <bool REVERSE> void launch_combine(float* x, const float* dts, const float* A, const float* init,
+                                            int64_t nc, int64_t ns, int64_t K, int64_t batch, int64_t dim,
+                                            int64_t N, cudaStream_t stream) {
   const int seg = combine_segments(ns);
   const int64_t M = dim * N;
   dim3 grid(static_cast<unsigned>((M + 31) / 32), static_cast<unsigned>(batch));

@@ -9,8 +9,7 @@ namespace {
 
 // ---- B1: per super-chunk s >= 1, the adjoint it passes to super-chunk s - 1 (from zero), and its
 // sum of dt; written to the slot of the last chunk of super-chunk s - 1 -----------------------------
-template <class CF, typename T>
-__global__ void __launch_bounds__(CF::NT)
+template <class CF, typename T> __global__ void __launch_bounds__(CF::NT)
     scan_bwd_chunk_adj_kernel(float* adj, float* dts, const T* dout, const T* delta, const float* A,
                               const T* Cm, const T* z, const float* bias, bool softplus, int64_t L, int dim,
                               int N, int nc, int K, int ns, int chunk, int64_t ldbc) {
@@ -120,8 +119,7 @@ __device__ __forceinline__ void advance_staged(float (&h)[CF::NS], const float (
 // du, ddelta, dz of one channel from step t0 of a sub-chunk, for B3 configurations that store
 // them step by step (CF::kBwdDirectOut, dstate 9..16): step tt at [tt * dim], for tt < n (0 past
 // dim); null where not wanted. An int offset: tt * dim < 16 * 2^30 / 9 (check_dims) < 2^31.
-template <typename T>
-struct OutRows {
+template <typename T> struct OutRows {
   T *du = nullptr, *ddelta = nullptr, *dz = nullptr;
   int n = 0;
   OutRows() = default;
@@ -137,8 +135,7 @@ struct OutRows {
 // recomputed for the sub-chunk it does not walk): HS recomputed states in registers instead of
 // 16. The states come from the same operations either way, and the sums keep their order: the
 // same bits for any NP.
-template <class CF, typename T, int NP>
-__global__ void __launch_bounds__(CF::NT, CF::bwd_min_blocks(NP))
+template <class CF, typename T, int NP> __global__ void __launch_bounds__(CF::NT, CF::bwd_min_blocks(NP))
     scan_bwd_main_kernel(T* du, T* ddelta, T* dz, float* dB_part, float* dC_part, float* adj, float* dD_part,
                          float* dbias_part, const T* dout, const T* u, const T* delta, const float* A,
                          const T* Bm, const T* Cm, const float* Dv, const T* z, const float* bias,
@@ -482,8 +479,7 @@ __device__ __forceinline__ float column_sum(const float* in, int64_t r, int64_t 
   return s;
 }
 
-template <typename T>
-__global__ void colsum_jobs_kernel(ColsumJobs jobs, bool final_pass) {
+template <typename T> __global__ void colsum_jobs_kernel(ColsumJobs jobs, bool final_pass) {
   int k = 0;
   while (k + 1 < jobs.n && (int64_t)blockIdx.x >= jobs.first[k + 1]) ++k;
   const ColsumJob& j = jobs.job[k];
@@ -501,8 +497,7 @@ __global__ void colsum_jobs_kernel(ColsumJobs jobs, bool final_pass) {
   else static_cast<float*>(j.out)[m] = s;
 }
 
-template <typename T>
-void run_colsums(ColsumJobs jobs, cudaStream_t stream) {
+template <typename T> void run_colsums(ColsumJobs jobs, cudaStream_t stream) {
   for (bool final_pass : {false, true}) {
     jobs.first[0] = 0;
     for (int k = 0; k < jobs.n; ++k) jobs.first[k + 1] = jobs.first[k] + colsum_blocks(jobs.job[k], final_pass);
@@ -519,13 +514,11 @@ namespace {
 // B3's configuration with 8 states per thread, where CF is Cfg<4, 4> (dstate 9..16); 16 states
 // per thread lost everywhere (docs/scan_notes.md, v9).
 using WideBwdCfg = Cfg<8, 2, 128>;
-template <class CF>
-constexpr bool has_wide_bwd = CF::NS == 4 && CF::LPD == 4;
+template <class CF> constexpr bool has_wide_bwd = CF::NS == 4 && CF::LPD == 4;
 
 // B3's configuration where CF runs the other kernels: WideBwdCfg when the plan says 8 states per
 // thread.
-template <class CF, typename Fn>
-void dispatch_bwd_main_cfg(int bwd_states, Fn&& fn) {
+template <class CF, typename Fn> void dispatch_bwd_main_cfg(int bwd_states, Fn&& fn) {
   if constexpr (has_wide_bwd<CF>) {
     if (bwd_states == 8) return fn(WideBwdCfg{});
   }
@@ -533,8 +526,7 @@ void dispatch_bwd_main_cfg(int bwd_states, Fn&& fn) {
 }
 
 // The backward's configurations at dstate N: fn(B1's, B3's).
-template <typename Fn>
-void dispatch_bwd_cfgs(int64_t N, int bwd_states, Fn&& fn) {
+template <typename Fn> void dispatch_bwd_cfgs(int64_t N, int bwd_states, Fn&& fn) {
   dispatch_cfg(
       N, [&](auto cf) { dispatch_bwd_main_cfg<decltype(cf)>(bwd_states, [&](auto cf3) { fn(cf, cf3); }); });
 }

@@ -9,8 +9,7 @@ namespace {
 // ---- F1: per super-chunk (K chunks; all but the last), end state from zero and sum of dt -------
 // The end state of super-chunk s goes to chunk slot (s + 1) K of `states`, which F2 turns into
 // start states.
-template <class CF, typename T>
-__global__ void __launch_bounds__(CF::NT)
+template <class CF, typename T> __global__ void __launch_bounds__(CF::NT)
     scan_fwd_chunk_end_kernel(float* states, float* dts, const T* u, const T* delta, const float* A,
                               const T* Bm, const float* bias, bool softplus, int64_t L, int dim, int N, int nc,
                               int K, int ns, int chunk, int64_t ldbc) {
@@ -63,8 +62,7 @@ __global__ void __launch_bounds__(CF::NT)
 // ---- F3: outputs of every super-chunk from its start state ---------------------------------------
 // Walks the K chunks of the super-chunk, writing the state entering each (but the first, which F2
 // wrote) to chunk_states for the backward.
-template <class CF, typename T>
-__global__ void __launch_bounds__(CF::NT)
+template <class CF, typename T> __global__ void __launch_bounds__(CF::NT)
     scan_fwd_out_kernel(T* out, float* final_state, float* states, const T* u, const T* delta, const float* A,
                         const T* Bm, const T* Cm, const float* Dv, const T* z, const float* bias, bool softplus,
                         int64_t L, int dim, int N, int nc, int K, int ns, int chunk, int64_t ldbc) {

@@ -6,10 +6,10 @@ namespace s6::kernels::cuda {
 namespace {
 
 // ---- single-token step ------------------------------------------------------------------------
-template <typename T>
-__global__ void scan_step_kernel(T* out, float* state, const T* u, const T* delta, const float* A, const T* Bm,
-                                 const T* Cm, const float* Dv, const T* z, const float* bias, bool softplus,
-                                 int64_t batch, int64_t dim, int N) {
+template <typename T> __global__ void scan_step_kernel(T* out, float* state, const T* u, const T* delta,
+                                                       const float* A, const T* Bm, const T* Cm,
+                                                       const float* Dv, const T* z, const float* bias,
+                                                       bool softplus, int64_t batch, int64_t dim, int N) {
   const int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (r >= batch * dim) return;
   const int64_t b = r / dim, d = r - b * dim;

@@ -19,9 +19,8 @@ uint64_t get_u64(const std::string& in, size_t at) {
 }
 
 // "rank 0 has A, ranks 2, 3 have B": groups ranks by value so a 64-rank mismatch stays readable.
-template <class T, class Fmt>
-std::string field_line(const char* name, const std::vector<StartupRecord>& rs, T StartupRecord::*field,
-                       Fmt show) {
+template <class T, class Fmt> std::string field_line(const char* name, const std::vector<StartupRecord>& rs,
+                                                     T StartupRecord::*field, Fmt show) {
   std::map<T, std::vector<int>> by_value;
   for (size_t r = 0; r < rs.size(); ++r) by_value[rs[r].*field].push_back(static_cast<int>(r));
   if (by_value.size() <= 1) return "";

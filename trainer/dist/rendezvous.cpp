@@ -318,8 +318,7 @@ void Rendezvous::barrier(const std::string& what) {
   broadcast(std::string(), what);
 }
 
-template <typename T>
-void Rendezvous::all_reduce_impl(T* data, size_t n, Reduce op, const std::string& what) {
+template <typename T> void Rendezvous::all_reduce_impl(T* data, size_t n, Reduce op, const std::string& what) {
   if (opt_.world_size == 1 || n == 0) return;  // a mean over one rank is the value itself
   const size_t chunk = kMaxFrame / sizeof(T);
   std::vector<double> acc;

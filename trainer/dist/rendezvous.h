@@ -61,8 +61,7 @@ class Rendezvous {
   void all_reduce(double* data, size_t n, Reduce op, const std::string& what);
 
  private:
-  template <typename T>
-  void all_reduce_impl(T* data, size_t n, Reduce op, const std::string& what);
+  template <typename T> void all_reduce_impl(T* data, size_t n, Reduce op, const std::string& what);
   void connect_to_root();
   void accept_peers();
   [[noreturn]] void fail(int peer, const std::string& what, const std::string& reason) const;
