@@ -107,14 +107,14 @@ double copy_bandwidth() {
 struct ScanShape {
   int64_t batch, dim, dstate, length;
   bool bf16;
-  double ref_fwd_ms, ref_fwdbwd_ms;  // docs/performance.md (PyTorch + mamba_ssm, H100)
+  double ref_fwd_ms, ref_fwdbwd_ms;  // docs/performance.md (PyTorch + mamba_ssm, H200, 2026-12-04)
 };
 
 void run_scan(double bandwidth, const s6::kernels::ScanPlanOverrides& ov) {
   const std::vector<ScanShape> shapes = {
-      {8, 1536, 16, 2048, false, 0.983, 3.406},   {8, 1536, 16, 2048, true, 0.517, 2.589},
-      {64, 128, 16, 4096, false, 1.383, 5.019},   {8, 128, 16, 256, false, 0.102, 0.559},
-      {1, 1024, 16, 65536, false, 3.082, 10.485}, {1, 128, 16, 1048576, false, 12.462, 39.722},
+      {8, 1536, 16, 2048, false, 0.921, 2.990},  {8, 1536, 16, 2048, true, 0.466, 2.259},
+      {64, 128, 16, 4096, false, 1.290, 4.327},  {8, 128, 16, 256, false, 0.045, 0.303},
+      {1, 1024, 16, 65536, false, 2.968, 9.466}, {1, 128, 16, 1048576, false, 12.097, 37.444},
   };
   std::printf("\nselective scan (z gate, D, delta bias, softplus); copy bandwidth %.2f TB/s (read+write)\n",
               bandwidth * 1e-12);
