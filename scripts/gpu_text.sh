@@ -4,6 +4,8 @@
 # curve, tokens/s, MFU), (3) a generated sample, (4) generation throughput at batch 1 and 64 with
 # 2048-token prompts and 128 new tokens beside transformers' MambaForCausalLM.generate.
 # Usage: scripts/gpu_text.sh [max minutes of training (15)] [text glob ('/usr/lib/python3.*/**/*.py')]
+# S6_GEN_BENCH=0 skips (4) (it does not depend on the weights: bench_generate.py --s6-config runs
+# it on a fresh model of the same config).
 # Outputs in $OUT: prepare.log, text_lm_130m.log, metrics.jsonl, training.png, sample.txt,
 # bench_generate.jsonl / .txt.
 set -uo pipefail
@@ -33,6 +35,7 @@ PY
 python3 scripts/generate_text.py --generate build-gpu/generate --tokenizer data/text/bpe.json \
   --checkpoint runs/text_lm_130m --prompt "def main(" --max-new-tokens 200 --temperature 0.8 --top-k 40 \
   --seed 1 >"$OUT/sample.txt" && cat "$OUT/sample.txt"
+[ "${S6_GEN_BENCH:-1}" = 0 ] && exit 0
 python3 scripts/bench_generate.py --generate build-gpu/generate --s6 runs/text_lm_130m --hf-random-130m \
   >"$OUT/bench_generate.jsonl" 2>"$OUT/bench_generate.txt"
 echo "bench_generate: exit $?"

@@ -101,6 +101,7 @@ def train_tokenizer(docs, vocab_size, path):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=True)
     tok.train_from_iterator(docs, trainer=trainer, length=len(docs))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tok.save(path)
     print(f"trained a byte-level BPE of {tok.get_vocab_size()} ids -> {path}", file=sys.stderr)
 

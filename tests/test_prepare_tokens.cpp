@@ -63,6 +63,12 @@ t.save(sys.argv[1])
     shard.read(reinterpret_cast<char*>(header), sizeof(header));
     CHECK(header[1] == (std::string(size) == "big" ? 2 : 1));
   }
+  // --train-tokenizer writes the tokenizer into a folder that does not exist yet (the output's).
+  const fs::path trained = dir / "trained/bpe.json";
+  REQUIRE(run(fmt::format("python3 {} --train-tokenizer 300 --tokenizer {} --out {} '{}'", script,
+                          trained.string(), (dir / "trained").string(), (dir / "text/**/*.txt").string())));
+  CHECK(fs::exists(trained));
+  CHECK(read_all((dir / "trained/data_train_*.bin").string()).size() > 4);
   CHECK_FALSE(
       run(fmt::format("python3 {} --tokenizer {} --out {} '{}'", script, (dir / "missing.json").string(),
                       (dir / "x").string(), (dir / "text/*.txt").string())));
